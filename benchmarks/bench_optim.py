@@ -1,0 +1,127 @@
+"""Step time of weightdecay's optimizers against torch.optim, measured in one process.
+
+For N = 1e5, 1e6, 1e7 parameters, laid out as one tensor or as ~200 ResNet-shaped tensors,
+it times one ``optimizer.step()`` (median over repeats, contenders interleaved so that machine
+noise hits all alike) and prints:
+  - the ratio to torch's fused kernel (torch.optim.AdamW(fused=True) / SGD(fused=True)),
+  - the fraction of the memory-bandwidth bound: AdamW moves 28 bytes per float32 parameter
+    (read p, g, m, v; write p, m, v), SGD with momentum 20 (read p, g, m; write p, m); the
+    bandwidth is measured here as the best of several large copies (read + write).
+
+    python benchmarks/bench_optim.py [--sizes 1e5 1e6 1e7] [--repeats 15] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import weightdecay as wd  # noqa: E402
+from _shapes import resnet_like_shapes  # noqa: E402
+
+BYTES_PER_PARAM = {"adamw": 28, "sgd": 20}
+
+
+def contenders(kind: str) -> dict:
+    """name -> factory(params). The first entry is the baseline of the ratios."""
+    if kind == "adamw":
+        lam, lr = 0.05, 1e-3
+        return {
+            "torch AdamW fused": lambda ps: torch.optim.AdamW(ps, lr=lr, weight_decay=lam / lr,
+                                                              fused=True),
+            "torch AdamW foreach": lambda ps: torch.optim.AdamW(ps, lr=lr, weight_decay=lam / lr,
+                                                                foreach=True),
+            "wd.AdamW (auto)": lambda ps: wd.AdamW(ps, lr=lr, weight_decay=lam),
+            "wd.AdamW foreach": lambda ps: wd.AdamW(ps, lr=lr, weight_decay=lam, impl="foreach"),
+        }
+    return {
+        "torch SGD fused": lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9, fused=True),
+        "torch SGD foreach": lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9, foreach=True),
+        "wd.SGDW (auto)": lambda ps: wd.SGDW(ps, lr=0.1, momentum=0.9, weight_decay=5e-4),
+    }
+
+
+def measure_bandwidth(n: int = 20_000_000, repeats: int = 10) -> float:
+    """Bytes per second of a large copy (8 bytes moved per float32 element)."""
+    src, dst = torch.randn(n), torch.empty(n)
+    best = math.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        dst.copy_(src)
+        best = min(best, time.perf_counter() - t0)
+    return 8 * n / best
+
+
+def make_params(n: int, layout: str) -> list[torch.nn.Parameter]:
+    shapes = [(n,)] if layout == "1 tensor" else resnet_like_shapes(n)
+    gen = torch.Generator().manual_seed(0)
+    params = []
+    for s in shapes:
+        p = torch.nn.Parameter(torch.randn(s, generator=gen))
+        p.grad = torch.randn(s, generator=gen) * 1e-2
+        params.append(p)
+    return params
+
+
+def time_steps(opts: dict, repeats: int) -> dict:
+    """Median seconds per step for each optimizer, interleaving them repeat by repeat."""
+    for opt in opts.values():  # warm-up: state allocation, first-call overheads
+        opt.step()
+        opt.step()
+    samples = {name: [] for name in opts}
+    inner = 1
+    probe = time.perf_counter()
+    next(iter(opts.values())).step()
+    probe = time.perf_counter() - probe
+    if probe < 2e-3:
+        inner = max(1, int(2e-3 / max(probe, 1e-6)))
+    for _ in range(repeats):
+        for name, opt in opts.items():
+            t0 = time.perf_counter()
+            for _ in range(inner):
+                opt.step()
+            samples[name].append((time.perf_counter() - t0) / inner)
+    return {name: statistics.median(v) for name, v in samples.items()}
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", nargs="+", type=float, default=[1e5, 1e6, 1e7])
+    ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--kinds", nargs="+", default=["adamw", "sgd"], choices=["adamw", "sgd"])
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    bw = measure_bandwidth()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"copy bandwidth {bw / 1e9:.1f} GB/s")
+    for kind in args.kinds:
+        print(f"\n## {kind}: median step time; ratio to the first row; fraction of the "
+              f"{BYTES_PER_PARAM[kind]} B/param bandwidth bound")
+        print(f"| {'N':>5} | {'layout':<12} | {'optimizer':<22} | {'step ms':>9} | "
+              f"{'ratio':>6} | {'of bound':>8} |")
+        print(f"|{'-' * 7}|{'-' * 14}|{'-' * 24}|{'-' * 11}|{'-' * 8}|{'-' * 10}|")
+        for n in (int(s) for s in args.sizes):
+            for layout in ("1 tensor", "200 tensors"):
+                opts = {}
+                for name, factory in contenders(kind).items():
+                    opts[name] = factory(make_params(n, layout))
+                times = time_steps(opts, args.repeats)
+                base = next(iter(times.values()))
+                bound = BYTES_PER_PARAM[kind] * n / bw
+                for name, t in times.items():
+                    print(f"| {n:>5.0e} | {layout:<12} | {name:<22} | {t * 1e3:>9.3f} | "
+                          f"{t / base:>6.2f} | {bound / t:>8.0%} |")
+                del opts
+
+
+if __name__ == "__main__":
+    main()

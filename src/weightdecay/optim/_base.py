@@ -1,0 +1,120 @@
+"""Shared machinery of the library's optimizers: validation, eta_t, implementation choice."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+
+from ._decay import check_convention
+
+IMPLS = ("reference", "foreach", "fused")
+
+
+def check_nonneg(name: str, value: Any) -> float:
+    """A finite real number >= 0, else ValueError naming the argument and the value."""
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"Invalid {name}: {value!r}; expected a number")
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"Invalid {name}: {value!r}; expected a real number")
+    if math.isnan(value) or math.isinf(value) or value < 0:
+        raise ValueError(f"Invalid {name}: {value!r}; expected a finite value >= 0")
+    return float(value)
+
+
+def check_unit(name: str, value: Any) -> float:
+    """A number in [0, 1) (momentum, betas)."""
+    value = check_nonneg(name, value)
+    if not value < 1.0:
+        raise ValueError(f"Invalid {name}: {value!r}; expected a value in [0, 1)")
+    return value
+
+
+def check_positive(name: str, value: Any) -> float:
+    value = check_nonneg(name, value)
+    if value <= 0:
+        raise ValueError(f"Invalid {name}: {value!r}; expected a value > 0")
+    return value
+
+
+def check_impl(impl: str | None) -> str | None:
+    if impl is not None and impl not in IMPLS:
+        raise ValueError(f"Invalid impl: {impl!r}; expected None (automatic) or one of {IMPLS}")
+    return impl
+
+
+class DecayOptimizer(torch.optim.Optimizer):
+    """Base class: param groups carry ``lr``, ``initial_lr``, ``weight_decay``,
+    ``decay_convention`` and ``impl``; subclasses implement ``_update_group``.
+
+    eta_t = ``group["lr"] / group["initial_lr"]``; ``initial_lr`` is set at construction
+    (torch LR schedulers then keep it, as they ``setdefault`` it).
+    """
+
+    #: keys validated for every group: name -> checker
+    _checks: dict = {}
+
+    def __init__(self, params: Iterable, defaults: dict) -> None:
+        check_convention(defaults["decay_convention"])
+        check_impl(defaults["impl"])
+        for key, checker in self._checks.items():
+            defaults[key] = checker(key, defaults[key])
+        super().__init__(params, defaults)
+
+    def add_param_group(self, param_group: dict) -> None:
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        for key, checker in self._checks.items():
+            group[key] = checker(key, group[key])
+        check_convention(group["decay_convention"])
+        check_impl(group["impl"])
+        group.setdefault("initial_lr", group["lr"])
+        for p in group["params"]:
+            if p.is_sparse:
+                raise ValueError(f"{type(self).__name__} does not support sparse parameters")
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:  # old checkpoints keep loading
+            group.setdefault("decay_convention", "schedule")
+            group.setdefault("impl", None)
+            group.setdefault("initial_lr", group["lr"])
+
+    @staticmethod
+    def _params_with_grad(group: dict, name: str) -> list[torch.Tensor]:
+        params = []
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            if p.grad.is_sparse:
+                raise ValueError(f"{name} does not support sparse gradients")
+            params.append(p)
+        return params
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        """Perform one update. ``closure`` re-evaluates the model and returns the loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params = self._params_with_grad(group, type(self).__name__)
+            if params:
+                self._update_group(group, params)
+        return loss
+
+    def _update_group(self, group: dict, params: list[torch.Tensor]) -> None:
+        raise NotImplementedError
+
+
+def foreach_ok(params: list[torch.Tensor]) -> bool:
+    """The multi-tensor path needs one device and no complex tensors (grouped per dtype)."""
+    if not params:
+        return False
+    device = params[0].device
+    return all(p.device == device and not torch.is_complex(p) for p in params)

@@ -1,0 +1,76 @@
+"""Algorithms 1 and 2 of Loshchilov & Hutter (ICLR 2019), literally, one tensor at a time.
+
+These functions are the readable reference: every line mirrors a line of the paper's
+pseudocode (numbers in the comments). They are the ``impl="reference"`` path of the
+optimizers and, run in float64, the oracle that every fast path is tested against.
+
+Conventions: ``lr_t = alpha * eta_t`` is the scheduled learning rate, ``decay_t`` the factor
+multiplying theta_{t-1} in the decoupled decay (eta_t * lambda for the paper's convention,
+see ``_decay.py``), ``l2`` the coefficient added to the gradient (SGD/Adam with L2).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+@torch.no_grad()
+def sgd_step(
+    theta: Tensor,
+    grad: Tensor,
+    m: Tensor,
+    *,
+    lr_t: float,
+    momentum: float,
+    l2: float,
+    decay_t: float,
+    nesterov: bool,
+) -> None:
+    """Algorithm 1 (SGD with momentum; L2 when ``l2 > 0``, SGDW when ``decay_t > 0``).
+
+    ``m`` holds the paper's m_{t-1} (the step size lives inside the buffer) and is updated
+    in place to m_t; ``theta`` is updated in place to theta_t.
+    """
+    g = grad + l2 * theta  # 1. g_t = grad f_t(theta_{t-1}) (+ lambda*theta_{t-1}: SGD + L2)
+    # 2. eta_t = schedule(t) is folded into lr_t = eta_t * alpha
+    m.mul_(momentum).add_(lr_t * g)  # 3. m_t = beta1*m_{t-1} + eta_t*alpha*g_t
+    step = momentum * m + lr_t * g if nesterov else m  # Nesterov look-ahead (torch's form)
+    # 4. theta_t = theta_{t-1} - m_t (- eta_t*lambda*theta_{t-1}: SGDW, uses theta_{t-1})
+    theta.sub_(step + decay_t * theta)
+
+
+@torch.no_grad()
+def adam_step(
+    theta: Tensor,
+    grad: Tensor,
+    m: Tensor,
+    v: Tensor,
+    v_max: Tensor | None,
+    *,
+    t: int,
+    lr_t: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    l2: float,
+    decay_t: float,
+) -> None:
+    """Algorithm 2 (Adam; L2 when ``l2 > 0``, AdamW when ``decay_t > 0``), update count t >= 1.
+
+    AMSGrad when ``v_max`` is given: the running maximum of v_t replaces v_t before bias
+    correction (the form torch uses, so that the fused kernels agree with it).
+    """
+    g = grad + l2 * theta  # 1. g_t (+ lambda*theta_{t-1}: Adam + L2)
+    m.mul_(beta1).add_((1 - beta1) * g)  # 2. m_t = beta1*m_{t-1} + (1-beta1)*g_t
+    v.mul_(beta2).add_((1 - beta2) * g * g)  #    v_t = beta2*v_{t-1} + (1-beta2)*g_t^2
+    if v_max is not None:
+        torch.maximum(v_max, v, out=v_max)  # AMSGrad: v_t <- max(v_max, v_t)
+        v_used = v_max
+    else:
+        v_used = v
+    m_hat = m / (1 - beta1**t)  # 3. m_hat_t = m_t / (1 - beta1^t)
+    v_hat = v_used / (1 - beta2**t)  #    v_hat_t = v_t / (1 - beta2^t)
+    # 4. eta_t folded into lr_t = eta_t*alpha and decay_t = eta_t*lambda
+    # 5. theta_t = theta_{t-1} - eta_t*(alpha*m_hat/(sqrt(v_hat)+eps) + lambda*theta_{t-1})
+    theta.sub_(lr_t * m_hat / (v_hat.sqrt() + eps) + decay_t * theta)

@@ -1,0 +1,147 @@
+"""SGD with momentum, with L2 regularization (``SGD``) or decoupled weight decay (``SGDW``).
+
+Algorithm 1 of Loshchilov & Hutter (ICLR 2019), in the paper's momentum form::
+
+    g_t     = grad f_t(theta_{t-1})            (+ lambda * theta_{t-1}   SGD with L2 only)
+    m_t     = beta1 * m_{t-1} + eta_t * alpha * g_t
+    theta_t = theta_{t-1} - m_t                (- eta_t * lambda * theta_{t-1}   SGDW only)
+
+``alpha * eta_t`` is ``group["lr"]``, so an LR scheduler changes both the step and the decay.
+torch's momentum (buf = mu*buf + g; theta -= lr_t*buf) equals this only while lr is constant.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+
+from . import _reference
+from ._base import DecayOptimizer, check_nonneg, check_unit, foreach_ok
+from ._decay import decay_per_update
+
+
+class SGD(DecayOptimizer):
+    r"""SGD with momentum and **L2 regularization**: ``weight_decay`` (lambda) is added to the
+    gradient as ``lambda * theta`` and then scaled by the learning rate like the gradient
+    (the coupled form; Prop. 1: equivalent to decay lambda*alpha only for plain SGD).
+
+    Args:
+        params: parameters or param groups.
+        lr: base learning rate alpha (``group["lr"] = alpha * eta_t`` under a scheduler).
+        momentum: beta1 of Algorithm 1 (paper: 0.9).
+        weight_decay: L2 coefficient lambda' added to the gradient (``SGD``), or the decoupled
+            decay factor lambda (``SGDW``, multiplied per ``decay_convention``).
+        nesterov: Nesterov momentum (theta -= beta1*m_t + lr_t*g_t).
+        decay_convention: what SGDW's lambda is multiplied by: ``"schedule"`` (eta_t, the
+            paper's; default), ``"lr"`` (lr_t, torch's), ``"constant"`` (1). Ignored by SGD.
+        impl: ``None`` (automatic), ``"reference"`` (the pseudocode per tensor) or
+            ``"foreach"`` (multi-tensor kernels).
+
+    Example:
+        >>> opt = weightdecay.SGD(model.parameters(), lr=0.1, weight_decay=5e-4)
+
+    Reference: Loshchilov & Hutter, "Decoupled Weight Decay Regularization", ICLR 2019, Alg. 1.
+    """
+
+    decoupled = False
+    _checks = {"lr": check_nonneg, "momentum": check_unit, "weight_decay": check_nonneg}
+
+    def __init__(
+        self,
+        params: Iterable,
+        lr: float,
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        nesterov: bool = False,
+        *,
+        decay_convention: str = "schedule",
+        impl: str | None = None,
+    ) -> None:
+        if nesterov and check_unit("momentum", momentum) == 0:
+            raise ValueError("Invalid nesterov=True with momentum=0; Nesterov needs momentum > 0")
+        defaults = dict(
+            lr=lr,
+            momentum=momentum,
+            weight_decay=weight_decay,
+            nesterov=nesterov,
+            decay_convention=decay_convention,
+            impl=impl,
+        )
+        super().__init__(params, defaults)
+
+    def _update_group(self, group: dict, params: list[torch.Tensor]) -> None:
+        impl = group["impl"]
+        if impl == "fused":
+            raise ValueError(
+                f"impl='fused' is not available for {type(self).__name__}: torch's fused SGD "
+                "uses torch-style momentum, not Algorithm 1; use 'foreach' or None"
+            )
+        if impl is None:
+            impl = "foreach" if foreach_ok(params) else "reference"
+        lr = group["lr"]
+        momentum = group["momentum"]
+        lam = group["weight_decay"]
+        l2 = 0.0 if self.decoupled else lam
+        decay = decay_per_update(group) if self.decoupled else 0.0
+        grads = [p.grad for p in params]
+        bufs = []
+        for p in params:
+            state = self.state[p]
+            if "momentum" not in state:  # m_0 = 0
+                state["momentum"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            bufs.append(state["momentum"])
+        if impl == "reference":
+            for p, g, m in zip(params, grads, bufs):
+                _reference.sgd_step(
+                    p, g, m, lr_t=lr, momentum=momentum, l2=l2, decay_t=decay,
+                    nesterov=group["nesterov"],
+                )
+        else:
+            _multi_tensor_sgd(
+                params, grads, bufs, lr=lr, momentum=momentum, l2=l2, decay=decay,
+                nesterov=group["nesterov"],
+            )
+
+
+class SGDW(SGD):
+    r"""SGD with momentum and **decoupled weight decay** (SGDW, Algorithm 1).
+
+    Per update: ``theta_t = theta_{t-1} - m_t - d_t * theta_{t-1}`` where the decay
+    ``d_t = eta_t * lambda`` by default (``decay_convention="schedule"``, the paper's: lambda
+    is **not** multiplied by alpha), ``lr_t * lambda`` with ``"lr"`` (torch's convention) or
+    ``lambda`` with ``"constant"``. See :class:`SGD` for the arguments.
+
+    Example:
+        >>> opt = weightdecay.SGDW(model.parameters(), lr=0.1, weight_decay=1e-4)
+    """
+
+    decoupled = True
+
+
+@torch.no_grad()
+def _multi_tensor_sgd(params, grads, bufs, *, lr, momentum, l2, decay, nesterov) -> None:
+    """Algorithm 1 with foreach kernels; at most one parameter-sized temporary per tensor."""
+    if l2 != 0:
+        grads = torch._foreach_add(grads, params, alpha=l2)  # temporary: g_t + lambda*theta
+        owned = True
+    else:
+        owned = False
+    if momentum != 0:
+        torch._foreach_mul_(bufs, momentum)
+        torch._foreach_add_(bufs, grads, alpha=lr)  # m_t = beta1*m_{t-1} + lr_t*g_t
+    else:
+        torch._foreach_copy_(bufs, grads)  # m_t = lr_t*g_t
+        torch._foreach_mul_(bufs, lr)
+    if nesterov:
+        if owned:  # reuse the temporary: step = beta1*m_t + lr_t*g_t
+            torch._foreach_mul_(grads, lr)
+            step = grads
+        else:
+            step = torch._foreach_mul(grads, lr)
+        torch._foreach_add_(step, bufs, alpha=momentum)
+    else:
+        step = bufs
+    if decay != 0:
+        torch._foreach_add_(params, params, alpha=-decay)  # decay theta_{t-1} (step precomputed)
+    torch._foreach_sub_(params, step)

@@ -1,0 +1,56 @@
+"""Helpers shared by the optimizer tests: a restart schedule, gradient streams, drivers."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+SHAPES = [(7, 5), (13,), (3, 4, 2), (1,)]
+
+
+def eta_restarts(t: int, T_0: int = 20, T_mult: int = 2) -> float:
+    """Cosine annealing with warm restarts (SGDR), written out here independently."""
+    T_i, start = T_0, 0
+    while t >= start + T_i:
+        start += T_i
+        T_i *= T_mult
+    return 0.5 * (1 + math.cos(math.pi * (t - start) / T_i))
+
+
+def make_params(dtype=torch.float32, seed=0, shapes=SHAPES):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(s, generator=g, dtype=torch.float64).to(dtype) for s in shapes]
+
+
+def grad_stream(n_steps, seed=1, shapes=SHAPES):
+    """Pre-drawn float32 gradients: both precisions see the very same values."""
+    g = torch.Generator().manual_seed(seed)
+    return [[torch.randn(s, generator=g) for s in shapes] for _ in range(n_steps)]
+
+
+def run(opt_factory, params, grads, etas, groups_split=None):
+    """Drive an optimizer through the gradient stream, setting group['lr'] = alpha*eta_t."""
+    params = [p.clone().requires_grad_(True) for p in params]
+    if groups_split is None:
+        opt = opt_factory(params)
+    else:
+        opt = opt_factory([dict(params=params[:groups_split[0]], **groups_split[1]),
+                           dict(params=params[groups_split[0]:], **groups_split[2])])
+    for step, gs in enumerate(grads):
+        for group in opt.param_groups:
+            group["lr"] = group["initial_lr"] * etas[step]
+        for p, g in zip(params, gs):
+            p.grad = g.to(p.dtype)
+        opt.step()
+    return [p.detach() for p in params], opt
+
+
+def rel_err(a, b):
+    a, b = a.double(), b.double()
+    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
+
+
+def rel_err_all(xs, ys):
+    """Relative error of all parameters taken together: ||x - y|| / ||y||."""
+    return rel_err(torch.cat([x.flatten() for x in xs]), torch.cat([y.flatten() for y in ys]))
