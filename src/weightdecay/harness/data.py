@@ -1,0 +1,591 @@
+"""Datasets for the experiment harness: in-memory tensors, fast batching, augmentation.
+
+Three datasets, all held in memory as tensors (no ``DataLoader`` workers):
+
+``mnist1d`` (default)
+    MNIST-1D (Greydanus 2020), *generated offline* with the ``mnist1d`` package from its
+    default arguments (seed 42): 4000 train / 1000 test signals of length 40, 10 classes,
+    shape ``(N, 1, 40)``. Generation takes a few seconds, so the arrays are cached as
+    ``.npz`` under the cache directory (see :func:`cache_dir`). The package's download
+    path is never used.
+``digits``
+    scikit-learn's bundled 8x8 digits (offline): 1437 train / 360 test, shape
+    ``(N, 1, 8, 8)``, pixels scaled to [0, 1] and then standardized with the training
+    mean/std. The split is stratified and fixed (``random_state=0``).
+``cifar10``
+    CIFAR-10 from the standard python-pickle batches (``data_batch_1..5``, ``test_batch``)
+    in ``root/cifar-10-batches-py/`` (``root`` may also point at that folder itself).
+    Per-channel mean/std normalization with training-set statistics, and the augmentation
+    of the paper (Loshchilov & Hutter, ICLR 2019, Sec. 4; Gastaldi 2017): 4-pixel zero
+    pad, random 32x32 crop, random horizontal flip, applied to tensors per batch.
+    ``download=True`` fetches and checks the official archive (:func:`download_cifar10`).
+
+Example::
+
+    ds = load_dataset("mnist1d")
+    g = torch.Generator().manual_seed(0)
+    for x, y in ds.batches(128, shuffle=True, generator=g):
+        ...
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import random
+import shutil
+import tarfile
+import urllib.parse
+import urllib.request
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = [
+    "CIFAR10_MD5",
+    "CIFAR10_URL",
+    "DATASETS",
+    "Dataset",
+    "cache_dir",
+    "download_cifar10",
+    "extract_tar",
+    "file_md5",
+    "load_cifar10",
+    "load_dataset",
+    "load_digits",
+    "load_mnist1d",
+    "random_crop_flip",
+]
+
+DATASETS = ("mnist1d", "digits", "cifar10")
+
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
+CIFAR10_DIRNAME = "cifar-10-batches-py"
+CIFAR10_TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
+CIFAR10_TEST_FILE = "test_batch"
+
+# Bump when the cached arrays' content or layout changes, so stale caches are not reused.
+_MNIST1D_CACHE_VERSION = 1
+
+Augment = Callable[[Tensor, "torch.Generator | None"], Tensor]
+
+
+# --------------------------------------------------------------------------- container
+
+
+@dataclass
+class Dataset:
+    """All of a dataset, in memory, as tensors.
+
+    Attributes:
+        name: dataset name (one of :data:`DATASETS` for the built-in ones).
+        x_train, y_train: training inputs ``(N, *input_shape)`` float32 and int64 labels.
+        x_test, y_test: test inputs and labels, same layout.
+        num_classes: labels lie in ``[0, num_classes)``.
+        input_shape: shape of one input, without the batch dimension, e.g. ``(1, 40)``.
+        augment: optional ``augment(x, generator) -> x`` applied to each *training* batch
+            on the batch's device (see :func:`random_crop_flip`); ``None`` for no
+            augmentation.
+        mean, std: per-channel normalization already applied to ``x_*`` (informational;
+            ``None`` when the data came normalized, as MNIST-1D does).
+    """
+
+    name: str
+    x_train: Tensor
+    y_train: Tensor
+    x_test: Tensor
+    y_test: Tensor
+    num_classes: int
+    input_shape: tuple[int, ...]
+    augment: Augment | None = field(default=None, repr=False)
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        self.input_shape = tuple(int(s) for s in self.input_shape)
+        if self.num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")
+        for split, x, y in (("train", self.x_train, self.y_train),
+                            ("test", self.x_test, self.y_test)):
+            if tuple(x.shape[1:]) != self.input_shape:
+                raise ValueError(
+                    f"{self.name}: x_{split} has shape {tuple(x.shape)}, expected "
+                    f"(N, *{self.input_shape})"
+                )
+            if y.ndim != 1 or y.shape[0] != x.shape[0]:
+                raise ValueError(
+                    f"{self.name}: y_{split} has shape {tuple(y.shape)}, expected "
+                    f"({x.shape[0]},) to match x_{split}"
+                )
+            if y.numel() and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):
+                raise ValueError(
+                    f"{self.name}: y_{split} has labels in [{int(y.min())}, {int(y.max())}], "
+                    f"expected [0, {self.num_classes})"
+                )
+
+    @property
+    def num_train(self) -> int:
+        """Number of training examples (B in the paper's normalized-decay formula)."""
+        return int(self.x_train.shape[0])
+
+    @property
+    def num_test(self) -> int:
+        return int(self.x_test.shape[0])
+
+    @property
+    def device(self) -> torch.device:
+        return self.x_train.device
+
+    def to(self, device: str | torch.device) -> Dataset:
+        """A copy with all tensors on ``device`` (the same object if already there)."""
+        device = torch.device(device)
+        if self.x_train.device == device:
+            return self
+        return replace(
+            self,
+            x_train=self.x_train.to(device), y_train=self.y_train.to(device),
+            x_test=self.x_test.to(device), y_test=self.y_test.to(device),
+        )
+
+    def subset(self, num_train: int | None = None, num_test: int | None = None) -> Dataset:
+        """A copy keeping the first ``num_train`` / ``num_test`` examples (for quick runs)."""
+        for arg, value, total in (("num_train", num_train, self.num_train),
+                                  ("num_test", num_test, self.num_test)):
+            if value is not None and not 1 <= value <= total:
+                raise ValueError(f"{arg} must be in [1, {total}], got {value}")
+        return replace(
+            self,
+            x_train=self.x_train[:num_train], y_train=self.y_train[:num_train],
+            x_test=self.x_test[:num_test], y_test=self.y_test[:num_test],
+        )
+
+    def num_batches(self, batch_size: int, split: str = "train", drop_last: bool = False) -> int:
+        """Batches per pass over ``split`` (per epoch, for the training split)."""
+        n = self.num_train if split == "train" else self.num_test
+        return n // batch_size if drop_last else -(-n // batch_size)
+
+    def batches(
+        self,
+        batch_size: int,
+        shuffle: bool = True,
+        generator: torch.Generator | None = None,
+        device: str | torch.device | None = None,
+        *,
+        split: str = "train",
+        drop_last: bool = False,
+        augment: bool | None = None,
+    ) -> Iterator[tuple[Tensor, Tensor]]:
+        """Iterate over ``(x, y)`` batches of one pass over ``split``.
+
+        Args:
+            batch_size: examples per batch (b in the paper).
+            shuffle: draw a fresh permutation (from ``generator``) for this pass.
+            generator: seeds the permutation and the augmentation; ``None`` uses torch's
+                global generator.
+            device: where the batches go (default: where the data lives).
+            split: ``"train"`` or ``"test"``.
+            drop_last: skip the final incomplete batch.
+            augment: apply :attr:`augment`; default ``True`` for the training split and
+                ``False`` for the test split.
+        """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        if split == "train":
+            x, y = self.x_train, self.y_train
+        elif split == "test":
+            x, y = self.x_test, self.y_test
+        else:
+            raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        if augment is None:
+            augment = split == "train"
+        fn = self.augment if augment else None
+        device = torch.device(device) if device is not None else x.device
+        n = x.shape[0]
+        if shuffle:
+            gen_device = generator.device if generator is not None else torch.device("cpu")
+            order = torch.randperm(n, generator=generator, device=gen_device).to(x.device)
+        else:
+            order = None
+        stop = n - n % batch_size if drop_last else n
+        for start in range(0, stop, batch_size):
+            if order is None:
+                xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+            else:
+                idx = order[start:start + batch_size]
+                xb, yb = x[idx], y[idx]
+            xb = xb.to(device, non_blocking=True)
+            yb = yb.to(device, non_blocking=True)
+            if fn is not None:
+                xb = fn(xb, generator)
+            yield xb, yb
+
+
+# --------------------------------------------------------------------------- augmentation
+
+
+def random_crop_flip(padding: int = 4, flip: bool = True) -> Augment:
+    """The paper's CIFAR augmentation, vectorized over a batch of image tensors.
+
+    Each image ``(C, H, W)`` is zero-padded by ``padding`` pixels on every side, a random
+    ``H x W`` window is cropped, and with probability 1/2 it is flipped horizontally
+    (Loshchilov & Hutter 2019, Sec. 4, following Gastaldi 2017). The data are normalized
+    first, so the zero padding is the per-channel mean, as in fb.resnet.torch.
+
+    Returns ``augment(x, generator) -> x`` for ``x`` of shape ``(N, C, H, W)``. Random
+    numbers come from ``generator`` (on its own device) and the work happens on ``x``'s
+    device with one gather: no Python loop over images.
+    """
+    if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
+        raise ValueError(f"padding must be a non-negative int (pixels), got {padding!r}")
+
+    def augment(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        if x.ndim != 4:
+            raise ValueError(f"random_crop_flip expects (N, C, H, W) images, got {tuple(x.shape)}")
+        n, c, h, w = x.shape
+        gen_device = generator.device if generator is not None else torch.device("cpu")
+        dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator, device=gen_device)
+        dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator, device=gen_device)
+        dy, dx = dy.to(x.device), dx.to(x.device)
+        rows = dy[:, None] + torch.arange(h, device=x.device)  # (N, H) rows of the padded image
+        cols = torch.arange(w, device=x.device).expand(n, w)
+        if flip:
+            flipped = torch.rand(n, generator=generator, device=gen_device).to(x.device) < 0.5
+            cols = torch.where(flipped[:, None], cols.flip(1), cols)
+        cols = dx[:, None] + cols  # (N, W)
+        padded = torch.nn.functional.pad(x, (padding, padding, padding, padding))
+        i_n = torch.arange(n, device=x.device)[:, None, None, None]
+        i_c = torch.arange(c, device=x.device)[None, :, None, None]
+        return padded[i_n, i_c, rows[:, None, :, None], cols[:, None, None, :]]
+
+    return augment
+
+
+# --------------------------------------------------------------------------- cache
+
+
+def cache_dir(root: str | os.PathLike | None = None) -> Path:
+    """The data/cache directory: ``root`` if given, else ``$WEIGHTDECAY_CACHE``, else
+    ``~/.cache/weightdecay``."""
+    if root is None:
+        root = os.environ.get("WEIGHTDECAY_CACHE") or "~/.cache/weightdecay"
+    return Path(root).expanduser()
+
+
+# --------------------------------------------------------------------------- mnist1d
+
+
+def _mnist1d_arrays() -> dict[str, np.ndarray]:
+    """Generate MNIST-1D offline from the package's default arguments (seed 42)."""
+    try:
+        from mnist1d.data import get_dataset_args, make_dataset
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "the 'mnist1d' package is needed to generate MNIST-1D: "
+            "pip install 'weightdecay[harness]'"
+        ) from e
+    # make_dataset reseeds Python's and numpy's global generators; restore them after.
+    py_state, np_state = random.getstate(), np.random.get_state()
+    try:
+        data = make_dataset(get_dataset_args())
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+    return {
+        "x_train": np.asarray(data["x"], dtype=np.float32)[:, None, :],
+        "y_train": np.asarray(data["y"], dtype=np.int64),
+        "x_test": np.asarray(data["x_test"], dtype=np.float32)[:, None, :],
+        "y_test": np.asarray(data["y_test"], dtype=np.int64),
+    }
+
+
+def _mnist1d_cache_ok(arrays: dict[str, np.ndarray]) -> bool:
+    shapes = {"x_train": (4000, 1, 40), "y_train": (4000,),
+              "x_test": (1000, 1, 40), "y_test": (1000,)}
+    return all(k in arrays and arrays[k].shape == s for k, s in shapes.items())
+
+
+def load_mnist1d(root: str | os.PathLike | None = None, device: str | torch.device = "cpu"
+                 ) -> Dataset:
+    """MNIST-1D, generated offline and cached as ``<root>/mnist1d_v1_seed42.npz``.
+
+    ``root`` defaults to :func:`cache_dir`. A cache that cannot be read is regenerated
+    (with a warning). The write is atomic, so parallel sweep workers may share the cache.
+    """
+    path = cache_dir(root) / f"mnist1d_v{_MNIST1D_CACHE_VERSION}_seed42.npz"
+    arrays = None
+    if path.exists():
+        try:
+            with np.load(path) as f:
+                arrays = {k: f[k] for k in f.files}
+            if not _mnist1d_cache_ok(arrays):
+                raise ValueError("unexpected arrays or shapes")
+        except Exception as e:  # any unreadable cache is regenerated
+            warnings.warn(f"ignoring unreadable MNIST-1D cache {path} ({e}); regenerating",
+                          stacklevel=2)
+            arrays = None
+    if arrays is None:
+        arrays = _mnist1d_arrays()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    t = {k: torch.from_numpy(v).to(device) for k, v in arrays.items()}
+    return Dataset("mnist1d", t["x_train"], t["y_train"], t["x_test"], t["y_test"],
+                   num_classes=10, input_shape=(1, 40))
+
+
+# --------------------------------------------------------------------------- digits
+
+
+def load_digits(device: str | torch.device = "cpu") -> Dataset:
+    """scikit-learn's 8x8 digits (bundled, offline): 1437 train / 360 test, ``(N, 1, 8, 8)``.
+
+    Pixels (0..16) are scaled to [0, 1], then standardized with the training set's mean and
+    std. The split is stratified with ``random_state=0``, so it is the same everywhere.
+    """
+    from sklearn.datasets import load_digits as _sk_load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = _sk_load_digits()
+    x = (bunch.data.astype(np.float32) / 16.0).reshape(-1, 1, 8, 8)
+    y = bunch.target.astype(np.int64)
+    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=360, random_state=0, stratify=y)
+    mean, std = float(x_tr.mean()), float(x_tr.std())
+    x_tr, x_te = (x_tr - mean) / std, (x_te - mean) / std
+
+    def t(a):
+        return torch.from_numpy(np.ascontiguousarray(a)).to(device)
+
+    return Dataset("digits", t(x_tr), t(y_tr), t(x_te), t(y_te), num_classes=10,
+                   input_shape=(1, 8, 8), mean=(mean,), std=(std,))
+
+
+# --------------------------------------------------------------------------- cifar10
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Unpickles dicts, lists, bytes and numpy arrays only: a CIFAR batch needs no more,
+    and refusing every other global keeps a tampered file from running code."""
+
+    _ALLOWED = {
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),  # how protocol-2 pickles written by Python 3 store bytes
+    }
+
+    def find_class(self, module: str, name: str):
+        if module.startswith("numpy.core"):  # pickles written before numpy 2
+            module = "numpy._core" + module[len("numpy.core"):]
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"global {module}.{name} is not allowed")
+        return super().find_class(module, name)
+
+
+def _cifar_dir(root: str | os.PathLike | None) -> Path:
+    base = cache_dir(root)
+    if (base / CIFAR10_DIRNAME).is_dir():
+        return base / CIFAR10_DIRNAME
+    if (base / CIFAR10_TRAIN_FILES[0]).exists() or base.name == CIFAR10_DIRNAME:
+        return base
+    return base / CIFAR10_DIRNAME
+
+
+def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One CIFAR-10 pickle batch -> (uint8 images (N, 3, 32, 32), int64 labels (N,))."""
+    try:
+        with open(path, "rb") as f:
+            batch = _NumpyOnlyUnpickler(f, encoding="bytes").load()
+    except FileNotFoundError:
+        raise
+    except Exception as e:
+        raise ValueError(f"{path}: corrupt CIFAR-10 batch, cannot unpickle it ({e})") from e
+    if not isinstance(batch, dict):
+        raise ValueError(f"{path}: expected a dict, got {type(batch).__name__}")
+    data = batch.get(b"data", batch.get("data"))
+    labels = batch.get(b"labels", batch.get("labels"))
+    if data is None or labels is None:
+        keys = sorted(str(k) for k in batch)
+        raise ValueError(f"{path}: missing key b'data' or b'labels' (found keys {keys})")
+    data = np.asarray(data)
+    if data.ndim != 2 or data.shape[1] != 3072 or data.dtype != np.uint8:
+        raise ValueError(
+            f"{path}: b'data' has shape {data.shape} and dtype {data.dtype}, "
+            "expected (N, 3072) uint8"
+        )
+    labels = np.asarray(labels)
+    if labels.shape != (data.shape[0],) or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(
+            f"{path}: b'labels' has shape {labels.shape} and dtype {labels.dtype}, "
+            f"expected {data.shape[0]} integers (one per image)"
+        )
+    if labels.size and (labels.min() < 0 or labels.max() > 9):
+        raise ValueError(
+            f"{path}: label out of range [0, 9]: found values in "
+            f"[{labels.min()}, {labels.max()}]"
+        )
+    return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
+
+
+def load_cifar10(
+    root: str | os.PathLike | None = None,
+    download: bool = False,
+    device: str | torch.device = "cpu",
+    augment: bool = True,
+) -> Dataset:
+    """CIFAR-10 from the python-pickle batches, normalized, with the paper's augmentation.
+
+    Args:
+        root: folder holding ``cifar-10-batches-py/`` or that folder itself; default
+            :func:`cache_dir`.
+        download: fetch and verify the official archive first if the batches are missing.
+        device: where the tensors live.
+        augment: attach :func:`random_crop_flip` (4-pixel pad, crop, flip) to the training
+            batches.
+
+    Images are scaled to [0, 1] and normalized per channel with the training set's mean
+    and std (stored in ``Dataset.mean``/``Dataset.std``).
+    """
+    folder = _cifar_dir(root)
+    files = [*CIFAR10_TRAIN_FILES, CIFAR10_TEST_FILE]
+    missing = [name for name in files if not (folder / name).is_file()]
+    if missing and download:
+        download_cifar10(folder.parent)
+        missing = [name for name in files if not (folder / name).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"CIFAR-10 batches missing in {folder}: {', '.join(missing)}. Get them with "
+            f"`--download` (load_dataset('cifar10', download=True)) or unpack {CIFAR10_URL} "
+            f"into {folder.parent}"
+        )
+    train = [_read_cifar_batch(folder / name) for name in CIFAR10_TRAIN_FILES]
+    x_test, y_test = _read_cifar_batch(folder / CIFAR10_TEST_FILE)
+    x_train = np.concatenate([x for x, _ in train])
+    y_train = np.concatenate([y for _, y in train])
+
+    x_train_t = torch.from_numpy(x_train).to(device).float().div_(255.0)
+    x_test_t = torch.from_numpy(x_test).to(device).float().div_(255.0)
+    mean = x_train_t.mean(dim=(0, 2, 3))
+    std = x_train_t.std(dim=(0, 2, 3)).clamp_min(1e-6)  # a constant channel must not be /0
+    x_train_t = (x_train_t - mean[:, None, None]) / std[:, None, None]
+    x_test_t = (x_test_t - mean[:, None, None]) / std[:, None, None]
+    return Dataset(
+        "cifar10", x_train_t, torch.from_numpy(y_train).to(device),
+        x_test_t, torch.from_numpy(y_test).to(device),
+        num_classes=10, input_shape=(3, 32, 32),
+        augment=random_crop_flip(4) if augment else None,
+        mean=tuple(mean.tolist()), std=tuple(std.tolist()),
+    )
+
+
+def file_md5(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
+    """Hex MD5 digest of a file, read in chunks."""
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(chunk_size), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def extract_tar(archive: str | os.PathLike, dest: str | os.PathLike) -> None:
+    """Extract a (gzipped) tar into ``dest``, refusing members that would land outside it,
+    links, and device files."""
+    dest = Path(dest).resolve()
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            for member in tar.getmembers():
+                target = (dest / member.name).resolve()
+                if target != dest and dest not in target.parents:
+                    raise ValueError(f"{archive}: member {member.name!r} escapes {dest}")
+                if not (member.isfile() or member.isdir()):
+                    raise ValueError(f"{archive}: member {member.name!r} is not a plain file")
+            tar.extractall(dest, filter="data")
+    except tarfile.TarError as e:
+        raise ValueError(f"{archive}: corrupt or unreadable tar archive ({e})") from e
+
+
+def download_cifar10(
+    root: str | os.PathLike | None = None,
+    *,
+    url: str = CIFAR10_URL,
+    md5: str = CIFAR10_MD5,
+    timeout: float = 60.0,
+) -> Path:
+    """Download the CIFAR-10 archive into ``root``, check its MD5, and extract it.
+
+    ``url`` may be an ``http(s)://`` or ``file://`` URL or a local path (tests inject a small
+    archive this way). An archive already in ``root`` with the right MD5 is reused. A wrong
+    MD5 raises ``ValueError`` naming the file and both digests, and the file is deleted.
+
+    Returns the folder with the batches, ``root/cifar-10-batches-py``.
+    """
+    root = cache_dir(root)
+    root.mkdir(parents=True, exist_ok=True)
+    name = Path(urllib.parse.urlparse(url).path).name or "cifar-10-python.tar.gz"
+    archive = root / name
+    if not (archive.is_file() and file_md5(archive) == md5):
+        part = archive.with_name(archive.name + ".part")
+        parsed = urllib.parse.urlparse(url)
+        try:
+            if parsed.scheme in ("http", "https", "file"):
+                with urllib.request.urlopen(url, timeout=timeout) as resp, open(part, "wb") as f:
+                    shutil.copyfileobj(resp, f, length=1 << 20)
+            else:
+                shutil.copyfile(url, part)
+        except (OSError, ValueError) as e:
+            part.unlink(missing_ok=True)
+            raise OSError(f"could not fetch CIFAR-10 from {url}: {e}") from e
+        got = file_md5(part)
+        if got != md5:
+            part.unlink(missing_ok=True)
+            raise ValueError(
+                f"{archive}: MD5 checksum mismatch (expected {md5}, got {got}); "
+                "the download is corrupt or not the CIFAR-10 archive"
+            )
+        os.replace(part, archive)
+    extract_tar(archive, root)
+    folder = root / CIFAR10_DIRNAME
+    if not folder.is_dir():
+        raise ValueError(f"{archive}: archive has no {CIFAR10_DIRNAME}/ folder")
+    return folder
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def load_dataset(
+    name: str = "mnist1d",
+    root: str | os.PathLike | None = None,
+    download: bool = False,
+    device: str | torch.device = "cpu",
+    *,
+    augment: bool = True,
+) -> Dataset:
+    """Load a dataset by name: one of :data:`DATASETS` (``mnist1d``, ``digits``, ``cifar10``).
+
+    Args:
+        name: dataset name.
+        root: cache/data folder (default :func:`cache_dir`: ``$WEIGHTDECAY_CACHE`` or
+            ``~/.cache/weightdecay``). ``digits`` needs none.
+        download: for ``cifar10`` only, fetch the archive if the batches are missing.
+        device: where the tensors live (``"cpu"``, ``"cuda"``, ...).
+        augment: attach the dataset's standard training augmentation (``cifar10`` only;
+            the others have none).
+    """
+    if name == "mnist1d":
+        return load_mnist1d(root, device=device)
+    if name == "digits":
+        return load_digits(device=device)
+    if name == "cifar10":
+        return load_cifar10(root, download=download, device=device, augment=augment)
+    raise ValueError(f"unknown dataset name {name!r}; known: {', '.join(DATASETS)}")
+
