@@ -1,0 +1,281 @@
+"""Weight-decay arithmetic: normalized decay (paper App. B.1) and convention conversions.
+
+Conventions (PAPER.md Sec. 5). This library's optimizers follow the paper: the decay
+applied per update is ``eta_t * lambda`` (``lambda`` = the paper's weight decay factor,
+NOT multiplied by the base learning rate alpha). ``torch.optim.AdamW``, optax and Keras
+apply ``lr_t * lambda_torch = alpha * eta_t * lambda_torch``. Hence, at base lr ``alpha``::
+
+    lambda_torch = lambda / alpha            (torch_weight_decay)
+    lambda       = lambda_torch * alpha      (paper_weight_decay)
+
+and ``torch.optim.AdamW(lr=alpha * eta_t, weight_decay=lambda / alpha)`` follows
+Algorithm 2 exactly.
+
+Timescale view (Wang & Aitchison, arXiv 2405.13698): AdamW is an exponential moving average
+of updates with timescale ``tau_iter = 1 / (lr * lambda_torch)`` updates, i.e.
+``tau_epoch = tau_iter * b / B`` epochs.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+from .schedules import Schedule, as_schedule
+from .schedules import updates_per_epoch as _updates_per_epoch
+from .schedules._functions import _non_negative, _positive, _positive_int
+
+__all__ = [
+    "NormalizedDecay",
+    "Timescale",
+    "ema_timescale",
+    "normalized_weight_decay",
+    "paper_weight_decay",
+    "torch_weight_decay",
+    "weight_decay_for_timescale",
+]
+
+
+def normalized_weight_decay(
+    lambda_norm: float, batch_size: int, dataset_size: int, epochs: float
+) -> float:
+    """Normalized weight decay, paper App. B.1: ``lambda = lambda_norm * sqrt(b / (B * T))``.
+
+    ``lambda_norm`` is "the decay one would use with a single batch pass"; the paper's best
+    values are about 0.025-0.05 for SGDW and AdamW on CIFAR-10. The result is the paper's
+    per-update ``lambda`` (multiplied by ``eta_t``, not by the learning rate).
+
+    Args:
+        lambda_norm: normalized decay, ``>= 0``.
+        batch_size: ``b``, points per update, positive integer.
+        dataset_size: ``B``, training points, positive integer.
+        epochs: ``T``, epochs in the run or in the current restart period, ``> 0``
+            (fractional allowed).
+
+    Example:
+        >>> round(normalized_weight_decay(0.025, 128, 50_000, 100), 7)
+        0.0001265
+    """
+    lambda_norm = _non_negative("lambda_norm", lambda_norm)
+    b = _positive_int("batch_size", batch_size)
+    B = _positive_int("dataset_size", dataset_size)
+    T = _positive("epochs", epochs)
+    return lambda_norm * math.sqrt(b / (B * T))
+
+
+def torch_weight_decay(lam: float, lr: float) -> float:
+    """Paper ``lambda`` -> torch-convention weight decay: ``lam / lr``.
+
+    torch.optim.AdamW multiplies its ``weight_decay`` by the learning rate; the paper does
+    not. ``lr`` is the base learning rate alpha (``> 0``), ``lam >= 0``.
+    """
+    lam = _non_negative("lam", lam)
+    lr = _positive("lr", lr)
+    return lam / lr
+
+
+def paper_weight_decay(torch_wd: float, lr: float) -> float:
+    """torch-convention weight decay -> paper ``lambda``: ``torch_wd * lr`` (``lr`` = alpha)."""
+    torch_wd = _non_negative("torch_wd", torch_wd)
+    lr = _positive("lr", lr)
+    return torch_wd * lr
+
+
+@dataclass(frozen=True)
+class Timescale:
+    """EMA timescale of AdamW (Wang & Aitchison, arXiv 2405.13698).
+
+    Attributes:
+        tau_iter: timescale in updates, ``1 / (lr * torch_wd)`` (``inf`` for no decay).
+        tau_epoch: timescale in epochs, ``tau_iter * b / B``; ``None`` when batch and
+            dataset sizes were not given.
+    """
+
+    tau_iter: float
+    tau_epoch: float | None = None
+
+
+def ema_timescale(
+    lr: float,
+    torch_wd: float,
+    batch_size: int | None = None,
+    dataset_size: int | None = None,
+) -> Timescale:
+    """Timescale of the exponential moving average that AdamW computes.
+
+    Args:
+        lr: learning rate (``> 0``), the one torch multiplies ``torch_wd`` by.
+        torch_wd: torch-convention weight decay (``>= 0``; convert a paper ``lambda`` with
+            :func:`torch_weight_decay`).
+        batch_size, dataset_size: ``b`` and ``B``; give both to get ``tau_epoch``.
+
+    Returns:
+        :class:`Timescale` with ``tau_iter`` (updates) and ``tau_epoch`` (epochs or None).
+    """
+    lr = _positive("lr", lr)
+    torch_wd = _non_negative("torch_wd", torch_wd)
+    if (batch_size is None) != (dataset_size is None):
+        raise ValueError(
+            "batch_size and dataset_size must be given together, got "
+            f"batch_size={batch_size!r}, dataset_size={dataset_size!r}"
+        )
+    tau_iter = math.inf if torch_wd == 0 else 1.0 / (lr * torch_wd)
+    if batch_size is None:
+        return Timescale(tau_iter)
+    b = _positive_int("batch_size", batch_size)
+    B = _positive_int("dataset_size", dataset_size)
+    return Timescale(tau_iter, tau_iter * b / B)
+
+
+def weight_decay_for_timescale(
+    tau_epochs: float, lr: float, batch_size: int, dataset_size: int
+) -> float:
+    """Torch-convention weight decay giving an EMA timescale of ``tau_epochs`` epochs.
+
+    Inverse of :func:`ema_timescale`: ``torch_wd = 1 / (lr * tau_iter)`` with
+    ``tau_iter = tau_epochs * B / b`` updates. Multiply by ``lr`` (:func:`paper_weight_decay`)
+    for the paper's ``lambda``.
+    """
+    tau_epochs = _positive("tau_epochs", tau_epochs)
+    lr = _positive("lr", lr)
+    b = _positive_int("batch_size", batch_size)
+    B = _positive_int("dataset_size", dataset_size)
+    tau_iter = tau_epochs * B / b
+    return 1.0 / (lr * tau_iter)
+
+
+class NormalizedDecay:
+    """Restart-aware normalized weight decay, stepped once per update like an LR scheduler.
+
+    At update count ``t`` it sets, in every decayed param group::
+
+        group["weight_decay"] = lambda_norm * sqrt(b / (B * T_epochs))      (paper App. B.1)
+        T_epochs = T_updates / updates_per_epoch
+
+    where ``T_updates`` is ``schedule.period_length(t)`` (the current restart period
+    ``T_i``) when the schedule has warm restarts, else ``total_updates``. The decay is
+    thus recomputed at each restart and drops by ``sqrt(T_mult)`` (``sqrt(2)`` for the
+    paper's ``T_mult = 2``). The library's optimizers multiply ``weight_decay`` by
+    ``eta_t``, which reproduces the authors' ``lambda_t = eta_t * lambda_norm /
+    sqrt(batches_per_epoch * T_i)``. (With torch.optim.AdamW, which multiplies by the lr,
+    the values would also be scaled by alpha: convert with :func:`torch_weight_decay`.)
+
+    Which groups are decayed: a group with its own ``"lambda_norm"`` key uses it (0 marks it
+    as no-decay); otherwise a group whose ``weight_decay`` is 0 at construction (biases,
+    norms) is a no-decay group and stays 0, and the others use ``lambda_norm``.
+
+    Usage: ``optimizer.step(); lr_scheduler.step(); normalized_decay.step()``. Construction
+    applies the value for ``t = 0``.
+
+    Args:
+        optimizer: any object with ``param_groups`` (a torch optimizer).
+        lambda_norm: normalized decay, ``>= 0``.
+        batch_size, dataset_size: ``b`` and ``B`` (positive integers).
+        schedule: the lr schedule; its restart periods (if any) define ``T``.
+        total_updates: run length in updates, required when the schedule has no restarts.
+        updates_per_epoch: updates in one epoch (keyword only); default
+            ``ceil(B / b)`` (a DataLoader without ``drop_last``).
+    """
+
+    def __init__(
+        self,
+        optimizer: Any,
+        lambda_norm: float,
+        batch_size: int,
+        dataset_size: int,
+        schedule: Schedule | None = None,
+        total_updates: int | None = None,
+        *,
+        updates_per_epoch: int | None = None,
+    ) -> None:
+        if not hasattr(optimizer, "param_groups"):
+            raise ValueError(f"optimizer must have param_groups, got {optimizer!r}")
+        self.optimizer = optimizer
+        self.lambda_norm = _non_negative("lambda_norm", lambda_norm)
+        self.batch_size = _positive_int("batch_size", batch_size)
+        self.dataset_size = _positive_int("dataset_size", dataset_size)
+        self.schedule = None if schedule is None else as_schedule(schedule)
+        restarts = self.schedule is not None and self.schedule.has_restarts
+        if not restarts:
+            if total_updates is None:
+                raise ValueError(
+                    "total_updates is required when the schedule has no warm restarts, "
+                    f"got total_updates=None with schedule={schedule!r}"
+                )
+            _positive("total_updates", total_updates)
+        self.total_updates = total_updates
+        if updates_per_epoch is None:
+            updates_per_epoch = _updates_per_epoch(self.dataset_size, self.batch_size)
+        self.updates_per_epoch = _positive_int("updates_per_epoch", updates_per_epoch)
+
+        self.lambda_norms: list[float] = []
+        for k, group in enumerate(optimizer.param_groups):
+            if "lambda_norm" in group:
+                value = _non_negative(f"param_groups[{k}]['lambda_norm']", group["lambda_norm"])
+            elif group.get("weight_decay", 0) == 0:
+                value = 0.0  # no-decay group (biases, norms)
+            else:
+                value = self.lambda_norm
+            self.lambda_norms.append(value)
+        if self.lambda_norm > 0 and not any(self.lambda_norms):
+            warnings.warn(
+                "NormalizedDecay: every param group has weight_decay == 0 (or lambda_norm 0), "
+                "so none is decayed; pass a nonzero weight_decay to the optimizer for the "
+                "groups to decay",
+                UserWarning,
+                stacklevel=2,
+            )
+        self.step_count = 0
+        self._apply()
+
+    def period_epochs(self, t: float | None = None) -> float:
+        """``T`` in epochs at update count ``t`` (default: the current step count)."""
+        t = self.step_count if t is None else t
+        if self.schedule is not None and self.schedule.has_restarts:
+            period_updates = float(self.schedule.period_length(t))
+        else:
+            period_updates = float(self.total_updates)
+        return period_updates / self.updates_per_epoch
+
+    def weight_decays(self, t: float | None = None) -> list[float]:
+        """Per-group paper ``lambda`` at update count ``t`` (default: the current step)."""
+        T = self.period_epochs(t)
+        return [
+            normalized_weight_decay(ln, self.batch_size, self.dataset_size, T) if ln else 0.0
+            for ln in self.lambda_norms
+        ]
+
+    def _apply(self) -> None:
+        self._last_weight_decay = self.weight_decays()
+        for group, value in zip(self.optimizer.param_groups, self._last_weight_decay):
+            group["weight_decay"] = value
+
+    def step(self) -> None:
+        """Advance by one update and set ``weight_decay`` in every group."""
+        self.step_count += 1
+        self._apply()
+
+    def get_last_weight_decay(self) -> list[float]:
+        """The per-group values set by the last :meth:`step` (or construction)."""
+        return list(self._last_weight_decay)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Plain-number state: step count and per-group ``lambda_norm`` (0 = no decay)."""
+        return {"step_count": self.step_count, "lambda_norms": list(self.lambda_norms)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the step count and per-group values, then re-apply the decay."""
+        norms = list(state_dict["lambda_norms"])
+        if len(norms) != len(self.optimizer.param_groups):
+            raise ValueError(
+                f"state_dict['lambda_norms'] has {len(norms)} entries, but the optimizer "
+                f"has {len(self.optimizer.param_groups)} param groups"
+            )
+        step_count = state_dict["step_count"]
+        if isinstance(step_count, bool) or not isinstance(step_count, int) or step_count < 0:
+            raise ValueError(f"state_dict['step_count'] must be an int >= 0, got {step_count!r}")
+        self.step_count = step_count
+        self.lambda_norms = [float(v) for v in norms]
+        self._apply()
