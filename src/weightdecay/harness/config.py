@@ -1,0 +1,280 @@
+"""Configuration of one training run of the experiment harness.
+
+A :class:`RunConfig` is plain data: it is validated on construction, round-trips through
+JSON via :meth:`RunConfig.to_dict` / :meth:`RunConfig.from_dict`, and has a stable
+:meth:`RunConfig.key` hash that sweeps use to run each setting once.
+
+Units: time is given in **epochs** here (``epochs``, ``T_0``, ``milestones``); the training
+loop (:mod:`weightdecay.harness.train`) converts epochs to **updates** with
+``steps_per_epoch = ceil(N / batch_size)`` before building the library's schedules, which
+count updates (Loshchilov & Hutter, ICLR 2019, Sec. 2 and App. B.1; SGDR, ICLR 2017).
+
+``weight_decay`` is the paper's raw lambda (per update, before eta_t; NOT multiplied by the
+learning rate under the default ``decay_convention="schedule"``). For ``"sgd"`` and
+``"adam"`` it is the L2 coefficient added to the gradient instead (Algorithms 1 and 2).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "DATASETS",
+    "DECAY_CONVENTIONS",
+    "MODELS",
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "RunConfig",
+    "default_milestones",
+]
+
+#: dataset names understood by :func:`weightdecay.harness.data.load_dataset`
+DATASETS = ("mnist1d", "digits", "cifar10")
+#: model names understood by :func:`weightdecay.harness.models.build_model`
+MODELS = ("cnn1d_bn", "cnn1d", "mlp", "resnet_small", "shakeshake26_2x64d")
+#: "sgd"/"adam" add lambda*theta to the gradient (L2); "sgdw"/"adamw" decay decoupled
+OPTIMIZERS = ("sgd", "sgdw", "adam", "adamw")
+#: eta_t schedules; "restarts" is cosine annealing with warm restarts (SGDR)
+SCHEDULES = ("fixed", "step", "linear", "cosine", "restarts")
+#: what lambda is multiplied by per update (PAPER.md Sec. 5); "schedule" is the paper's
+#: eta_t * lambda. Kept in sync with ``weightdecay.DECAY_CONVENTIONS`` (checked in tests).
+DECAY_CONVENTIONS = ("schedule", "lr", "constant")
+
+# Fig. 1 of the paper drops the step schedule at epochs 30, 60, 80 of 100.
+_DEFAULT_MILESTONE_FRACTIONS = (0.3, 0.6, 0.8)
+_DEVICE_RE = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
+
+
+def default_milestones(epochs: int) -> tuple[int, ...]:
+    """Step-drop epochs at 30/60/80 % of ``epochs`` (the paper's Fig. 1: 30, 60, 80 of 100).
+
+    Each milestone is at least epoch 1; duplicates (tiny budgets) are removed.
+    """
+    out: list[int] = []
+    for frac in _DEFAULT_MILESTONE_FRACTIONS:
+        m = max(1, round(frac * epochs))
+        if not out or m > out[-1]:
+            out.append(m)
+    return tuple(out)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass
+class RunConfig:
+    """One training run (paper Sec. 4 setup, scaled down by default to MNIST-1D).
+
+    Fields (units in brackets):
+
+    - ``dataset``, ``model``: names from :data:`DATASETS` and :data:`MODELS`.
+    - ``optimizer``: one of :data:`OPTIMIZERS`; ``"sgd"``/``"adam"`` use L2 (lambda*theta
+      added to the gradient), ``"sgdw"``/``"adamw"`` decoupled decay (Algorithms 1, 2).
+    - ``lr``: base learning rate alpha (> 0).
+    - ``weight_decay``: raw lambda per update (>= 0); ignored when ``weight_decay_norm``
+      is set.
+    - ``weight_decay_norm``: lambda_norm of App. B.1 (>= 0) or ``None``. When set, lambda
+      = lambda_norm * sqrt(b / (B * T)) with T the run length, or the current restart
+      period T_i for ``schedule="restarts"`` (recomputed at each restart).
+    - ``decay_convention``: what lambda is multiplied by (:data:`DECAY_CONVENTIONS`).
+    - ``schedule``: eta_t schedule, one of :data:`SCHEDULES`, applied per update.
+    - ``T_0`` [epochs, may be fractional]: first restart period; required for
+      ``"restarts"``, ignored otherwise. ``T_mult`` (>= 1): period growth factor.
+    - ``milestones`` [epochs]: step-drop epochs for ``"step"``; ``None`` means 30/60/80 %
+      of ``epochs`` (:func:`default_milestones`). ``drop_factor``: multiplier per drop
+      (the paper does not state it; 0.1 is the usual choice).
+    - ``epochs`` [epochs] (> 0), ``batch_size`` [examples] (> 0), ``seed`` (>= 0).
+    - ``device``: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
+    - ``momentum``: beta1 in [0, 1): SGD/SGDW's momentum and Adam/AdamW's first-moment
+      decay (the paper uses one beta1 = 0.9 for both; Adam's beta2 stays 0.999).
+    - ``decay_all``: ``True`` (the paper) decays every parameter, biases and norm scales
+      included; ``False`` exempts 1-D tensors and biases via
+      :func:`weightdecay.param_groups_weight_decay`.
+
+    Invalid values raise :class:`ValueError` naming the field and the value.
+    """
+
+    dataset: str = "mnist1d"
+    model: str = "cnn1d_bn"
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    weight_decay_norm: float | None = None
+    decay_convention: str = "schedule"
+    schedule: str = "cosine"
+    T_0: float | None = None
+    T_mult: float = 2.0
+    milestones: tuple[float, ...] | None = None
+    drop_factor: float = 0.1
+    epochs: int = 10
+    batch_size: int = 128
+    seed: int = 0
+    device: str = "cpu"
+    momentum: float = 0.9
+    decay_all: bool = True
+
+    # -- validation -------------------------------------------------------------------------
+
+    def __post_init__(self) -> None:
+        if self.milestones is not None and isinstance(self.milestones, Sequence) and not (
+            isinstance(self.milestones, str)
+        ):
+            self.milestones = tuple(self.milestones)
+        self.validate()
+
+    def validate(self) -> RunConfig:
+        """Check every field; raise :class:`ValueError` naming the bad field and value.
+
+        Returns ``self`` so that ``cfg.validate().key()`` chains.
+        """
+        for name, valid in (
+            ("dataset", DATASETS),
+            ("model", MODELS),
+            ("optimizer", OPTIMIZERS),
+            ("schedule", SCHEDULES),
+            ("decay_convention", DECAY_CONVENTIONS),
+        ):
+            value = getattr(self, name)
+            if value not in valid:
+                raise ValueError(
+                    f"{name}={value!r} is not valid; valid names: {', '.join(valid)}"
+                )
+
+        self._check_real("lr", low=0.0, low_open=True)
+        self._check_real("weight_decay", low=0.0)
+        if self.weight_decay_norm is not None:
+            self._check_real("weight_decay_norm", low=0.0)
+        self._check_real("T_mult", low=1.0)
+        self._check_real("drop_factor", low=0.0, low_open=True)
+        self._check_real("momentum", low=0.0, high=1.0)
+
+        for name in ("epochs", "batch_size"):
+            value = getattr(self, name)
+            if not _is_int(value) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not _is_int(self.seed) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+
+        if self.T_0 is not None:
+            self._check_real("T_0", low=0.0, low_open=True)
+        if self.schedule == "restarts" and self.T_0 is None:
+            raise ValueError(
+                "T_0=None is not valid with schedule='restarts'; give the first period in "
+                "epochs (the paper suggests 1-10 % of the budget)"
+            )
+        if self.milestones is not None:
+            ms = self.milestones
+            if not isinstance(ms, tuple) or not all(_is_number(m) for m in ms):
+                raise ValueError(f"milestones must be a sequence of epochs, got {ms!r}")
+            if not all(math.isfinite(m) and m > 0 for m in ms):
+                raise ValueError(f"milestones must be positive finite epochs, got {ms!r}")
+            if any(b <= a for a, b in zip(ms, ms[1:])):
+                raise ValueError(f"milestones must be strictly increasing, got {ms!r}")
+
+        if not isinstance(self.device, str) or not _DEVICE_RE.match(self.device):
+            raise ValueError(
+                f"device={self.device!r} is not valid; use 'cpu', 'cuda', 'cuda:N' or 'mps'"
+            )
+        if not isinstance(self.decay_all, bool):
+            raise ValueError(f"decay_all must be a bool, got {self.decay_all!r}")
+        return self
+
+    def _check_real(
+        self,
+        name: str,
+        *,
+        low: float,
+        high: float | None = None,
+        low_open: bool = False,
+    ) -> None:
+        value = getattr(self, name)
+        if not _is_number(value) or not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number, got {value!r}")
+        if value < low or (low_open and value == low):
+            op = ">" if low_open else ">="
+            raise ValueError(f"{name} must be {op} {low}, got {value!r}")
+        if high is not None and value >= high:
+            raise ValueError(f"{name} must be < {high}, got {value!r}")
+
+    # -- derived values -----------------------------------------------------------------------
+
+    def resolved_milestones(self) -> tuple[float, ...]:
+        """Step-drop epochs actually used: ``milestones`` or :func:`default_milestones`."""
+        if self.milestones is not None:
+            return tuple(self.milestones)
+        return default_milestones(self.epochs)
+
+    # -- serialisation -------------------------------------------------------------------------
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        """Names of all fields, in declaration order (the flattened record keys)."""
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dict of all fields (``milestones`` as a list or ``None``)."""
+        out = dataclasses.asdict(self)
+        if out["milestones"] is not None:
+            out["milestones"] = list(out["milestones"])
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RunConfig:
+        """Build (and validate) a config from :meth:`to_dict` output.
+
+        Missing keys take their defaults; unknown keys raise :class:`ValueError` naming
+        them (use :meth:`field_names` to pick the config out of a larger record).
+        """
+        if not isinstance(data, Mapping):
+            raise ValueError(f"data must be a mapping, got {type(data).__name__}")
+        unknown = sorted(set(data) - set(cls.field_names()))
+        if unknown:
+            raise ValueError(
+                f"unknown RunConfig keys: {', '.join(map(str, unknown))}; "
+                f"valid keys: {', '.join(cls.field_names())}"
+            )
+        return cls(**dict(data))
+
+    def replace(self, **changes: Any) -> RunConfig:
+        """A validated copy with some fields changed (``dataclasses.replace``)."""
+        return dataclasses.replace(self, **changes)
+
+    def key(self, extra: Mapping[str, Any] | None = None) -> str:
+        """Stable 16-hex-digit hash of the config (and of ``extra``, e.g. the experiment).
+
+        Computed from canonical JSON (sorted keys), so it does not depend on the Python
+        process, the field order or dict ordering. Integers and floats hash differently
+        (``lr=1`` vs ``lr=1.0``): numbers are normalised to float for real-valued fields.
+        """
+        payload: dict[str, Any] = {"config": _canonical(self.to_dict())}
+        if extra:
+            payload["extra"] = dict(extra)
+        blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=False)
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+
+
+_REAL_FIELDS = (
+    "lr", "weight_decay", "weight_decay_norm", "T_0", "T_mult", "drop_factor", "momentum"
+)
+
+
+def _canonical(d: dict[str, Any]) -> dict[str, Any]:
+    out = dict(d)
+    for name in _REAL_FIELDS:
+        if out.get(name) is not None:
+            out[name] = float(out[name])
+    if out.get("milestones") is not None:
+        out["milestones"] = [float(m) for m in out["milestones"]]
+    return out
