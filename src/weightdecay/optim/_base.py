@@ -10,7 +10,7 @@ import torch
 
 from ._decay import check_convention
 
-IMPLS = ("reference", "foreach", "fused")
+IMPLS = ("reference", "foreach", "fused", "compiled")
 
 
 def check_nonneg(name: str, value: Any) -> float:
@@ -58,12 +58,22 @@ class DecayOptimizer(torch.optim.Optimizer):
     #: keys validated for every group: name -> checker
     _checks: dict = {}
 
-    def __init__(self, params: Iterable, defaults: dict) -> None:
+    def __init__(self, params: Iterable, defaults: dict, flat: bool = False) -> None:
         check_convention(defaults["decay_convention"])
         check_impl(defaults["impl"])
         for key, checker in self._checks.items():
             defaults[key] = checker(key, defaults[key])
+        self._flat = None
         super().__init__(params, defaults)
+        if flat:
+            from .flat import FlatParams
+
+            self._flat = FlatParams(self)
+
+    @property
+    def flat(self) -> bool:
+        """True when the parameters live in contiguous buffers (``flat=True``)."""
+        return self._flat is not None
 
     def add_param_group(self, param_group: dict) -> None:
         super().add_param_group(param_group)
@@ -76,6 +86,8 @@ class DecayOptimizer(torch.optim.Optimizer):
         for p in group["params"]:
             if p.is_sparse:
                 raise ValueError(f"{type(self).__name__} does not support sparse parameters")
+        if getattr(self, "_flat", None) is not None:
+            self._flat.add(group)
 
     def __setstate__(self, state: dict) -> None:
         super().__setstate__(state)
@@ -102,6 +114,11 @@ class DecayOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        if self._flat is not None:
+            for group, fg in zip(self.param_groups, self._flat.groups):
+                fg.check()
+                self._update_flat(group, fg)
+            return loss
         for group in self.param_groups:
             params = self._params_with_grad(group, type(self).__name__)
             if params:
@@ -110,6 +127,45 @@ class DecayOptimizer(torch.optim.Optimizer):
 
     def _update_group(self, group: dict, params: list[torch.Tensor]) -> None:
         raise NotImplementedError
+
+    def _update_flat(self, group: dict, fg) -> None:
+        raise NotImplementedError
+
+    def _state_keys(self, group: dict) -> tuple[str, ...]:
+        raise NotImplementedError
+
+    def _has_step_count(self) -> bool:
+        return False
+
+    # -- flat mode: buffers stay attached across zero_grad / load_state_dict -----------------
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        if self._flat is None:
+            return super().zero_grad(set_to_none)
+        self._flat.zero_grad()  # one pass over each gradient buffer; the views stay
+        return None
+
+    def state_dict(self) -> dict:
+        sd = super().state_dict()
+        if self._flat is not None and self._has_step_count():
+            # the group shares one step counter: give each entry its own tensor, so that a
+            # regular-mode optimizer loading this dict does not count one step many times
+            sd["state"] = {k: {**v, "step": v["step"].clone()} if "step" in v else v
+                           for k, v in sd["state"].items()}
+        return sd
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        super().load_state_dict(state_dict)
+        if self._flat is not None:
+            self._flat.reattach()
+
+    def clip_grad_norm_(self, max_norm: float, norm_type: float = 2.0) -> torch.Tensor:
+        """Clip the gradients of all groups to a total ``norm_type`` norm of ``max_norm``
+        (over the flat buffers in flat mode); returns the norm before clipping."""
+        if self._flat is not None:
+            return self._flat.clip_grad_norm_(max_norm, norm_type)
+        params = [p for g in self.param_groups for p in g["params"] if p.grad is not None]
+        return torch.nn.utils.clip_grad_norm_(params, max_norm, norm_type)
 
 
 def foreach_ok(params: list[torch.Tensor]) -> bool:

@@ -24,7 +24,7 @@ from collections.abc import Iterable
 import torch
 import torch.optim.adam as _torch_adam
 
-from . import _reference
+from . import _compiled, _reference
 from ._base import DecayOptimizer, check_nonneg, check_positive, check_unit, foreach_ok
 from ._decay import decay_per_update, torch_weight_decay
 
@@ -54,7 +54,11 @@ class Adam(DecayOptimizer):
         decay_convention: what AdamW's lambda is multiplied by: ``"schedule"`` (eta_t, the
             paper's; default), ``"lr"`` (lr_t = alpha*eta_t, as torch.optim.AdamW),
             ``"constant"`` (1). Ignored by Adam (L2).
-        impl: ``None`` (automatic), ``"reference"``, ``"foreach"`` or ``"fused"``.
+        impl: ``None`` (automatic: fused where exact, else foreach), ``"reference"`` (the
+            pseudocode per tensor), ``"foreach"``, ``"fused"`` (torch's fused kernel) or
+            ``"compiled"`` (a single-pass ``torch.compile`` kernel per tensor).
+        flat: keep the group's parameters, gradients and state in one contiguous buffer each
+            and update them with one kernel per step (see :mod:`weightdecay.optim.flat`).
 
     Reference: Loshchilov & Hutter, "Decoupled Weight Decay Regularization", ICLR 2019, Alg. 2.
     """
@@ -74,6 +78,7 @@ class Adam(DecayOptimizer):
         *,
         decay_convention: str = "schedule",
         impl: str | None = None,
+        flat: bool = False,
     ) -> None:
         defaults = dict(
             lr=lr,
@@ -84,7 +89,7 @@ class Adam(DecayOptimizer):
             decay_convention=decay_convention,
             impl=impl,
         )
-        super().__init__(params, defaults)
+        super().__init__(params, defaults, flat=flat)
 
     def _fused_weight_decay(self, group: dict) -> float | None:
         """torch's weight_decay argument giving exactly this group's update, or None."""
@@ -117,25 +122,43 @@ class Adam(DecayOptimizer):
             return "foreach" if foreach_ok(params) else "reference"
         return impl
 
+    def _state_keys(self, group: dict) -> tuple[str, ...]:
+        keys = ("exp_avg", "exp_avg_sq")
+        return keys + ("max_exp_avg_sq",) if group["amsgrad"] else keys
+
     def _update_group(self, group: dict, params: list[torch.Tensor]) -> None:
-        impl = self._choose_impl(group, params)
-        amsgrad = group["amsgrad"]
-        grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps = [], [], [], [], []
+        keys = self._state_keys(group)
+        lists = {key: [] for key in keys}
+        steps = []
         for p in params:
             state = self.state[p]
-            if len(state) == 0:
+            if "step" not in state:
                 # step lives on the parameter's device, as torch's fused kernels require
                 state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
-                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            if amsgrad and "max_exp_avg_sq" not in state:
-                state["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            grads.append(p.grad)
-            exp_avgs.append(state["exp_avg"])
-            exp_avg_sqs.append(state["exp_avg_sq"])
-            if amsgrad:
-                max_exp_avg_sqs.append(state["max_exp_avg_sq"])
+            for key in keys:
+                if key not in state:
+                    state[key] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                lists[key].append(state[key])
             steps.append(state["step"])
+        self._apply(group, params, [p.grad for p in params], lists["exp_avg"],
+                    lists["exp_avg_sq"], lists.get("max_exp_avg_sq", []), steps)
+
+    def _has_step_count(self) -> bool:
+        return True
+
+    def _update_flat(self, group: dict, fg) -> None:
+        vmax = [fg.state["max_exp_avg_sq"]] if group["amsgrad"] else []
+        impl = self._choose_impl(group, [fg.param])
+        if group["impl"] is None and impl != "fused":
+            impl = "compiled"  # one buffer: a single-pass kernel where fused is not exact
+        self._apply(group, [fg.param], [fg.grad], [fg.state["exp_avg"]],
+                    [fg.state["exp_avg_sq"]], vmax, [fg.step], impl=impl)
+
+    def _apply(self, group, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps,
+               impl=None):
+        """Algorithm 2 on lists of tensors (per-parameter tensors, or one flat buffer)."""
+        impl = impl or self._choose_impl(group, params)
+        amsgrad = group["amsgrad"]
         beta1, beta2 = group["betas"]
         if impl == "fused":
             _torch_adam.adam(
@@ -146,22 +169,26 @@ class Adam(DecayOptimizer):
             )
             return
         torch._foreach_add_(steps, 1)
-        l2 = 0.0 if self.decoupled else group["weight_decay"]
-        decay = decay_per_update(group) if self.decoupled else 0.0
+        kw = dict(lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"],
+                  l2=0.0 if self.decoupled else group["weight_decay"],
+                  decay=decay_per_update(group) if self.decoupled else 0.0)
+        counts = [int(s.item()) for s in steps]
+        if impl == "compiled":
+            vmaxes = max_exp_avg_sqs if amsgrad else [None] * len(params)
+            if all(_compiled.adam_update(*args, step=t, **kw) for *args, t in
+                   zip(params, grads, exp_avgs, exp_avg_sqs, vmaxes, counts)):
+                return
+            impl = "foreach"  # compilation unavailable (warned once)
         if impl == "reference":
             for i, p in enumerate(params):
                 _reference.adam_step(
                     p, grads[i], exp_avgs[i], exp_avg_sqs[i],
-                    max_exp_avg_sqs[i] if amsgrad else None,
-                    t=int(steps[i].item()), lr_t=group["lr"], beta1=beta1, beta2=beta2,
-                    eps=group["eps"], l2=l2, decay_t=decay,
+                    max_exp_avg_sqs[i] if amsgrad else None, t=counts[i], lr_t=kw["lr"],
+                    beta1=beta1, beta2=beta2, eps=kw["eps"], l2=kw["l2"], decay_t=kw["decay"],
                 )
         else:
-            _multi_tensor_adam(
-                params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs if amsgrad else None,
-                [int(s.item()) for s in steps], lr=group["lr"], beta1=beta1, beta2=beta2,
-                eps=group["eps"], l2=l2, decay=decay,
-            )
+            _multi_tensor_adam(params, grads, exp_avgs, exp_avg_sqs,
+                               max_exp_avg_sqs if amsgrad else None, counts, **kw)
 
 
 class AdamW(Adam):

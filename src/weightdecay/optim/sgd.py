@@ -16,7 +16,7 @@ from collections.abc import Iterable
 
 import torch
 
-from . import _reference
+from . import _compiled, _reference
 from ._base import DecayOptimizer, check_nonneg, check_unit, foreach_ok
 from ._decay import decay_per_update
 
@@ -35,8 +35,11 @@ class SGD(DecayOptimizer):
         nesterov: Nesterov momentum (theta -= beta1*m_t + lr_t*g_t).
         decay_convention: what SGDW's lambda is multiplied by: ``"schedule"`` (eta_t, the
             paper's; default), ``"lr"`` (lr_t, torch's), ``"constant"`` (1). Ignored by SGD.
-        impl: ``None`` (automatic), ``"reference"`` (the pseudocode per tensor) or
-            ``"foreach"`` (multi-tensor kernels).
+        impl: ``None`` (automatic: foreach), ``"reference"`` (the pseudocode per tensor),
+            ``"foreach"`` (multi-tensor kernels) or ``"compiled"`` (a single-pass
+            ``torch.compile`` kernel per tensor; compiles once, best for few large tensors).
+        flat: keep the group's parameters, gradients and state in one contiguous buffer each
+            and update them with one kernel per step (see :mod:`weightdecay.optim.flat`).
 
     Example:
         >>> opt = weightdecay.SGD(model.parameters(), lr=0.1, weight_decay=5e-4)
@@ -57,6 +60,7 @@ class SGD(DecayOptimizer):
         *,
         decay_convention: str = "schedule",
         impl: str | None = None,
+        flat: bool = False,
     ) -> None:
         if nesterov and check_unit("momentum", momentum) == 0:
             raise ValueError("Invalid nesterov=True with momentum=0; Nesterov needs momentum > 0")
@@ -68,40 +72,50 @@ class SGD(DecayOptimizer):
             decay_convention=decay_convention,
             impl=impl,
         )
-        super().__init__(params, defaults)
+        super().__init__(params, defaults, flat=flat)
+
+    #: state tensors shaped like the parameter (flat mode keeps them in one buffer)
+    def _state_keys(self, group: dict) -> tuple[str, ...]:
+        return ("momentum",)
 
     def _update_group(self, group: dict, params: list[torch.Tensor]) -> None:
-        impl = group["impl"]
-        if impl == "fused":
-            raise ValueError(
-                f"impl='fused' is not available for {type(self).__name__}: torch's fused SGD "
-                "uses torch-style momentum, not Algorithm 1; use 'foreach' or None"
-            )
-        if impl is None:
-            impl = "foreach" if foreach_ok(params) else "reference"
-        lr = group["lr"]
-        momentum = group["momentum"]
-        lam = group["weight_decay"]
-        l2 = 0.0 if self.decoupled else lam
-        decay = decay_per_update(group) if self.decoupled else 0.0
-        grads = [p.grad for p in params]
         bufs = []
         for p in params:
             state = self.state[p]
             if "momentum" not in state:  # m_0 = 0
                 state["momentum"] = torch.zeros_like(p, memory_format=torch.preserve_format)
             bufs.append(state["momentum"])
+        self._apply(group, params, [p.grad for p in params], bufs)
+
+    def _update_flat(self, group: dict, fg) -> None:
+        # one buffer: a single-pass compiled kernel (torch has no fused Algorithm 1)
+        self._apply(group, [fg.param], [fg.grad], [fg.state["momentum"]],
+                    impl=group["impl"] or "compiled")
+
+    def _apply(self, group, params, grads, bufs, impl=None) -> None:
+        """Algorithm 1 on lists of tensors (per-parameter tensors, or one flat buffer)."""
+        impl = impl or group["impl"]
+        if impl == "fused":
+            raise ValueError(
+                f"impl='fused' is not available for {type(self).__name__}: torch's fused SGD "
+                "uses torch-style momentum, not Algorithm 1; use 'compiled', 'foreach' or None"
+            )
+        if impl is None:
+            impl = "foreach" if foreach_ok(params) else "reference"
+        kw = dict(lr=group["lr"], momentum=group["momentum"],
+                  l2=0.0 if self.decoupled else group["weight_decay"],
+                  decay=decay_per_update(group) if self.decoupled else 0.0,
+                  nesterov=group["nesterov"])
+        if impl == "compiled":
+            if all(_compiled.sgd_update(p, g, m, **kw) for p, g, m in zip(params, grads, bufs)):
+                return
+            impl = "foreach"  # compilation unavailable (warned once)
         if impl == "reference":
             for p, g, m in zip(params, grads, bufs):
-                _reference.sgd_step(
-                    p, g, m, lr_t=lr, momentum=momentum, l2=l2, decay_t=decay,
-                    nesterov=group["nesterov"],
-                )
+                _reference.sgd_step(p, g, m, lr_t=kw["lr"], momentum=kw["momentum"],
+                                    l2=kw["l2"], decay_t=kw["decay"], nesterov=kw["nesterov"])
         else:
-            _multi_tensor_sgd(
-                params, grads, bufs, lr=lr, momentum=momentum, l2=l2, decay=decay,
-                nesterov=group["nesterov"],
-            )
+            _multi_tensor_sgd(params, grads, bufs, **kw)
 
 
 class SGDW(SGD):

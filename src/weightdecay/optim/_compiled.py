@@ -1,0 +1,102 @@
+"""Single-pass update kernels compiled with ``torch.compile`` (Inductor).
+
+Each kernel reads every state tensor once and writes it once: SGD/SGDW moves 20 bytes per
+float32 parameter (read theta, g, m; write theta, m), Adam/AdamW 28 (+8 with AMSGrad).
+Hyperparameters are passed as 0-d tensors so that a changing eta_t never recompiles, and
+shapes are dynamic so one compiled kernel serves every size. Compilation happens once per
+process on first use and is cached on disk by Inductor (warm starts reuse it).
+
+If compilation is unavailable (no C++ compiler, an unsupported device), ``available()`` is
+False after the first failure and callers fall back to the foreach kernels.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import warnings
+
+import torch
+
+_FAILED: list[BaseException] = []
+
+
+def _sgd(p, g, m, lr, momentum, l2, decay, nesterov: bool):
+    g = g + l2 * p  # g_t (+ lambda*theta_{t-1} for SGD with L2)
+    m_new = momentum * m + lr * g  # m_t = beta1*m_{t-1} + eta_t*alpha*g_t
+    step = momentum * m_new + lr * g if nesterov else m_new
+    m.copy_(m_new)
+    p.copy_(p - (step + decay * p))  # theta_t = theta_{t-1} - m_t (- eta_t*lambda*theta_{t-1})
+
+
+def _adam(p, g, m, v, vmax, lr, beta1, one_minus_beta1, beta2, one_minus_beta2, eps, l2,
+          decay, bias1, bias2_sqrt, amsgrad: bool):
+    g = g + l2 * p
+    m_new = beta1 * m + one_minus_beta1 * g  # (1 - beta) computed in float64 by the caller
+    v_new = beta2 * v + one_minus_beta2 * g * g
+    m.copy_(m_new)
+    v.copy_(v_new)
+    if amsgrad:
+        v_new = torch.maximum(vmax, v_new)
+        vmax.copy_(v_new)
+    denom = v_new.sqrt() / bias2_sqrt + eps  # sqrt(v_hat_t) + eps
+    p.copy_(p - (lr / bias1 * m_new / denom + decay * p))
+
+
+@functools.cache
+def _compiled(name: str):
+    fn = {"sgd": _sgd, "adam": _adam}[name]
+    return torch.compile(fn, dynamic=True, fullgraph=True)
+
+
+def available() -> bool:
+    return not _FAILED
+
+
+def _scalars(device, dtype, *values):
+    # one small host->device copy per step; 0-d tensors keep the graph free of constants
+    t = torch.tensor(values, dtype=torch.float64).to(device=device, dtype=dtype)
+    return t.unbind()
+
+
+def _run(name, *args, **kwargs) -> bool:
+    if _FAILED:
+        return False
+    try:
+        _compiled(name)(*args, **kwargs)
+        return True
+    except Exception as exc:  # compilation unavailable here: remember, warn once, fall back
+        _FAILED.append(exc)
+        warnings.warn(f"weightdecay: torch.compile kernel unavailable ({type(exc).__name__}: "
+                      f"{exc}); falling back to foreach kernels", RuntimeWarning, stacklevel=3)
+        return False
+
+
+@torch.no_grad()
+def sgd_update(p, g, m, *, lr, momentum, l2, decay, nesterov) -> bool:
+    """One SGD/SGDW update of one (flat) tensor in place; False if compilation failed."""
+    s = _scalars(p.device, torch.float32 if p.dtype != torch.float64 else torch.float64,
+                 lr, momentum, l2, decay)
+    return _run("sgd", p, g, m, *s, bool(nesterov))
+
+
+@torch.no_grad()
+def adam_update(p, g, m, v, vmax, *, step, lr, beta1, beta2, eps, l2, decay) -> bool:
+    """One Adam/AdamW(/AMSGrad when vmax is given) update in place; False on failure."""
+    s = _scalars(p.device, torch.float32 if p.dtype != torch.float64 else torch.float64,
+                 lr, beta1, 1 - beta1, beta2, 1 - beta2, eps, l2, decay, 1 - beta1**step,
+                 math.sqrt(1 - beta2**step))
+    amsgrad = vmax is not None
+    return _run("adam", p, g, m, v, vmax if amsgrad else v, *s, amsgrad)
+
+
+def compile_failures() -> list[BaseException]:
+    """Exceptions seen when compiling (empty when the compiled kernels work)."""
+    return list(_FAILED)
+
+
+def _reset_for_tests() -> None:
+    _FAILED.clear()
+    _compiled.cache_clear()
+    torch._dynamo.reset()
+

@@ -1,0 +1,166 @@
+"""The contiguous-buffer mode (``flat=True``): one buffer per param group, one kernel a step.
+
+A model has hundreds of parameter tensors, and every eager optimizer — torch's fused ones
+included — pays a per-tensor cost at each step. With ``flat=True`` the parameters of a group
+are re-homed as views into one contiguous buffer, their gradients are views into a matching
+buffer (set as ``.grad`` before the first backward, so autograd accumulates into it), and the
+optimizer state (momentum, Adam moments) lives in contiguous buffers too. One update is then a
+single fused pass over each buffer: torch's fused Adam/AdamW kernel where it computes exactly
+the paper's update, otherwise a ``torch.compile``d single-pass kernel (falling back to the
+foreach kernels where compilation is unavailable).
+
+It stays a drop-in ``torch.optim.Optimizer``:
+
+- ``state_dict()`` holds per-parameter state exactly as the regular mode does (views into the
+  buffers), so checkpoints load into and from the regular mode and into torch.optim.AdamW.
+- ``zero_grad()`` zeroes the gradient buffer in one pass; the gradient views stay attached
+  (``set_to_none`` cannot drop them without breaking the buffer). Gradients replaced by other
+  code (``model.zero_grad(set_to_none=True)`` then backward) are copied back into the buffer
+  at the next step, with a one-time warning since that costs a copy.
+- Gradient clipping: ``torch.nn.utils.clip_grad_norm_`` works on the views, and
+  ``optimizer.clip_grad_norm_(max_norm)`` does it over the buffers in a few kernels.
+- Every parameter of a flat group is updated at every step; one that received no gradient is
+  updated with g = 0 (its moments decay, and decoupled weight decay applies), unlike the
+  regular mode, which skips parameters whose ``.grad`` is None.
+
+Refused with a clear error: sparse parameters, parameters of different dtypes or devices in one
+group, parameters that do not require grad, a parameter listed twice, and a parameter whose
+storage was replaced after construction (``model.to(...)``, ``p.data = ...``).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+
+class FlatGroup:
+    """The buffers of one param group: parameters, gradients and named state."""
+
+    def __init__(self, params: list[torch.Tensor], state_keys: tuple[str, ...], index: int):
+        if not params:
+            raise ValueError(f"flat=True: param group {index} has no parameters")
+        if len({id(p) for p in params}) != len(params):
+            raise ValueError(f"flat=True: a parameter appears twice in param group {index}")
+        first = params[0]
+        for i, p in enumerate(params):
+            where = f"parameter {i} of param group {index} (shape {tuple(p.shape)})"
+            if p.is_sparse:
+                raise ValueError(f"flat=True does not support sparse tensors: {where}")
+            if p.dtype != first.dtype or p.device != first.device:
+                raise ValueError(
+                    f"flat=True needs one dtype and device per param group: {where} is "
+                    f"{p.dtype} on {p.device}, parameter 0 is {first.dtype} on {first.device}; "
+                    "put them in separate param groups"
+                )
+            if not p.requires_grad:
+                raise ValueError(f"flat=True: {where} does not require grad; pass only "
+                                 "trainable parameters")
+        self.index = index
+        self.params = params
+        self.numels = [p.numel() for p in params]
+        total = sum(self.numels)
+        kw = dict(dtype=first.dtype, device=first.device)
+        self.param = torch.empty(total, **kw)
+        self.grad = torch.zeros(total, **kw)
+        self.state = {key: torch.zeros(total, **kw) for key in state_keys}
+        with torch.no_grad():
+            for p, view in zip(params, self.views(self.param)):
+                view.copy_(p)
+                p.data = view
+        self.grad_views = self.views(self.grad)
+        for p, g in zip(params, self.grad_views):
+            if p.grad is not None:
+                g.copy_(p.grad)
+            p.grad = g
+        self.data_ptrs = [p.data_ptr() for p in params]
+        self.warned = False
+
+    def views(self, buffer: torch.Tensor) -> list[torch.Tensor]:
+        """Per-parameter views into a flat buffer, shaped like the parameters."""
+        return [chunk.view_as(p) for chunk, p in zip(buffer.split(self.numels), self.params)]
+
+    def state_views(self) -> dict[str, list[torch.Tensor]]:
+        return {key: self.views(buf) for key, buf in self.state.items()}
+
+    def check(self) -> None:
+        """Refuse replaced parameters; bring gradients that left the buffer back into it."""
+        for i, (p, g, ptr) in enumerate(zip(self.params, self.grad_views, self.data_ptrs)):
+            if p.data_ptr() != ptr:
+                raise RuntimeError(
+                    f"flat=True: parameter {i} of param group {self.index} (shape "
+                    f"{tuple(p.shape)}) was replaced after the optimizer was built (its "
+                    "storage moved, e.g. by model.to(), .data assignment or a new tensor); "
+                    "build the optimizer again after moving the model"
+                )
+            if p.grad is not g:
+                if not self.warned:
+                    warnings.warn(
+                        "flat=True: gradients were replaced outside the gradient buffer (e.g. "
+                        "by model.zero_grad(set_to_none=True)); copying them back costs a pass "
+                        "per step: call optimizer.zero_grad() instead", RuntimeWarning,
+                        stacklevel=4)
+                    self.warned = True
+                with torch.no_grad():
+                    if p.grad is None:
+                        g.zero_()
+                    else:
+                        if p.grad.is_sparse:
+                            raise ValueError("flat=True does not support sparse gradients")
+                        g.copy_(p.grad)
+                p.grad = g
+
+
+class FlatParams:
+    """All flat groups of one optimizer, aligned with ``optimizer.param_groups``."""
+
+    def __init__(self, optimizer) -> None:
+        self.optimizer = optimizer
+        self.groups: list[FlatGroup] = []
+        for group in optimizer.param_groups:
+            self.add(group)
+
+    def add(self, group: dict) -> None:
+        opt = self.optimizer
+        fg = FlatGroup(group["params"], opt._state_keys(group), len(self.groups))
+        self.groups.append(fg)
+        self.attach_state(group, fg)
+
+    def attach_state(self, group: dict, fg: FlatGroup) -> None:
+        """Point the per-parameter state at views of the buffers (copying any loaded values)."""
+        state = self.optimizer.state
+        step = None
+        if self.optimizer._has_step_count():
+            steps = [state[p]["step"] for p in fg.params if "step" in state[p]]
+            value = max((float(s) for s in steps), default=0.0)
+            step = torch.tensor(value, dtype=torch.float32, device=fg.param.device)
+        with torch.no_grad():
+            for key, views in fg.state_views().items():
+                for p, view in zip(fg.params, views):
+                    if key in state[p] and state[p][key] is not view:
+                        view.copy_(state[p][key])
+                    state[p][key] = view
+        if step is not None:
+            for p in fg.params:  # one step counter per group, shared by its parameters
+                state[p]["step"] = step
+        fg.step = step
+
+    def reattach(self) -> None:
+        """After ``load_state_dict``: copy the loaded state into the buffers."""
+        for group, fg in zip(self.optimizer.param_groups, self.groups):
+            self.attach_state(group, fg)
+
+    def zero_grad(self) -> None:
+        for fg in self.groups:
+            fg.grad.zero_()
+            for p, g in zip(fg.params, fg.grad_views):
+                p.grad = g
+
+    def clip_grad_norm_(self, max_norm: float, norm_type: float = 2.0) -> torch.Tensor:
+        norms = [torch.linalg.vector_norm(fg.grad, norm_type) for fg in self.groups]
+        total = torch.linalg.vector_norm(torch.stack(norms), norm_type)
+        coef = (max_norm / (total + 1e-6)).clamp(max=1.0)
+        for fg in self.groups:
+            fg.grad.mul_(coef)
+        return total

@@ -1,0 +1,278 @@
+"""flat=True: contiguous buffers, one kernel per step — numerics and drop-in behaviour."""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import pytest
+import torch
+
+import weightdecay as wd
+from _optim_util import eta_restarts, grad_stream, make_params, rel_err_all
+from weightdecay.optim import _compiled
+
+N_STEPS = 110
+ETAS = [eta_restarts(t) for t in range(N_STEPS)]
+GRADS = grad_stream(N_STEPS)
+
+CASES = [
+    (wd.SGD, dict(lr=0.05, weight_decay=1e-2)),
+    (wd.SGD, dict(lr=0.05, weight_decay=1e-2, nesterov=True)),
+    (wd.SGDW, dict(lr=0.05, weight_decay=5e-3)),
+    (wd.SGDW, dict(lr=0.05, weight_decay=5e-2, decay_convention="lr", nesterov=True)),
+    (wd.SGDW, dict(lr=0.05, weight_decay=5e-3, decay_convention="constant")),
+    (wd.Adam, dict(lr=1e-2, weight_decay=1e-2)),
+    (wd.Adam, dict(lr=1e-2, weight_decay=1e-2, amsgrad=True)),
+    (wd.AdamW, dict(lr=1e-2, weight_decay=2.5e-2)),
+    (wd.AdamW, dict(lr=1e-2, weight_decay=2.5e-2, amsgrad=True)),
+    (wd.AdamW, dict(lr=1e-2, weight_decay=1.0, decay_convention="lr")),
+    (wd.AdamW, dict(lr=1e-2, weight_decay=1e-3, decay_convention="constant")),
+]
+
+
+def run_flat(factory, params, grads=GRADS, etas=ETAS):
+    """Drive a flat optimizer: gradients are written into the attached .grad views."""
+    params = [p.clone().requires_grad_(True) for p in params]
+    opt = factory(params)
+    for step, gs in enumerate(grads):
+        for group in opt.param_groups:
+            group["lr"] = group["initial_lr"] * etas[step]
+        opt.zero_grad()
+        for p, g in zip(params, gs):
+            p.grad.add_(g.to(p.dtype))
+        opt.step()
+    return [p.detach().clone() for p in params], opt
+
+
+def run_ref(factory, params, grads=GRADS, etas=ETAS):
+    params = [p.clone().requires_grad_(True) for p in params]
+    opt = factory(params)
+    for step, gs in enumerate(grads):
+        for group in opt.param_groups:
+            group["lr"] = group["initial_lr"] * etas[step]
+        for p, g in zip(params, gs):
+            p.grad = g.to(p.dtype)
+        opt.step()
+    return [p.detach().clone() for p in params], opt
+
+
+@pytest.mark.parametrize("cls,kw", CASES,
+                         ids=[f"{c.__name__}-{sorted(k.items())}" for c, k in CASES])
+def test_flat_matches_float64_reference(cls, kw):
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        flat, opt = run_flat(lambda ps: cls(ps, flat=True, **kw), make_params(torch.float32))
+    ours = [str(w.message) for w in seen if "weightdecay" in str(w.message)
+            or "flat=True" in str(w.message)]
+    assert ours == []  # no fallback, no gradient copies in this loop
+    assert opt.flat and _compiled.available()
+    ref, _ = run_ref(lambda ps: cls(ps, impl="reference", **kw), make_params(torch.float64))
+    assert rel_err_all(flat, ref) <= 1e-6
+
+
+@pytest.mark.parametrize("cls,kw", [(wd.SGDW, dict(lr=0.05, weight_decay=5e-3)),
+                                    (wd.AdamW, dict(lr=1e-2, weight_decay=2.5e-2))])
+def test_regular_compiled_impl_matches_reference(cls, kw):
+    from _optim_util import run
+
+    ours, _ = run(lambda ps: cls(ps, impl="compiled", **kw), make_params(torch.float32),
+                  GRADS, ETAS)
+    ref, _ = run(lambda ps: cls(ps, impl="reference", **kw), make_params(torch.float64),
+                 GRADS, ETAS)
+    assert rel_err_all(ours, ref) <= 1e-6
+
+
+def test_flat_param_groups_with_different_hyperparameters():
+    def groups(ps):
+        return [dict(params=ps[:2], lr=3e-3, weight_decay=0.1),
+                dict(params=ps[2:], lr=2e-2, weight_decay=1e-3, amsgrad=True)]
+
+    flat, opt = run_flat(lambda ps: wd.AdamW(groups(ps), flat=True), make_params())
+    assert len(opt._flat.groups) == 2
+    ref, _ = run_ref(lambda ps: wd.AdamW(groups(ps), impl="reference"),
+                     make_params(torch.float64))
+    assert rel_err_all(flat, ref) <= 1e-6
+
+
+def test_parameters_are_views_into_one_buffer():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.Linear(5, 2))
+    before = [p.detach().clone() for p in model.parameters()]
+    opt = wd.SGDW(model.parameters(), lr=0.1, flat=True)
+    fg = opt._flat.groups[0]
+    storage = fg.param.untyped_storage().data_ptr()
+    for p, b in zip(model.parameters(), before):
+        assert p.untyped_storage().data_ptr() == storage
+        assert p.grad.untyped_storage().data_ptr() == fg.grad.untyped_storage().data_ptr()
+        assert torch.equal(p, b)  # values preserved by re-homing
+    model(torch.randn(3, 4)).sum().backward()  # autograd accumulates into the buffer
+    assert fg.grad.abs().sum() > 0
+    for p in model.parameters():
+        assert p.grad.untyped_storage().data_ptr() == fg.grad.untyped_storage().data_ptr()
+
+
+# ------------------------------------------------------------------ models, drop-in use
+
+
+class Tied(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = torch.nn.Linear(6, 6, bias=False)
+        self.mid = torch.nn.Linear(6, 6)
+        self.out = torch.nn.Linear(6, 6, bias=False)
+        self.out.weight = self.emb.weight  # tied weights: one parameter, used twice
+
+    def forward(self, x):
+        return self.out(torch.tanh(self.mid(self.emb(x))))
+
+
+def _train(model, opt, steps=12, clip=None, zero=lambda opt, model: opt.zero_grad()):
+    for i in range(steps):
+        g = torch.Generator().manual_seed(i)
+        x, y = torch.randn(8, 6, generator=g), torch.randn(8, 6, generator=g)
+        zero(opt, model)
+        torch.nn.functional.mse_loss(model(x), y).backward()
+        if clip is not None:
+            clip(opt, model)
+        opt.step()
+
+
+@pytest.mark.parametrize("cls", [wd.SGDW, wd.AdamW])
+def test_tied_weights_and_clipping_match_regular_mode(cls):
+    torch.manual_seed(0)
+    a = Tied()
+    b = copy.deepcopy(a)
+    oa = cls(a.parameters(), lr=1e-2, weight_decay=1e-2, flat=True)
+    ob = cls(b.parameters(), lr=1e-2, weight_decay=1e-2, impl="reference")
+    assert len(oa._flat.groups[0].params) == 3  # emb=out (tied, homed once), mid.{weight,bias}
+    _train(a, oa, clip=lambda o, m: o.clip_grad_norm_(0.05))
+    _train(b, ob, clip=lambda o, m: torch.nn.utils.clip_grad_norm_(m.parameters(), 0.05))
+    assert a.out.weight is a.emb.weight
+    assert rel_err_all(list(a.parameters()), list(b.parameters())) <= 1e-6
+
+
+def test_zero_grad_keeps_views_and_model_zero_grad_is_repaired():
+    torch.manual_seed(0)
+    a = Tied()
+    b = copy.deepcopy(a)
+    oa = wd.AdamW(a.parameters(), lr=1e-2, weight_decay=1e-2, flat=True)
+    ob = wd.AdamW(b.parameters(), lr=1e-2, weight_decay=1e-2)
+    oa.zero_grad(set_to_none=True)
+    assert all(p.grad is not None and not p.grad.any() for p in a.parameters())
+    with pytest.warns(RuntimeWarning, match="copying them back"):
+        _train(a, oa, zero=lambda o, m: m.zero_grad(set_to_none=True))
+    _train(b, ob)
+    assert rel_err_all(list(a.parameters()), list(b.parameters())) <= 1e-6
+
+
+def test_grad_scaler_with_flat_mode():
+    torch.manual_seed(0)
+    model = Tied()
+    opt = wd.AdamW(model.parameters(), lr=1e-2, flat=True)
+    scaler = torch.amp.GradScaler("cpu", init_scale=256.0)
+    x = torch.randn(4, 6)
+    before = [p.detach().clone() for p in model.parameters()]
+    scaler.scale(model(x).pow(2).mean() * float("inf")).backward()
+    scaler.step(opt)
+    scaler.update()
+    assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before))
+    opt.zero_grad()
+    scaler.scale(model(x).pow(2).mean()).backward()
+    scaler.step(opt)
+    assert any(not torch.equal(p, b) for p, b in zip(model.parameters(), before))
+
+
+# ------------------------------------------------------------------ checkpoints
+
+
+@pytest.mark.parametrize("cls,kw", [(wd.SGDW, dict(lr=0.1, weight_decay=1e-3)),
+                                    (wd.AdamW, dict(lr=1e-2, weight_decay=0.05)),
+                                    (wd.Adam, dict(lr=1e-2, weight_decay=1e-3, amsgrad=True))])
+@pytest.mark.parametrize("direction", ["flat->regular", "regular->flat"])
+def test_checkpoints_interchange_with_regular_mode(cls, kw, direction):
+    src_flat = direction.startswith("flat")
+    torch.manual_seed(0)
+    model = Tied()
+    opt = cls(model.parameters(), flat=src_flat, **kw)
+    _train(model, opt, steps=7)
+    saved = copy.deepcopy((model.state_dict(), opt.state_dict()))
+    _train(model, opt, steps=9)  # the uninterrupted run
+
+    other = Tied()
+    other.load_state_dict(saved[0])
+    opt2 = cls(other.parameters(), flat=not src_flat, **kw)
+    opt2.load_state_dict(saved[1])
+    _train(other, opt2, steps=9)
+    assert rel_err_all(list(other.parameters()), list(model.parameters())) <= 1e-6
+    if cls is not wd.SGDW:
+        steps = {float(s["step"]) for s in opt2.state_dict()["state"].values()}
+        assert steps == {16.0}
+
+
+def test_flat_state_dict_loads_into_torch_adamw():
+    model = Tied()
+    opt = wd.AdamW(model.parameters(), lr=1e-2, weight_decay=0.05, flat=True)
+    _train(model, opt, steps=3)
+    theirs = torch.optim.AdamW(Tied().parameters(), lr=1e-2)
+    theirs.load_state_dict(opt.state_dict())
+    assert {float(s["step"]) for s in theirs.state.values()} == {3.0}
+
+
+# ------------------------------------------------------------------ refusals
+
+
+def test_flat_refuses_what_it_cannot_support():
+    a = torch.nn.Parameter(torch.randn(3))
+    b = torch.nn.Parameter(torch.randn(3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="one dtype and device"):
+        wd.AdamW([a, b], flat=True)
+    frozen = torch.nn.Parameter(torch.randn(3), requires_grad=False)
+    with pytest.raises(ValueError, match="does not require grad"):
+        wd.SGDW([a, frozen], lr=0.1, flat=True)
+    p = torch.nn.Parameter(torch.randn(5, 2))
+    opt = wd.AdamW([p], flat=True)
+    p.grad = torch.eye(5, 2).to_sparse()  # a sparse gradient put in place of the view
+    with pytest.raises(ValueError, match="sparse"):
+        opt.step()
+
+
+def test_sparse_embedding_gradients_accumulate_densely_into_the_buffer():
+    """With the dense gradient view attached, autograd adds a sparse embedding gradient into
+    it: the update equals the dense embedding's."""
+    torch.manual_seed(0)
+    sparse = torch.nn.Embedding(5, 2, sparse=True)
+    dense = torch.nn.Embedding(5, 2)
+    dense.load_state_dict(sparse.state_dict())
+    o1 = wd.AdamW(sparse.parameters(), lr=0.1, weight_decay=0.1, flat=True)
+    o2 = wd.AdamW(dense.parameters(), lr=0.1, weight_decay=0.1)
+    for m, o in ((sparse, o1), (dense, o2)):
+        o.zero_grad()
+        m(torch.tensor([1, 3, 3])).pow(2).sum().backward()
+        o.step()
+    assert not sparse.weight.grad.is_sparse
+    torch.testing.assert_close(sparse.weight, dense.weight)
+
+
+def test_flat_refuses_a_parameter_replaced_after_construction():
+    model = Tied()
+    opt = wd.SGDW(model.parameters(), lr=0.1, flat=True)
+    model.double()  # new storage for every parameter
+    model(torch.randn(2, 6, dtype=torch.float64)).sum().backward()
+    with pytest.raises(RuntimeError, match="replaced after the optimizer was built"):
+        opt.step()
+
+
+def test_falls_back_to_foreach_when_compilation_is_unavailable(monkeypatch):
+    def broken(name):
+        def fail(*args, **kwargs):
+            raise RuntimeError("no C++ compiler")
+        return fail
+
+    monkeypatch.setattr(_compiled, "_FAILED", [])
+    monkeypatch.setattr(_compiled, "_compiled", broken)
+    with pytest.warns(RuntimeWarning, match="falling back to foreach"):
+        flat, _ = run_flat(lambda ps: wd.SGDW(ps, lr=0.05, weight_decay=5e-3, flat=True),
+                           make_params())
+    ref, _ = run_ref(lambda ps: wd.SGDW(ps, lr=0.05, weight_decay=5e-3, impl="reference"),
+                     make_params(torch.float64))
+    assert rel_err_all(flat, ref) <= 1e-6
