@@ -40,11 +40,16 @@ def contenders(kind: str) -> dict:
                                                                 foreach=True),
             "wd.AdamW (auto)": lambda ps: wd.AdamW(ps, lr=lr, weight_decay=lam),
             "wd.AdamW foreach": lambda ps: wd.AdamW(ps, lr=lr, weight_decay=lam, impl="foreach"),
+            "wd.AdamW flat": lambda ps: wd.AdamW(ps, lr=lr, weight_decay=lam, flat=True),
         }
     return {
         "torch SGD fused": lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9, fused=True),
         "torch SGD foreach": lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9, foreach=True),
         "wd.SGDW (auto)": lambda ps: wd.SGDW(ps, lr=0.1, momentum=0.9, weight_decay=5e-4),
+        "wd.SGDW compiled": lambda ps: wd.SGDW(ps, lr=0.1, momentum=0.9, weight_decay=5e-4,
+                                               impl="compiled"),
+        "wd.SGDW flat": lambda ps: wd.SGDW(ps, lr=0.1, momentum=0.9, weight_decay=5e-4,
+                                           flat=True),
     }
 
 
@@ -91,19 +96,106 @@ def time_steps(opts: dict, repeats: int) -> dict:
     return {name: statistics.median(v) for name, v in samples.items()}
 
 
+COMPILE_PROBE = """
+import time, torch, weightdecay as wd
+torch.set_num_threads(1)
+ps = [torch.nn.Parameter(torch.randn(1000)) for _ in range(3)]
+for p in ps:
+    p.grad = torch.randn(1000)
+for cls, kw in ((wd.SGDW, dict(lr=0.1)), (wd.AdamW, dict(impl="compiled"))):
+    opt = cls([p.detach().clone().requires_grad_() for p in ps], flat=True, **kw)
+    for p in opt.param_groups[0]["params"]:
+        p.grad.normal_()
+    t0 = time.perf_counter()
+    opt.step()
+    print(cls.__name__, time.perf_counter() - t0)
+"""
+
+
+def one_time_costs(n: int = 1_000_000) -> None:
+    """Re-homing time, and the first (compiling) step in a fresh process: cold cache, then
+    warm cache (Inductor's on-disk cache, reused across processes)."""
+    import os
+    import subprocess
+    import tempfile
+
+    wd.AdamW(make_params(1000, "200 tensors"), flat=True)  # first use imports torch internals
+    params = make_params(n, "200 tensors")
+    t0 = time.perf_counter()
+    wd.AdamW(params, lr=1e-3, flat=True)
+    print(f"\n## one-time costs\nre-homing {len(params)} tensors, N={n:.0e}: "
+          f"{(time.perf_counter() - t0) * 1e3:.1f} ms")
+    with tempfile.TemporaryDirectory() as cache:
+        env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=cache)
+        for label in ("cold cache", "warm cache"):
+            t0 = time.perf_counter()
+            out = subprocess.run([sys.executable, "-c", COMPILE_PROBE], env=env, check=True,
+                                 capture_output=True, text=True).stdout.split()
+            total = time.perf_counter() - t0
+            sgd, adam = float(out[1]), float(out[3])
+            print(f"first flat step ({label}): SGDW {sgd:.1f} s, AdamW(compiled) {adam:.1f} s"
+                  f" (process total {total:.1f} s)")
+
+
+def end_to_end(repeats: int) -> None:
+    """Forward + backward + update of real models: flat AdamW vs torch fused AdamW."""
+    from weightdecay.harness.models import build_model
+
+    cases = [("mnist1d cnn1d_bn", "cnn1d_bn", (1, 40), 128),
+             ("cifar resnet_small", "resnet_small", (3, 32, 32), 128)]
+    print("\n## whole training step (forward, backward, update), median ms")
+    print("| model | params | tensors | torch AdamW fused | wd.AdamW flat | ratio |")
+    print("|---|---|---|---|---|---|")
+    for label, name, shape, batch in cases:
+        torch.manual_seed(0)
+        x, y = torch.randn(batch, *shape), torch.randint(0, 10, (batch,))
+        models, opts = {}, {}
+        for kind in ("torch", "flat"):
+            torch.manual_seed(0)
+            model = build_model(name, input_shape=shape, num_classes=10)
+            models[kind] = model
+            opts[kind] = (torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1,
+                                            fused=True) if kind == "torch" else
+                          wd.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4, flat=True))
+
+        def step(kind, models=models, opts=opts, x=x, y=y):
+            opts[kind].zero_grad()
+            torch.nn.functional.cross_entropy(models[kind](x), y).backward()
+            opts[kind].step()
+
+        samples = {k: [] for k in models}
+        for kind in models:
+            step(kind)
+            step(kind)
+        for _ in range(repeats):
+            for kind in models:
+                t0 = time.perf_counter()
+                step(kind)
+                samples[kind].append(time.perf_counter() - t0)
+        med = {k: statistics.median(v) * 1e3 for k, v in samples.items()}
+        n_params = sum(p.numel() for p in models["torch"].parameters())
+        n_tensors = len(list(models["torch"].parameters()))
+        print(f"| {label} | {n_params:,} | {n_tensors} | {med['torch']:.2f} | "
+              f"{med['flat']:.2f} | {med['flat'] / med['torch']:.2f} |")
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", nargs="+", type=float, default=[1e5, 1e6, 1e7])
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--kinds", nargs="+", default=["adamw", "sgd"], choices=["adamw", "sgd"])
+    ap.add_argument("--sections", nargs="+", default=["steps", "once", "e2e"],
+                    choices=["steps", "once", "e2e"],
+                    help="step-time tables, one-time costs (re-homing, compilation), "
+                         "whole training steps")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     bw = measure_bandwidth()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"copy bandwidth {bw / 1e9:.1f} GB/s")
-    for kind in args.kinds:
+    for kind in args.kinds if "steps" in args.sections else ():
         print(f"\n## {kind}: median step time; ratio to the first row; fraction of the "
               f"{BYTES_PER_PARAM[kind]} B/param bandwidth bound")
         print(f"| {'N':>5} | {'layout':<12} | {'optimizer':<22} | {'step ms':>9} | "
@@ -121,6 +213,10 @@ def main(argv=None) -> None:
                     print(f"| {n:>5.0e} | {layout:<12} | {name:<22} | {t * 1e3:>9.3f} | "
                           f"{t / base:>6.2f} | {bound / t:>8.0%} |")
                 del opts
+    if "once" in args.sections:
+        one_time_costs()
+    if "e2e" in args.sections:
+        end_to_end(args.repeats)
 
 
 if __name__ == "__main__":

@@ -37,6 +37,10 @@ _EXPORTS = {
     "paper_weight_decay": "weightdecay.decay",
     "ema_timescale": "weightdecay.decay",
     "weight_decay_for_timescale": "weightdecay.decay",
+    "Timescale": "weightdecay.decay",
+    # experiments (import optuna / matplotlib only when used)
+    "RunConfig": "weightdecay.harness.config",
+    "write_report": "weightdecay.report.html",
 }
 
 _SUBMODULES = ("optim", "schedules", "decay", "harness", "report", "cli")
