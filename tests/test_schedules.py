@@ -244,6 +244,96 @@ def test_vectorized_equals_scalar(schedule):
     assert schedule(np.int64(4)) == schedule(4.0)
 
 
+RESTART_VARIANTS = [
+    S.cosine_restarts(T_0=100, T_mult=2),
+    S.cosine_restarts(7, 3),
+    S.cosine_restarts(2.5, 1.5, eta_min=0.05),
+    S.cosine_restarts(3.75, 1.0),
+    S.cosine_restarts(
+        100, 2, eta_min=0.01, amplitude_decay=0.8, warmup=20, warmup_every_cycle=True
+    ),
+    S.cosine_restarts(10, 2, eta_min=0.1, amplitude_decay=0.01, decay_eta_min=False, warmup=3),
+    S.linear_warmup(50) * S.cosine_restarts(100, 2) * 0.3,
+]
+
+
+@pytest.mark.parametrize("schedule", RESTART_VARIANTS, ids=repr)
+def test_scalar_fast_path_is_bit_identical_at_boundaries_and_large_counts(schedule):
+    # The scalar path uses math (log1p, pow, cos) where the vectorized path uses numpy: the
+    # period index, the restart points (and the floats just either side of them) and huge
+    # update counts must still give exactly the same values.
+    rng = np.random.default_rng(0)
+    equal_periods = schedule.period_length(0) == schedule.period_length(1e3)
+    ends = np.array(schedule.period_ends(1e4 if equal_periods else 1e9))  # a short list
+    t = np.concatenate(
+        [
+            np.arange(0.0, 400.0),
+            rng.uniform(0, 1e5, 300),
+            np.exp(rng.uniform(0, 40, 200)),  # up to ~2e17 updates
+            ends,
+            np.nextafter(ends, 0),
+            np.nextafter(ends, np.inf),
+        ]
+    )
+    np.testing.assert_array_equal(schedule(t), [schedule(x) for x in t.tolist()])
+    for helper in ("restart_index", "period_length", "period_start"):
+        method = getattr(schedule, helper)
+        np.testing.assert_array_equal(method(t), [method(x) for x in t.tolist()])
+    assert isinstance(schedule.restart_index(12.5), int)
+    assert isinstance(schedule.period_length(12), float)
+
+
+def test_scalar_calls_bypass_numpy_dispatch(monkeypatch):
+    # A Python int/float (what ScheduleLR and NormalizedDecay pass every update) must take
+    # the pure-math path: the numpy/torch dispatcher is never entered.
+    from weightdecay.schedules import _functions, _restarts
+
+    def fail(*args, **kwargs):
+        raise AssertionError("scalar call went through _dispatch")
+
+    monkeypatch.setattr(_functions, "_dispatch", fail)
+    monkeypatch.setattr(_restarts, "_dispatch", fail)
+    for schedule in ALL_SCHEDULES:
+        assert isinstance(schedule(7), float) and isinstance(schedule(7.5), float)
+    assert isinstance(SGDR_10_2.restart_index(75), int)
+    assert SGDR_10_2.period_length(75.0) == 80.0
+    assert SGDR_10_2.period_start(75) == 70.0
+
+
+def test_numpy_scalars_match_python_scalars():
+    s = ALL_SCHEDULES[4]
+    for x in (0, 3, 17.25, 59):
+        expected = s(x)
+        values = [np.float64(x), np.float32(x), np.array(float(x))]
+        for value in values + ([np.int64(x)] if isinstance(x, int) else []):
+            got = s(value)
+            assert isinstance(got, float) and got == expected
+    assert S.restart_index(np.int64(70), 10, 2) == 3
+    assert isinstance(SGDR_10_2.restart_index(np.float64(70.0)), int)
+
+
+@pytest.mark.parametrize("bad", [-1, -0.5, float("nan"), float("inf"), 10**400, np.float64(-1)])
+def test_bad_scalar_steps_raise_value_error(bad):
+    for schedule in ALL_SCHEDULES[:-1]:
+        with pytest.raises(ValueError, match="t"):
+            schedule(bad)
+    for helper in (SGDR_10_2.restart_index, SGDR_10_2.period_length, SGDR_10_2.period_start):
+        with pytest.raises(ValueError, match="t"):
+            helper(bad)
+
+
+def test_subclass_with_only_eval_still_works_for_scalars():
+    class Halving(S.Schedule):
+        def _eval(self, t):
+            return 0.5 ** np.floor(t / 10)
+
+    h = Halving()
+    assert h(25) == 0.25 and isinstance(h(25), float)
+    np.testing.assert_array_equal(
+        (h * S.cosine(100))(np.arange(50.0)), [(h * S.cosine(100))(float(x)) for x in range(50)]
+    )
+
+
 def test_schedules_pickle():
     for schedule in ALL_SCHEDULES[:-1]:  # the lambda-backed one is not picklable
         clone = pickle.loads(pickle.dumps(schedule))

@@ -233,8 +233,9 @@ class NormalizedDecay:
     def period_epochs(self, t: float | None = None) -> float:
         """``T`` in epochs at update count ``t`` (default: the current step count)."""
         t = self.step_count if t is None else t
-        if self.schedule is not None and self.schedule.has_restarts:
-            period_updates = float(self.schedule.period_length(t))
+        schedule = self.schedule
+        if schedule is not None and schedule.has_restarts:
+            period_updates = float(schedule.period_length(t))  # pure-math scalar path
         else:
             period_updates = float(self.total_updates)
         return period_updates / self.updates_per_epoch
@@ -242,10 +243,10 @@ class NormalizedDecay:
     def weight_decays(self, t: float | None = None) -> list[float]:
         """Per-group paper ``lambda`` at update count ``t`` (default: the current step)."""
         T = self.period_epochs(t)
-        return [
-            normalized_weight_decay(ln, self.batch_size, self.dataset_size, T) if ln else 0.0
-            for ln in self.lambda_norms
-        ]
+        b, B = self.batch_size, self.dataset_size
+        # normalized_weight_decay's formula, inlined: this runs once per update and every
+        # argument was validated already (construction / load_state_dict; T > 0 always).
+        return [ln * math.sqrt(b / (B * T)) if ln else 0.0 for ln in self.lambda_norms]
 
     def _apply(self) -> None:
         self._last_weight_decay = self.weight_decays()
@@ -267,7 +268,10 @@ class NormalizedDecay:
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore the step count and per-group values, then re-apply the decay."""
-        norms = list(state_dict["lambda_norms"])
+        norms = [
+            _non_negative(f"state_dict['lambda_norms'][{k}]", v)
+            for k, v in enumerate(state_dict["lambda_norms"])
+        ]
         if len(norms) != len(self.optimizer.param_groups):
             raise ValueError(
                 f"state_dict['lambda_norms'] has {len(norms)} entries, but the optimizer "
@@ -277,5 +281,5 @@ class NormalizedDecay:
         if isinstance(step_count, bool) or not isinstance(step_count, int) or step_count < 0:
             raise ValueError(f"state_dict['step_count'] must be an int >= 0, got {step_count!r}")
         self.step_count = step_count
-        self.lambda_norms = [float(v) for v in norms]
+        self.lambda_norms = norms
         self._apply()

@@ -12,10 +12,16 @@ Time is counted in UPDATES everywhere in the library; convert epochs at the edge
 Every factory checks its arguments at once and raises a ``ValueError`` naming the argument
 and the offending value. The returned :class:`Schedule` is callable on
 
-* a Python ``int``/``float`` (or numpy scalar): returns a Python ``float``;
+* a Python ``int``/``float`` (or numpy scalar): returns a Python ``float``, computed by a
+  pure-``math`` scalar path (no numpy or torch conversion; about a microsecond per call,
+  cheap enough to call once per training update);
 * a numpy array: returns a ``float64`` numpy array of the same shape;
 * a torch tensor: returns a tensor of the same shape and device (same dtype when the input
   is floating point, ``float64`` otherwise).
+
+The scalar path performs the same floating-point operations, in the same order, as the
+vectorized path (``math.cos``/``math.pow`` vs numpy's ``cos``/Python ``pow``), so a scalar call
+and the matching element of a vectorized call agree bit for bit (the tests check this).
 
 Schedules are plain objects holding their parameters (no closures), so they pickle.
 """
@@ -25,7 +31,9 @@ from __future__ import annotations
 import math
 import numbers
 import sys
+from bisect import bisect_right
 from collections.abc import Callable, Sequence
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -88,6 +96,20 @@ def _eta_range(eta_min: Any, eta_max: Any) -> tuple[float, float]:
     return eta_min, eta_max
 
 
+_INF = math.inf
+
+
+def _scalar_step(t: Any) -> float:
+    """Return the update count ``t`` (an int/float/real scalar) as a checked Python float."""
+    try:
+        step = float(t)
+    except OverflowError:
+        raise ValueError(f"t (update count) must be finite and >= 0, got {t!r}") from None
+    if not 0.0 <= step < _INF:  # also rejects NaN
+        raise ValueError(f"t (update count) must be finite and >= 0, got {t!r}")
+    return step
+
+
 def _check_steps(t: np.ndarray) -> None:
     """Reject NaN, infinite and negative update counts."""
     if t.size and not (np.all(np.isfinite(t)) and np.all(t >= 0)):
@@ -108,11 +130,17 @@ def _power(base: float, i: np.ndarray) -> np.ndarray:
     return values[inverse].reshape(i.shape)
 
 
-def _dispatch(t: Any, fn: Callable[[np.ndarray], np.ndarray], integer: bool = False) -> Any:
+def _dispatch(
+    t: Any,
+    fn: Callable[[np.ndarray], np.ndarray],
+    integer: bool = False,
+    scalar: Callable[[float], float] | None = None,
+) -> Any:
     """Evaluate ``fn`` (float64 array -> array) on steps ``t`` given as a number, array or tensor.
 
     Returns the same kind as ``t``: a Python float (int if ``integer``) for a scalar, a numpy
-    array for an array or list, a tensor on ``t``'s device for a tensor.
+    array for an array or list, a tensor on ``t``'s device for a tensor. A real scalar
+    (Python or numpy number) goes through ``scalar`` (checked float -> float) when given.
     """
     torch = sys.modules.get("torch")  # a tensor can only exist if torch is imported
     if torch is not None and isinstance(t, torch.Tensor):
@@ -127,6 +155,9 @@ def _dispatch(t: Any, fn: Callable[[np.ndarray], np.ndarray], integer: bool = Fa
         raise ValueError(f"t (update count) must be a number, got {t!r}")
     if (isinstance(t, np.ndarray) and t.ndim > 0) or isinstance(t, (list, tuple)):
         return _checked(fn, np.asarray(t, dtype=np.float64), integer)
+    if scalar is not None and isinstance(t, numbers.Real):
+        value = scalar(_scalar_step(t))
+        return int(value) if integer else value
     if isinstance(t, numbers.Real) or isinstance(t, np.ndarray):
         out = _checked(fn, np.asarray(t, dtype=np.float64), integer)
         return int(out) if integer else float(out)
@@ -142,15 +173,24 @@ class Schedule:
     """A closed-form multiplier ``eta(t)`` of the update count ``t``.
 
     Subclasses implement :meth:`_eval` on a float64 numpy array of checked steps
-    (finite, ``>= 0``). ``a * b`` multiplies two schedules pointwise (e.g. warmup x cosine);
+    (finite, ``>= 0``) and should implement :meth:`_scalar`, the same computation on one
+    checked Python float with ``math`` (the per-update fast path; the default falls back to
+    :meth:`_eval`). ``a * b`` multiplies two schedules pointwise (e.g. warmup x cosine);
     ``a * 0.5`` scales a schedule by a constant.
     """
 
     def _eval(self, t: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def _scalar(self, t: float) -> float:
+        """eta at one checked update count ``t``; must match :meth:`_eval` bit for bit."""
+        return float(self._eval(np.asarray(t, dtype=np.float64)))
+
     def __call__(self, t: Any) -> Any:
-        return _dispatch(t, self._eval)
+        cls = type(t)
+        if cls is float or cls is int:  # the per-update call: pure math, no numpy
+            return self._scalar(_scalar_step(t))
+        return _dispatch(t, self._eval, scalar=self._scalar)
 
     def __mul__(self, other: Any) -> Schedule:
         return multiply(self, other)
@@ -172,6 +212,9 @@ class _Constant(Schedule):
     def _eval(self, t: np.ndarray) -> np.ndarray:
         return np.full_like(t, self.value)
 
+    def _scalar(self, t: float) -> float:
+        return self.value
+
     def __repr__(self) -> str:
         return f"constant(value={self.value!r})"
 
@@ -185,6 +228,13 @@ class _StepDrop(Schedule):
         drops = np.searchsorted(self.milestones, t, side="right")
         return _power(self.factor, drops.astype(np.float64))
 
+    @cached_property
+    def _milestone_list(self) -> list[float]:
+        return self.milestones.tolist()
+
+    def _scalar(self, t: float) -> float:
+        return self.factor ** float(bisect_right(self._milestone_list, t))
+
     def __repr__(self) -> str:
         return f"step_drop(milestones={self.milestones.tolist()!r}, factor={self.factor!r})"
 
@@ -195,6 +245,10 @@ class _Linear(Schedule):
 
     def _eval(self, t: np.ndarray) -> np.ndarray:
         frac = np.minimum(t / self.total_steps, 1.0)
+        return self.eta_max + (self.eta_min - self.eta_max) * frac
+
+    def _scalar(self, t: float) -> float:
+        frac = min(t / self.total_steps, 1.0)
         return self.eta_max + (self.eta_min - self.eta_max) * frac
 
     def __repr__(self) -> str:
@@ -214,6 +268,12 @@ class _Cosine(Schedule):
         t_cur = np.minimum(t, self.total_steps)
         return _cosine_value(self.eta_min, self.eta_max, t_cur, self.total_steps)
 
+    def _scalar(self, t: float) -> float:
+        # The same operations, in the same order, as _cosine_value.
+        eta_min, period = self.eta_min, self.total_steps
+        t_cur = min(t, period)
+        return eta_min + 0.5 * (self.eta_max - eta_min) * (1.0 + math.cos(math.pi * t_cur / period))
+
     def __repr__(self) -> str:
         return f"cosine({self.total_steps!r}, eta_min={self.eta_min!r}, eta_max={self.eta_max!r})"
 
@@ -226,6 +286,12 @@ class _LinearWarmup(Schedule):
         if self.warmup_steps == 0:
             return np.ones_like(t)
         frac = np.minimum(t / self.warmup_steps, 1.0)
+        return self.start + (1.0 - self.start) * frac
+
+    def _scalar(self, t: float) -> float:
+        if self.warmup_steps == 0:
+            return 1.0
+        frac = min(t / self.warmup_steps, 1.0)
         return self.start + (1.0 - self.start) * frac
 
     def __repr__(self) -> str:
@@ -244,6 +310,9 @@ class _Function(Schedule):
             out[index] = float(self.fn(float(step)))
         return out
 
+    def _scalar(self, t: float) -> float:
+        return float(self.fn(t))
+
     def __repr__(self) -> str:
         return f"as_schedule({self.fn!r})"
 
@@ -258,8 +327,18 @@ class _Product(Schedule):
             out = out * factor._eval(t)
         return out
 
+    def _scalar(self, t: float) -> float:
+        out = 1.0
+        for factor in self.factors:
+            out = out * factor._scalar(t)
+        return out
+
+    @cached_property
+    def _restart_factors(self) -> tuple[Schedule, ...]:
+        return tuple(f for f in self.factors if f.has_restarts)
+
     def _restart_factor(self) -> Schedule | None:
-        with_restarts = [f for f in self.factors if f.has_restarts]
+        with_restarts = self._restart_factors
         return with_restarts[0] if len(with_restarts) == 1 else None
 
     @property
@@ -299,6 +378,17 @@ class _Join(Schedule):
             if np.any(mask):
                 out[mask] = schedule._eval(t[mask] - starts[k])
         return out
+
+    @cached_property
+    def _pieces(self) -> tuple[list[float], tuple[float, ...]]:
+        """Boundaries as a list (for bisect) and the start of every piece, 0 first."""
+        bounds = self.boundaries.tolist()
+        return bounds, (0.0, *bounds)
+
+    def _scalar(self, t: float) -> float:
+        bounds, starts = self._pieces
+        k = bisect_right(bounds, t)
+        return self.schedules[k]._scalar(t - starts[k])
 
     def __repr__(self) -> str:
         return f"join({list(self.schedules)!r}, boundaries={self.boundaries.tolist()!r})"

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ._functions import Schedule, _dispatch, _non_negative, _positive, _power
+from ._functions import Schedule, _dispatch, _non_negative, _positive, _power, _scalar_step
 
 __all__ = [
     "CosineRestarts",
@@ -54,6 +54,45 @@ class _Periods:
     def length(self, i: np.ndarray) -> np.ndarray:
         return self.T_0 * _power(self.T_mult, i)
 
+    # Scalar twins of start/length/index: one Python float, plain ``math``, the same
+    # floating-point operations in the same order (so the results are bit-identical).
+
+    def start_scalar(self, i: float) -> float:
+        T_mult = self.T_mult
+        if T_mult == 1:
+            return self.T_0 * i
+        return self.T_0 * (T_mult**i - 1.0) / (T_mult - 1.0)
+
+    def length_scalar(self, i: float) -> float:
+        return self.T_0 * self.T_mult**i
+
+    def index_scalar(self, t: float) -> float:
+        """Period containing the checked update count ``t`` (an integral float)."""
+        if t >= self.horizon:
+            raise ValueError(
+                f"t must be < {self.horizon!r} updates (the total length of all periods "
+                f"with T_mult={self.T_mult!r} < 1), got {t!r}"
+            )
+        T_0, T_mult = self.T_0, self.T_mult
+        if T_mult == 1:
+            i = float(math.floor(t / T_0))
+        else:
+            i = float(math.floor(math.log1p(t * (T_mult - 1.0) / T_0) / math.log(T_mult)))
+        if i < 0.0:
+            i = 0.0
+        # Same one-ulp correction as index(), in the same order.
+        if self.start_scalar(i + 1.0) <= t:
+            i += 1.0
+        if self.start_scalar(i) > t:
+            i -= 1.0
+        return i
+
+    def length_at(self, t: float) -> float:
+        return self.length_scalar(self.index_scalar(t))
+
+    def start_at(self, t: float) -> float:
+        return self.start_scalar(self.index_scalar(t))
+
     def index(self, t: np.ndarray) -> np.ndarray:
         """Period containing t (float64 array of integral values)."""
         if self.T_mult < 1 and np.any(t >= self.horizon):
@@ -82,7 +121,7 @@ class _Periods:
             )
         out: list[float] = []
         i = 1.0
-        while (end := float(self.start(np.float64(i)))) <= until:
+        while (end := self.start_scalar(i)) <= until:
             out.append(end)
             i += 1.0
         return out
@@ -138,17 +177,45 @@ class CosineRestarts(Schedule):
         cos = lo + 0.5 * (hi - lo) * (1.0 + np.cos(np.pi * (t_cur - w) / rest))
         return np.where(in_warmup, ramp, cos)
 
+    def _scalar(self, t: float) -> float:
+        # _eval on one float with math: same operations, same order, bit-identical.
+        p = self._periods
+        i = p.index_scalar(t)
+        period = p.length_scalar(i)
+        t_cur = t - p.start_scalar(i)
+        scale = self.amplitude_decay**i
+        lo = self.eta_min * scale if self.decay_eta_min else self.eta_min
+        hi = max(self.eta_max * scale, lo)
+        if self.warmup == 0:
+            return lo + 0.5 * (hi - lo) * (1.0 + math.cos(math.pi * t_cur / period))
+        w = min(self.warmup, period) if (i == 0 or self.warmup_every_cycle) else 0.0
+        if t_cur < w:
+            return lo + (hi - lo) * t_cur / w
+        return lo + 0.5 * (hi - lo) * (1.0 + math.cos(math.pi * (t_cur - w) / (period - w)))
+
     def restart_index(self, t: Any) -> Any:
         """Index ``i`` of the period containing update count ``t`` (0 for the first)."""
-        return _dispatch(t, self._periods.index, integer=True)
+        p = self._periods
+        cls = type(t)
+        if cls is float or cls is int:
+            return int(p.index_scalar(_scalar_step(t)))
+        return _dispatch(t, p.index, integer=True, scalar=p.index_scalar)
 
     def period_length(self, t: Any) -> Any:
         """Length ``T_i`` in updates of the period containing ``t``."""
-        return _dispatch(t, lambda s: self._periods.length(self._periods.index(s)))
+        p = self._periods
+        cls = type(t)
+        if cls is float or cls is int:
+            return p.length_at(_scalar_step(t))
+        return _dispatch(t, lambda s: p.length(p.index(s)), scalar=p.length_at)
 
     def period_start(self, t: Any) -> Any:
         """Update count ``S_i`` at which the period containing ``t`` started (last restart)."""
-        return _dispatch(t, lambda s: self._periods.start(self._periods.index(s)))
+        p = self._periods
+        cls = type(t)
+        if cls is float or cls is int:
+            return p.start_at(_scalar_step(t))
+        return _dispatch(t, lambda s: p.start(p.index(s)), scalar=p.start_at)
 
     def period_ends(self, until: float) -> list[float]:
         """Update counts ``S_1, S_2, ... <= until`` at which periods end.
@@ -239,19 +306,20 @@ def cosine_restarts(
 
 def restart_index(t: Any, T_0: float, T_mult: float = 2.0) -> Any:
     """Index of the SGDR period containing update count ``t`` (see module docstring)."""
-    return _dispatch(t, _Periods(T_0, T_mult).index, integer=True)
+    p = _Periods(T_0, T_mult)
+    return _dispatch(t, p.index, integer=True, scalar=p.index_scalar)
 
 
 def period_length(t: Any, T_0: float, T_mult: float = 2.0) -> Any:
     """Length ``T_i = T_0 * T_mult**i`` in updates of the period containing ``t``."""
     p = _Periods(T_0, T_mult)
-    return _dispatch(t, lambda s: p.length(p.index(s)))
+    return _dispatch(t, lambda s: p.length(p.index(s)), scalar=p.length_at)
 
 
 def period_start(t: Any, T_0: float, T_mult: float = 2.0) -> Any:
     """Update count at which the period containing ``t`` started."""
     p = _Periods(T_0, T_mult)
-    return _dispatch(t, lambda s: p.start(p.index(s)))
+    return _dispatch(t, lambda s: p.start(p.index(s)), scalar=p.start_at)
 
 
 def period_ends(until: float, T_0: float, T_mult: float = 2.0) -> list[float]:
