@@ -86,10 +86,12 @@ EXPORT_COLUMNS = (
     "best_test_error",
     "final_train_loss",
     "wall_seconds",
+    "num_test",
     "key",
 )
 
-_RESULT_ATTRS = ("final_test_error", "best_test_error", "final_train_loss", "wall_seconds")
+_RESULT_ATTRS = ("final_test_error", "best_test_error", "final_train_loss", "wall_seconds",
+                 "num_test")
 
 
 class StoreError(ValueError):

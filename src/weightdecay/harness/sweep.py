@@ -519,7 +519,7 @@ def _run_trial(study, storage, trial_id: int, ckpt_dir: Path, log: Callable[[str
             study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
             return "FAIL"
         for name in ("final_test_error", "best_test_error", "final_train_loss",
-                     "wall_seconds"):
+                     "wall_seconds", "num_test"):
             trial.set_user_attr(name, _finite_or_none(result.get(name)))
         trial.set_user_attr("diverged", bool(result.get("diverged", False)))
         trial.set_user_attr("history", result.get("history", {}))

@@ -55,6 +55,7 @@ RECORD_KEYS = (
     "final_train_loss",
     "diverged",
     "wall_seconds",
+    "num_test",
     "history",
 )
 
@@ -273,7 +274,8 @@ def _empty_history() -> dict[str, list]:
     return {k: [] for k in HISTORY_KEYS}
 
 
-def _record(history: dict[str, list], diverged: bool, wall: float) -> dict[str, Any]:
+def _record(history: dict[str, list], diverged: bool, wall: float,
+            num_test: int) -> dict[str, Any]:
     finite = [e for e in history["test_error"] if math.isfinite(e)]
     if diverged or not history["epoch"]:
         final_err = best_err = final_loss = float("nan")
@@ -287,6 +289,7 @@ def _record(history: dict[str, list], diverged: bool, wall: float) -> dict[str, 
         "final_train_loss": final_loss,
         "diverged": bool(diverged),
         "wall_seconds": wall,
+        "num_test": int(num_test),  # test-set size: the binomial noise of a test error
         "history": {k: list(v) for k, v in history.items()},
     }
 
@@ -346,7 +349,7 @@ def run(
                 )
             if checkpoint["epoch"] >= config.epochs or checkpoint["diverged"]:
                 return _record(checkpoint["history"], checkpoint["diverged"],
-                               checkpoint["wall_seconds"])
+                               checkpoint["wall_seconds"], checkpoint.get("num_test", 0))
 
     # 1. seed everything
     random.seed(config.seed)
@@ -474,6 +477,7 @@ def run(
                         "rng": _rng_state(generator),
                         "history": history,
                         "wall_seconds": wall,
+                        "num_test": dataset.num_test,
                     },
                     checkpoint_path,
                 )
@@ -488,4 +492,4 @@ def run(
             bar.close()
 
     wall = wall_before + time.perf_counter() - start_time
-    return _record(history, diverged, wall)
+    return _record(history, diverged, wall, dataset.num_test)

@@ -108,6 +108,8 @@ class HeatmapTable:
             non-finite value). Such a cell's value is NaN: a setting that blows up for some
             seeds is not a usable setting, so it is never "best".
         counts: number of completed trials per cell (all seeds, diverged ones included).
+        num_test: test-set size of the trials (from the records' ``"num_test"``), or None
+            when unknown; with it a test error has a known binomial noise.
     """
 
     row_key: str
@@ -118,6 +120,7 @@ class HeatmapTable:
     values: np.ndarray
     diverged: np.ndarray
     counts: np.ndarray
+    num_test: float | None = None
 
     @property
     def missing(self) -> np.ndarray:
@@ -143,6 +146,7 @@ class HeatmapTable:
             "values": clean(self.values),
             "diverged": self.diverged.tolist(),
             "counts": self.counts.tolist(),
+            "num_test": self.num_test,
         }
 
 
@@ -224,7 +228,11 @@ def heatmap_table(
         n_ok[i, j] += 1
     with np.errstate(invalid="ignore", divide="ignore"):
         values = np.where((n_ok > 0) & ~diverged, sums / np.maximum(n_ok, 1), np.nan)
-    return HeatmapTable(row, col, value, rows, cols, values, diverged, counts)
+    sizes = [float(r["num_test"]) for r in done
+             if r.get("num_test") is not None and np.isfinite(float(r["num_test"]))
+             and float(r["num_test"]) > 0]
+    return HeatmapTable(row, col, value, rows, cols, values, diverged, counts,
+                        min(sizes) if sizes else None)
 
 
 def top_k_cells(table: HeatmapTable, k: int = 10) -> list[tuple[int, int]]:
@@ -278,8 +286,8 @@ class DecouplingStatistic:
 
     Attributes:
         rows: the learning rates (row values) that have at least one finite cell.
-        best_lambda: best λ (column value) of each of those rows; for tied minima the
-            geometric mean of the tied λ values.
+        best_lambda: best λ of each of those rows: the vertex of a parabola fitted over
+            log λ (see :func:`decoupling_statistic`), so it may lie between grid values.
         rho: Spearman rank correlation between log(lr) and log(best λ) over those rows.
             0.0 when the best λ is identical in every row (no association); NaN with fewer
             than two usable rows.
@@ -325,18 +333,49 @@ class DecouplingStatistic:
         }
 
 
+def row_tolerance(table: HeatmapTable, i: int) -> float:
+    """How much worse than row ``i``'s best cell a cell may be and still count as tied.
+
+    For a test *error* with a known test-set size n this is one binomial standard error of
+    the row's best cell, sqrt(p(1-p) / (n * seeds)): cells closer than that cannot be told
+    apart by the measurement, and picking one of them as "the best λ" would measure noise.
+    Otherwise (unknown n, another metric) only exact ties count.
+    """
+    line = table.values[i]
+    ok = np.isfinite(line)
+    m = float(line[ok].min())
+    if table.num_test and table.value_key.endswith("error") and 0 <= m <= 1:
+        j = int(np.nanargmin(np.where(ok, line, np.nan)))
+        seeds = max(1, int(table.counts[i, j]))
+        p = min(max(m, 1.0 / table.num_test), 1 - 1.0 / table.num_test)  # never 0 noise
+        return float(np.sqrt(p * (1 - p) / (table.num_test * seeds)))
+    return _REL_TIE * max(abs(m), 1e-12)
+
+
+def _row_optimum(logs: np.ndarray, line: np.ndarray, tol: float) -> float:
+    """log λ of a row's optimum: the vertex of the least-squares parabola through its finite
+    cells (uses every cell, so one noisy cell cannot move it far), clamped to the grid;
+    when the parabola does not open upwards, the centre of the cells tied with the best."""
+    ok = np.isfinite(line)
+    x, y = logs[ok], line[ok]
+    if len(x) >= 3:
+        a, b, _ = np.polyfit(x, y, 2)
+        if a > 0:
+            return float(np.clip(-b / (2 * a), x.min(), x.max()))
+    tied = y - y.min() <= tol * (1 + 1e-9)
+    return float(np.mean(x[tied]))
+
+
 def _best_lambda_per_row(table: HeatmapTable) -> tuple[np.ndarray, np.ndarray]:
     positive = table.cols > 0  # the statistic lives on a log scale: λ = 0 columns are left out
+    logs = np.log(np.where(positive, table.cols, 1.0))
     rows, best = [], []
     for i, lr in enumerate(table.rows):
         line = np.where(positive, table.values[i], np.nan)
-        ok = np.isfinite(line)
-        if not ok.any():
+        if not np.isfinite(line).any():
             continue  # a row with every cell diverged/missing says nothing about the best λ
-        m = line[ok].min()
-        tied = ok & (np.abs(line - m) <= _REL_TIE * max(abs(m), 1e-12))
         rows.append(float(lr))
-        best.append(float(np.exp(np.mean(np.log(table.cols[tied])))))
+        best.append(float(np.exp(_row_optimum(logs, line, row_tolerance(table, i)))))
     return np.array(rows), np.array(best)
 
 
@@ -360,8 +399,13 @@ def _top_k_rho(table: HeatmapTable, k: int) -> float:
 def decoupling_statistic(table: HeatmapTable, k: int = 10) -> DecouplingStatistic:
     """Does the best λ move with the learning rate? Numbers and a verdict in words.
 
-    For every learning-rate row with at least one finite cell, take the best λ (lowest
-    value; ties → geometric mean of the tied λ). Columns with λ <= 0 (a no-decay baseline)
+    For every learning-rate row with at least one finite cell, take the best λ: the vertex
+    of the least-squares parabola of the value over log λ through the row's finite cells,
+    clamped to the grid (with one seed and a 1000-example test set the arg-min of a flat
+    basin is noise; the fitted optimum uses every cell). Where the parabola does not open
+    upwards (fewer than 3 cells, or a monotone row), the centre of the cells tied with the
+    row's best — within one binomial standard error when the records carry the test-set
+    size (:func:`row_tolerance`), else exact ties. Columns with λ <= 0 (a no-decay baseline)
     are left out, as the statistic lives on a log scale. Then:
 
     * ``rho`` — Spearman ρ between log(lr) and log(best λ) (scipy.stats.spearmanr);
@@ -403,6 +447,8 @@ def decoupling_statistic(table: HeatmapTable, k: int = 10) -> DecouplingStatisti
         raise ValueError(f"learning rates must be positive for a log scale, got {rows.tolist()}")
     log_lr, log_best = np.log10(rows), np.log10(best)
     decades = float(log_best.max() - log_best.min())
+    if decades < 1e-12:
+        decades = 0.0  # identical optima up to rounding of the fitted vertex
     lr_ratio = float(rows.max() / rows.min())
     if np.ptp(log_best) < 1e-12:
         rho = 0.0  # best λ identical in every row: no association (Spearman is undefined)
