@@ -247,3 +247,28 @@ def test_reproduce_writes_report_and_resumes(capsys, tmp_path, monkeypatch):
     assert "2 already complete, 0 enqueued" in err
     assert len(list(csv.DictReader((out / "trials.csv").open()))) == 2
     assert written == [2, 2]
+
+
+def test_download_flag_fetches_cifar10_before_training(capsys, monkeypatch):
+    """--download is wired to the checksum-verified CIFAR-10 download (never run in tests:
+    the download itself is replaced by a stand-in that stops the command)."""
+    from weightdecay.harness import data
+
+    calls = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_download(*args, **kwargs):
+        calls.append(1)
+        raise Stop
+
+    monkeypatch.setattr(data, "download_cifar10", fake_download)
+    with pytest.raises(Stop):
+        cli.main(["train", "--dataset", "cifar10", "--model", "resnet_small", "--download"])
+    assert calls == [1]
+    # not for other data sets
+    monkeypatch.setattr(data, "download_cifar10", lambda *a, **k: calls.append(2))
+    assert cli.main(["train", "--dataset", "digits", "--model", "mlp", "--epochs", "1",
+                     "--download"]) == 0
+    assert calls == [1]

@@ -140,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=_positive_int, default=None,
                    help="torch CPU threads (default: torch's choice)")
 
+    p.add_argument("--download", action="store_true", help=_DOWNLOAD_HELP)
     p = sub.add_parser("sweep", help="run a sweep spec (TOML) with local workers")
     p.add_argument("spec", nargs="?", metavar="SPEC",
                    help="sweep spec file (.toml or .json); or describe one experiment with "
@@ -178,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-wait", action="store_true",
                    help="exit when no trial is waiting (do not wait for running ones)")
     p.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
+    p.add_argument("--download", action="store_true", help=_DOWNLOAD_HELP)
     p.add_argument("--heartbeat-interval", type=int, default=None,
                    help="seconds between heartbeats of a running trial")
     p.add_argument("--grace-period", type=int, default=None,
@@ -204,10 +206,21 @@ def build_parser() -> argparse.ArgumentParser:
                         "run again to resume")
     p.add_argument("--workers", type=_positive_int, default=2, help="local worker processes")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--download", action="store_true", help=_DOWNLOAD_HELP)
     return parser
 
 
 # ------------------------------------------------------------------------------ commands
+
+
+_DOWNLOAD_HELP = ("fetch CIFAR-10 (the official archive, md5-checked) into the cache "
+                  "(~/.cache/weightdecay or $WEIGHTDECAY_CACHE) first, if it is missing")
+
+
+def _download_cifar10() -> None:
+    from .harness.data import download_cifar10
+
+    print(f"CIFAR-10 ready in {download_cifar10()}")
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -221,6 +234,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         config = RunConfig(**fields)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    if args.download and config.dataset == "cifar10":
+        _download_cifar10()
     if args.threads:
         import torch
 
@@ -316,6 +331,8 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     from .harness.sweep import run_worker
 
     store.check_storage(args.storage)
+    if args.download:
+        _download_cifar10()
     kwargs: dict[str, Any] = {}
     if args.heartbeat_interval is not None:
         kwargs["heartbeat_interval"] = args.heartbeat_interval
@@ -370,6 +387,8 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     from .harness.sweep import run_local
 
     spec = get_preset(args.preset)
+    if args.download and args.preset == "cifar10":
+        _download_cifar10()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     storage = sqlite_url(out / "store.db")
