@@ -198,22 +198,24 @@ def test_heatmap_table_rejects_bad_input(records, match):
 def test_statistic_says_coupled_for_the_diagonal_valley():
     stat = decoupling_statistic(heatmap_table(grid("sgd", diagonal)))
     assert stat.verdict == "coupled"
-    np.testing.assert_allclose(stat.best_lambda, [2.0 ** (-9 - e) for e in LR_EXP])
-    assert stat.rho == pytest.approx(-1.0)
-    assert stat.decades == pytest.approx(5 * math.log10(2))  # 2^-3 / 2^-8
+    # the fitted optimum (parabola of log error) is within a grid step of the true one; at
+    # the grid edge, where the valley saturates, it is clamped
+    np.testing.assert_allclose(np.log2(stat.best_lambda), [-9 - e for e in LR_EXP], atol=1.05)
+    assert stat.rho < -0.95
+    assert stat.decades > 4 * math.log10(2)  # truly 5 grid steps (2^-3 / 2^-8)
     assert stat.lr_ratio == pytest.approx(32)
-    assert stat.slope == pytest.approx(-1.0)
+    assert -1.2 < stat.slope < -0.8
     assert stat.top_k_rho < -0.5  # the top-10 cells lie along the anti-diagonal
-    assert "best λ moves 1.5 decades across a 32× range of learning rates (ρ = -1.00)" \
-        in stat.text
+    assert f"best λ moves {stat.decades:.1f} decades across a 32× range of learning rates " \
+        f"(ρ = {stat.rho:+.2f})" in stat.text
     assert stat.text.endswith("coupled — a diagonal valley")
 
 
 def test_statistic_says_decoupled_for_the_separable_basin():
     stat = decoupling_statistic(heatmap_table(grid("adamw", separable)))
     assert stat.verdict == "decoupled"
-    np.testing.assert_allclose(stat.best_lambda, 2.0 ** -7)
-    assert stat.decades == 0.0 and stat.rho == 0.0 and stat.slope == pytest.approx(0.0)
+    np.testing.assert_allclose(np.log2(stat.best_lambda), -7, atol=0.25)
+    assert stat.decades < 0.05 and abs(stat.slope) < 0.05
     assert abs(stat.top_k_rho) < 0.2
     assert "best λ stays within 0.0 decades across a 32× range" in stat.text
     assert stat.text.endswith("decoupled — a separable basin")
@@ -229,7 +231,7 @@ def test_statistic_one_grid_step_is_still_decoupled_two_monotone_steps_are_coupl
     def drift(le, we):  # best log2 λ = -7 + (le+6)/2.5 rounded: moves 2 steps, monotone
         return 0.07 + 0.01 * (we + 7 - round((le + 6) / 2.5)) ** 2
     stat = decoupling_statistic(heatmap_table(grid("adamw", drift)))
-    assert stat.decades == pytest.approx(2 * math.log10(2))
+    assert 1.5 * math.log10(2) < stat.decades < 3.5 * math.log10(2)
     assert stat.rho > 0.7 and stat.verdict == "coupled"
 
 
@@ -239,7 +241,7 @@ def test_statistic_inconclusive_when_best_lambda_jumps_without_trend():
     def jumpy(le, we):
         return 0.07 + 0.01 * (we - best[le]) ** 2
     stat = decoupling_statistic(heatmap_table(grid("adam", jumpy)))
-    assert stat.decades == pytest.approx(5 * math.log10(2))
+    assert stat.decades > 4 * math.log10(2)
     assert abs(stat.rho) < 0.5
     assert stat.verdict == "inconclusive"
 
@@ -264,7 +266,7 @@ def test_statistic_ignores_a_zero_decay_baseline_column():
     t = heatmap_table(recs)
     assert t.cols[0] == 0.0 and best_cell(t)[1] == 0.0
     stat = decoupling_statistic(t)
-    np.testing.assert_allclose(stat.best_lambda, 2.0 ** -7)
+    np.testing.assert_allclose(np.log2(stat.best_lambda), -7, atol=0.25)
     assert stat.verdict == "decoupled"
     assert len(panel_axes(F.fig_heatmaps(recs))) == 1
 

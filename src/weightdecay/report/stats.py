@@ -353,13 +353,14 @@ def row_tolerance(table: HeatmapTable, i: int) -> float:
 
 
 def _row_optimum(logs: np.ndarray, line: np.ndarray, tol: float) -> float:
-    """log λ of a row's optimum: the vertex of the least-squares parabola through its finite
-    cells (uses every cell, so one noisy cell cannot move it far), clamped to the grid;
-    when the parabola does not open upwards, the centre of the cells tied with the best."""
+    """log λ of a row's optimum: the vertex of the least-squares parabola of log(value)
+    through its finite cells (every cell counts, so one noisy cell cannot move it far; the
+    log keeps a blown-up corner from dominating the fit), clamped to the grid; when the
+    parabola does not open upwards, the centre of the cells tied with the best."""
     ok = np.isfinite(line)
     x, y = logs[ok], line[ok]
     if len(x) >= 3:
-        a, b, _ = np.polyfit(x, y, 2)
+        a, b, _ = np.polyfit(x, np.log(np.maximum(y, 1e-9)), 2)
         if a > 0:
             return float(np.clip(-b / (2 * a), x.min(), x.max()))
     tied = y - y.min() <= tol * (1 + 1e-9)
@@ -400,7 +401,7 @@ def decoupling_statistic(table: HeatmapTable, k: int = 10) -> DecouplingStatisti
     """Does the best λ move with the learning rate? Numbers and a verdict in words.
 
     For every learning-rate row with at least one finite cell, take the best λ: the vertex
-    of the least-squares parabola of the value over log λ through the row's finite cells,
+    of the least-squares parabola of log(value) over log λ through the row's finite cells,
     clamped to the grid (with one seed and a 1000-example test set the arg-min of a flat
     basin is noise; the fitted optimum uses every cell). Where the parabola does not open
     upwards (fewer than 3 cells, or a monotone row), the centre of the cells tied with the
