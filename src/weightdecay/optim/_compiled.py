@@ -21,12 +21,18 @@ import torch
 _FAILED: list[BaseException] = []
 
 
+# Every kernel computes all its outputs first and writes them back (copy_) at the end:
+# Inductor then emits one parallel, vectorized loop; a copy_ in the middle of the
+# computation was measured to cost a second, serial pass.
+
+
 def _sgd(p, g, m, lr, momentum, l2, decay, nesterov: bool):
     g = g + l2 * p  # g_t (+ lambda*theta_{t-1} for SGD with L2)
     m_new = momentum * m + lr * g  # m_t = beta1*m_{t-1} + eta_t*alpha*g_t
     step = momentum * m_new + lr * g if nesterov else m_new
+    p_new = p - (step + decay * p)  # theta_t = theta_{t-1} - m_t (- eta_t*lambda*theta_{t-1})
     m.copy_(m_new)
-    p.copy_(p - (step + decay * p))  # theta_t = theta_{t-1} - m_t (- eta_t*lambda*theta_{t-1})
+    p.copy_(p_new)
 
 
 def _adam(p, g, m, v, vmax, lr, beta1, one_minus_beta1, beta2, one_minus_beta2, eps, l2,
@@ -34,13 +40,14 @@ def _adam(p, g, m, v, vmax, lr, beta1, one_minus_beta1, beta2, one_minus_beta2, 
     g = g + l2 * p
     m_new = beta1 * m + one_minus_beta1 * g  # (1 - beta) computed in float64 by the caller
     v_new = beta2 * v + one_minus_beta2 * g * g
+    v_used = torch.maximum(vmax, v_new) if amsgrad else v_new
+    denom = v_used.sqrt() / bias2_sqrt + eps  # sqrt(v_hat_t) + eps
+    p_new = p - (lr / bias1 * m_new / denom + decay * p)
     m.copy_(m_new)
     v.copy_(v_new)
     if amsgrad:
-        v_new = torch.maximum(vmax, v_new)
-        vmax.copy_(v_new)
-    denom = v_new.sqrt() / bias2_sqrt + eps  # sqrt(v_hat_t) + eps
-    p.copy_(p - (lr / bias1 * m_new / denom + decay * p))
+        vmax.copy_(v_used)
+    p.copy_(p_new)
 
 
 @functools.cache
@@ -60,8 +67,12 @@ def _scalars(device, dtype, *values):
 
 
 def _run(name, *args, **kwargs) -> bool:
-    if _FAILED:
+    if _FAILED or not all(a.is_contiguous() for a in args if isinstance(a, torch.Tensor)):
         return False
+    # one rank for every tensor: dynamic shapes then serve all sizes with one graph
+    # (dynamo specializes on rank, and would recompile per parameter shape otherwise)
+    args = tuple(a.view(-1) if isinstance(a, torch.Tensor) and a.dim() > 0 else a
+                 for a in args)
     try:
         _compiled(name)(*args, **kwargs)
         return True

@@ -160,6 +160,14 @@ class Adam(DecayOptimizer):
         impl = impl or self._choose_impl(group, params)
         amsgrad = group["amsgrad"]
         beta1, beta2 = group["betas"]
+        if impl == "fused" and len(params) == 1:  # flat mode: the kernel itself, no grouping
+            torch._foreach_add_(steps, 1)
+            kernel = torch._fused_adamw_ if self.decoupled else torch._fused_adam_
+            kernel(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps,
+                   amsgrad=amsgrad, lr=group["lr"], beta1=beta1, beta2=beta2,
+                   weight_decay=self._fused_weight_decay(group), eps=group["eps"],
+                   maximize=False)
+            return
         if impl == "fused":
             _torch_adam.adam(
                 params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps,
@@ -174,11 +182,17 @@ class Adam(DecayOptimizer):
                   decay=decay_per_update(group) if self.decoupled else 0.0)
         counts = [int(s.item()) for s in steps]
         if impl == "compiled":
+            # see SGD._apply: what the compiled kernel cannot take goes to foreach, once
             vmaxes = max_exp_avg_sqs if amsgrad else [None] * len(params)
-            if all(_compiled.adam_update(*args, step=t, **kw) for *args, t in
-                   zip(params, grads, exp_avgs, exp_avg_sqs, vmaxes, counts)):
+            rest = [i for i, args in enumerate(zip(params, grads, exp_avgs, exp_avg_sqs,
+                                                    vmaxes, counts))
+                    if not _compiled.adam_update(*args[:5], step=args[5], **kw)]
+            if not rest:
                 return
-            impl = "foreach"  # compilation unavailable (warned once)
+            params, grads, exp_avgs, exp_avg_sqs, counts = (
+                [x[i] for i in rest] for x in (params, grads, exp_avgs, exp_avg_sqs, counts))
+            max_exp_avg_sqs = [max_exp_avg_sqs[i] for i in rest] if amsgrad else []
+            impl = "foreach"
         if impl == "reference":
             for i, p in enumerate(params):
                 _reference.adam_step(

@@ -30,9 +30,13 @@ storage was replaced after construction (``model.to(...)``, ``p.data = ...``).
 
 from __future__ import annotations
 
+import operator
 import warnings
 
 import torch
+
+_DATA_PTR = torch.Tensor.data_ptr  # C-level map() over these keeps the per-step check cheap
+_GRAD = operator.attrgetter("grad")
 
 
 class FlatGroup:
@@ -85,8 +89,16 @@ class FlatGroup:
         return {key: self.views(buf) for key, buf in self.state.items()}
 
     def check(self) -> None:
-        """Refuse replaced parameters; bring gradients that left the buffer back into it."""
-        for i, (p, g, ptr) in enumerate(zip(self.params, self.grad_views, self.data_ptrs)):
+        """Refuse replaced parameters; bring gradients that left the buffer back into it.
+
+        Runs every step, so the common case (nothing changed) is two list comparisons."""
+        if list(map(_DATA_PTR, self.params)) != self.data_ptrs:
+            self._refuse_replaced()
+        if any(map(operator.is_not, map(_GRAD, self.params), self.grad_views)):
+            self._repair_grads()
+
+    def _refuse_replaced(self) -> None:
+        for i, (p, ptr) in enumerate(zip(self.params, self.data_ptrs)):
             if p.data_ptr() != ptr:
                 raise RuntimeError(
                     f"flat=True: parameter {i} of param group {self.index} (shape "
@@ -94,21 +106,24 @@ class FlatGroup:
                     "storage moved, e.g. by model.to(), .data assignment or a new tensor); "
                     "build the optimizer again after moving the model"
                 )
-            if p.grad is not g:
-                if not self.warned:
-                    warnings.warn(
-                        "flat=True: gradients were replaced outside the gradient buffer (e.g. "
-                        "by model.zero_grad(set_to_none=True)); copying them back costs a pass "
-                        "per step: call optimizer.zero_grad() instead", RuntimeWarning,
-                        stacklevel=4)
-                    self.warned = True
-                with torch.no_grad():
-                    if p.grad is None:
-                        g.zero_()
-                    else:
-                        if p.grad.is_sparse:
-                            raise ValueError("flat=True does not support sparse gradients")
-                        g.copy_(p.grad)
+
+    def _repair_grads(self) -> None:
+        if not self.warned:
+            warnings.warn(
+                "flat=True: gradients were replaced outside the gradient buffer (e.g. by "
+                "model.zero_grad(set_to_none=True)); copying them back costs a pass per step: "
+                "call optimizer.zero_grad() instead", RuntimeWarning, stacklevel=5)
+            self.warned = True
+        with torch.no_grad():
+            for p, g in zip(self.params, self.grad_views):
+                if p.grad is g:
+                    continue
+                if p.grad is None:
+                    g.zero_()
+                else:
+                    if p.grad.is_sparse:
+                        raise ValueError("flat=True does not support sparse gradients")
+                    g.copy_(p.grad)
                 p.grad = g
 
 

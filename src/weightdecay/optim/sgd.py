@@ -107,9 +107,14 @@ class SGD(DecayOptimizer):
                   decay=decay_per_update(group) if self.decoupled else 0.0,
                   nesterov=group["nesterov"])
         if impl == "compiled":
-            if all(_compiled.sgd_update(p, g, m, **kw) for p, g, m in zip(params, grads, bufs)):
+            # tensors the compiled kernel cannot take (compilation unavailable, warned once;
+            # non-contiguous) get the foreach kernel, each tensor updated exactly once
+            rest = [i for i, (p, g, m) in enumerate(zip(params, grads, bufs))
+                    if not _compiled.sgd_update(p, g, m, **kw)]
+            if not rest:
                 return
-            impl = "foreach"  # compilation unavailable (warned once)
+            params, grads, bufs = ([x[i] for i in rest] for x in (params, grads, bufs))
+            impl = "foreach"
         if impl == "reference":
             for p, g, m in zip(params, grads, bufs):
                 _reference.sgd_step(p, g, m, lr_t=kw["lr"], momentum=kw["momentum"],
