@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import weightdecay as wd
-from _optim_util import eta_restarts, grad_stream, make_params, rel_err_all
+from _optim_util import eta_restarts, grad_stream, make_params, rel_err_all, run
 from weightdecay.optim import _compiled
 
 N_STEPS = 110
@@ -45,18 +45,6 @@ def run_flat(factory, params, grads=GRADS, etas=ETAS):
     return [p.detach().clone() for p in params], opt
 
 
-def run_ref(factory, params, grads=GRADS, etas=ETAS):
-    params = [p.clone().requires_grad_(True) for p in params]
-    opt = factory(params)
-    for step, gs in enumerate(grads):
-        for group in opt.param_groups:
-            group["lr"] = group["initial_lr"] * etas[step]
-        for p, g in zip(params, gs):
-            p.grad = g.to(p.dtype)
-        opt.step()
-    return [p.detach().clone() for p in params], opt
-
-
 @pytest.mark.parametrize("cls,kw", CASES,
                          ids=[f"{c.__name__}-{sorted(k.items())}" for c, k in CASES])
 def test_flat_matches_float64_reference(cls, kw):
@@ -67,15 +55,14 @@ def test_flat_matches_float64_reference(cls, kw):
             or "flat=True" in str(w.message)]
     assert ours == []  # no fallback, no gradient copies in this loop
     assert opt.flat and _compiled.available()
-    ref, _ = run_ref(lambda ps: cls(ps, impl="reference", **kw), make_params(torch.float64))
+    ref, _ = run(lambda ps: cls(ps, impl="reference", **kw), make_params(torch.float64), GRADS,
+                 ETAS)
     assert rel_err_all(flat, ref) <= 1e-6
 
 
 @pytest.mark.parametrize("cls,kw", [(wd.SGDW, dict(lr=0.05, weight_decay=5e-3)),
                                     (wd.AdamW, dict(lr=1e-2, weight_decay=2.5e-2))])
 def test_regular_compiled_impl_matches_reference(cls, kw):
-    from _optim_util import run
-
     ours, _ = run(lambda ps: cls(ps, impl="compiled", **kw), make_params(torch.float32),
                   GRADS, ETAS)
     ref, _ = run(lambda ps: cls(ps, impl="reference", **kw), make_params(torch.float64),
@@ -90,8 +77,8 @@ def test_flat_param_groups_with_different_hyperparameters():
 
     flat, opt = run_flat(lambda ps: wd.AdamW(groups(ps), flat=True), make_params())
     assert len(opt._flat.groups) == 2
-    ref, _ = run_ref(lambda ps: wd.AdamW(groups(ps), impl="reference"),
-                     make_params(torch.float64))
+    ref, _ = run(lambda ps: wd.AdamW(groups(ps), impl="reference"),
+                 make_params(torch.float64), GRADS, ETAS)
     assert rel_err_all(flat, ref) <= 1e-6
 
 
@@ -273,6 +260,29 @@ def test_falls_back_to_foreach_when_compilation_is_unavailable(monkeypatch):
     with pytest.warns(RuntimeWarning, match="falling back to foreach"):
         flat, _ = run_flat(lambda ps: wd.SGDW(ps, lr=0.05, weight_decay=5e-3, flat=True),
                            make_params())
-    ref, _ = run_ref(lambda ps: wd.SGDW(ps, lr=0.05, weight_decay=5e-3, impl="reference"),
-                     make_params(torch.float64))
+    ref, _ = run(lambda ps: wd.SGDW(ps, lr=0.05, weight_decay=5e-3, impl="reference"),
+                 make_params(torch.float64), GRADS, ETAS)
     assert rel_err_all(flat, ref) <= 1e-6
+
+
+def test_auto_sgd_uses_the_compiled_kernel_for_large_tensors(monkeypatch):
+    from weightdecay.optim import sgd as sgd_module
+
+    monkeypatch.setattr(sgd_module, "COMPILE_MIN_NUMEL", 1000)  # a "large" tensor, cheaply
+    seen = []
+    real = _compiled.sgd_update
+
+    def spy(p, *args, **kwargs):
+        seen.append(p.numel())
+        return real(p, *args, **kwargs)
+
+    monkeypatch.setattr(_compiled, "sgd_update", spy)
+    big, small = torch.randn(50, 40, dtype=torch.float64), torch.randn(7, dtype=torch.float64)
+    grads = grad_stream(5, shapes=[(50, 40), (7,)])
+    ours, _ = run(lambda ps: wd.SGDW(ps, lr=0.1, weight_decay=1e-2), [big.float(),
+                                                                      small.float()],
+                  grads, ETAS[:5])
+    assert seen and set(seen) == {2000}  # the small tensor went to foreach
+    ref, _ = run(lambda ps: wd.SGDW(ps, lr=0.1, weight_decay=1e-2, impl="reference"),
+                 [big, small], grads, ETAS[:5])
+    assert rel_err_all(ours, ref) <= 1e-6

@@ -46,6 +46,8 @@ SCHEDULES = ("fixed", "step", "linear", "cosine", "restarts")
 #: what lambda is multiplied by per update (PAPER.md Sec. 5); "schedule" is the paper's
 #: eta_t * lambda. Kept in sync with ``weightdecay.DECAY_CONVENTIONS`` (checked in tests).
 DECAY_CONVENTIONS = ("schedule", "lr", "constant")
+#: figure tags of the paper's experiments (sweep specs tag runs; the report draws by tag)
+FIGURES = ("fig1", "fig2", "fig3", "fig4", "supp1", "supp3")
 
 # Fig. 1 of the paper drops the step schedule at epochs 30, 60, 80 of 100.
 _DEFAULT_MILESTONE_FRACTIONS = (0.3, 0.6, 0.8)

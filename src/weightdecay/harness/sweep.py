@@ -72,7 +72,7 @@ try:  # Python >= 3.11
 except ModuleNotFoundError:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-from .config import DATASETS, MODELS, OPTIMIZERS, SCHEDULES, RunConfig
+from .config import DATASETS, FIGURES, MODELS, OPTIMIZERS, SCHEDULES, RunConfig
 from .store import (
     DEFAULT_GRACE_PERIOD,
     DEFAULT_HEARTBEAT_INTERVAL,
@@ -101,8 +101,6 @@ __all__ = [
     "validate_spec",
 ]
 
-#: figure tags understood by the report
-FIGURES = ("fig1", "fig2", "fig3", "fig4", "supp1", "supp3")
 
 _TOP_KEYS = ("name", "description", "defaults", "experiments")
 # grid keys of an experiment (a list, or a scalar meaning a one-value grid)

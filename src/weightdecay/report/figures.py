@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from weightdecay.harness.config import FIGURES  # figure tags, in report order
 from weightdecay.report.stats import (
     DecouplingStatistic,
     HeatmapTable,
@@ -51,8 +52,6 @@ __all__ = [
     "supp3_sentences",
 ]
 
-#: figure names in report order
-FIGURES = ("fig1", "fig2", "fig3", "fig4", "supp1", "supp3")
 
 _OPT_ORDER = ("sgd", "sgdw", "adam", "adamw")
 _OPT_LABEL = {"sgd": "SGD", "sgdw": "SGDW", "adam": "Adam", "adamw": "AdamW"}
