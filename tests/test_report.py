@@ -233,6 +233,7 @@ def test_statistic_one_grid_step_is_still_decoupled_two_monotone_steps_are_coupl
     stat = decoupling_statistic(heatmap_table(grid("adamw", drift)))
     assert 1.5 * math.log10(2) < stat.decades < 3.5 * math.log10(2)
     assert stat.rho > 0.7 and stat.verdict == "coupled"
+    assert "grows with the learning rate (not the L2 direction)" in stat.text
 
 
 def test_statistic_inconclusive_when_best_lambda_jumps_without_trend():

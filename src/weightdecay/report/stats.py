@@ -460,7 +460,11 @@ def decoupling_statistic(table: HeatmapTable, k: int = 10) -> DecouplingStatisti
     if decades <= DECOUPLED_MAX_DECADES:
         verdict, shape = "decoupled", "a separable basin"
     elif decades >= COUPLED_MIN_DECADES and abs(rho) >= COUPLED_MIN_RHO:
-        verdict, shape = "coupled", "a diagonal valley"
+        # L2 (Prop. 1) predicts the best lambda falling as alpha grows; a rise is a coupling
+        # too, but not the L2 valley: say which
+        verdict = "coupled"
+        shape = ("a diagonal valley" if rho < 0 else
+                 "the best λ grows with the learning rate (not the L2 direction)")
     elif decades >= COUPLED_MIN_DECADES and abs(rho) < 0.5:
         verdict, shape = "inconclusive", "the best λ wanders without a trend"
     else:
