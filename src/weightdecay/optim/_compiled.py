@@ -99,15 +99,3 @@ def adam_update(p, g, m, v, vmax, *, step, lr, beta1, beta2, eps, l2, decay) -> 
                  math.sqrt(1 - beta2**step))
     amsgrad = vmax is not None
     return _run("adam", p, g, m, v, vmax if amsgrad else v, *s, amsgrad)
-
-
-def compile_failures() -> list[BaseException]:
-    """Exceptions seen when compiling (empty when the compiled kernels work)."""
-    return list(_FAILED)
-
-
-def _reset_for_tests() -> None:
-    _FAILED.clear()
-    _compiled.cache_clear()
-    torch._dynamo.reset()
-

@@ -137,12 +137,11 @@ class FlatParams:
             self.add(group)
 
     def add(self, group: dict) -> None:
-        opt = self.optimizer
-        fg = FlatGroup(group["params"], opt._state_keys(group), len(self.groups))
+        fg = FlatGroup(group["params"], self.optimizer._state_keys(group), len(self.groups))
         self.groups.append(fg)
-        self.attach_state(group, fg)
+        self.attach_state(fg)
 
-    def attach_state(self, group: dict, fg: FlatGroup) -> None:
+    def attach_state(self, fg: FlatGroup) -> None:
         """Point the per-parameter state at views of the buffers (copying any loaded values)."""
         state = self.optimizer.state
         step = None
@@ -163,8 +162,8 @@ class FlatParams:
 
     def reattach(self) -> None:
         """After ``load_state_dict``: copy the loaded state into the buffers."""
-        for group, fg in zip(self.optimizer.param_groups, self.groups):
-            self.attach_state(group, fg)
+        for fg in self.groups:
+            self.attach_state(fg)
 
     def zero_grad(self) -> None:
         for fg in self.groups:
