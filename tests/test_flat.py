@@ -11,6 +11,7 @@ import torch
 import weightdecay as wd
 from _optim_util import eta_restarts, grad_stream, make_params, rel_err_all, run
 from weightdecay.optim import _compiled
+from weightdecay.optim import flat as flat_module
 
 N_STEPS = 110
 ETAS = [eta_restarts(t) for t in range(N_STEPS)]
@@ -45,9 +46,17 @@ def run_flat(factory, params, grads=GRADS, etas=ETAS):
     return [p.detach().clone() for p in params], opt
 
 
+@pytest.mark.parametrize("kernel", ["auto", "compiled"])
 @pytest.mark.parametrize("cls,kw", CASES,
                          ids=[f"{c.__name__}-{sorted(k.items())}" for c, k in CASES])
-def test_flat_matches_float64_reference(cls, kw):
+def test_flat_matches_float64_reference(cls, kw, kernel, monkeypatch):
+    # these buffers are small, so "auto" takes the foreach kernels wherever no fused kernel is
+    # exact; "compiled" lowers the size threshold so that the compiled kernel runs instead
+    if kernel == "compiled":
+        monkeypatch.setattr(flat_module, "COMPILE_MIN_NUMEL", 0)
+    calls = []
+    real_run = _compiled._run
+    monkeypatch.setattr(_compiled, "_run", lambda *a, **k: calls.append(a[0]) or real_run(*a, **k))
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
         flat, opt = run_flat(lambda ps: cls(ps, flat=True, **kw), make_params(torch.float32))
@@ -55,6 +64,8 @@ def test_flat_matches_float64_reference(cls, kw):
             or "flat=True" in str(w.message)]
     assert ours == []  # no fallback, no gradient copies in this loop
     assert opt.flat and _compiled.available()
+    fused = issubclass(cls, wd.Adam) and kw.get("decay_convention") != "constant"
+    assert bool(calls) == (kernel == "compiled" and not fused)
     ref, _ = run(lambda ps: cls(ps, impl="reference", **kw), make_params(torch.float64), GRADS,
                  ETAS)
     assert rel_err_all(flat, ref) <= 1e-6
@@ -257,6 +268,7 @@ def test_falls_back_to_foreach_when_compilation_is_unavailable(monkeypatch):
 
     monkeypatch.setattr(_compiled, "_FAILED", [])
     monkeypatch.setattr(_compiled, "_compiled", broken)
+    monkeypatch.setattr(flat_module, "COMPILE_MIN_NUMEL", 0)  # this small buffer compiles too
     with pytest.warns(RuntimeWarning, match="falling back to foreach"):
         flat, _ = run_flat(lambda ps: wd.SGDW(ps, lr=0.05, weight_decay=5e-3, flat=True),
                            make_params())

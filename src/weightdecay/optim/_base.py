@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import torch
+from torch.optim import optimizer as _torch_optimizer
 
 from ._decay import check_convention
 
@@ -107,23 +108,37 @@ class DecayOptimizer(torch.optim.Optimizer):
             params.append(p)
         return params
 
-    @torch.no_grad()
     def step(self, closure=None):
-        """Perform one update. ``closure`` re-evaluates the model and returns the loss."""
+        """Perform one update. ``closure`` re-evaluates the model and returns the loss.
+
+        torch wraps ``Optimizer.step`` in a profiler range and a loop over step hooks, which
+        costs tens of microseconds per call; this step takes that path only when a hook is
+        registered or the profiler runs (so both behave exactly as with torch's optimizers)
+        and otherwise updates directly."""
+        if _hooks_or_profiler(self) and type(self).step is DecayOptimizer.step:
+            return _hooked_step(self, closure)
+        return self._step(closure)
+
+    def _step(self, closure=None):
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        if self._flat is not None:
-            for group, fg in zip(self.param_groups, self._flat.groups):
-                fg.check()
-                self._update_flat(group, fg)
+        grad_enabled = torch.is_grad_enabled()
+        torch._C._set_grad_enabled(False)
+        try:
+            if self._flat is not None:
+                for group, fg in zip(self.param_groups, self._flat.groups):
+                    fg.check()
+                    self._update_flat(group, fg)
+                return loss
+            for group in self.param_groups:
+                params = self._params_with_grad(group, type(self).__name__)
+                if params:
+                    self._update_group(group, params)
             return loss
-        for group in self.param_groups:
-            params = self._params_with_grad(group, type(self).__name__)
-            if params:
-                self._update_group(group, params)
-        return loss
+        finally:
+            torch._C._set_grad_enabled(grad_enabled)
 
     def _update_group(self, group: dict, params: list[torch.Tensor]) -> None:
         raise NotImplementedError
@@ -166,6 +181,27 @@ class DecayOptimizer(torch.optim.Optimizer):
             return self._flat.clip_grad_norm_(max_norm, norm_type)
         params = [p for g in self.param_groups for p in g["params"] if p.grad is not None]
         return torch.nn.utils.clip_grad_norm_(params, max_norm, norm_type)
+
+
+_GLOBAL_PRE_HOOKS = getattr(_torch_optimizer, "_global_optimizer_pre_hooks", None)
+_GLOBAL_POST_HOOKS = getattr(_torch_optimizer, "_global_optimizer_post_hooks", None)
+_profiler_enabled = getattr(torch._C._autograd, "_profiler_enabled", None)
+
+
+def _hooks_or_profiler(opt: DecayOptimizer) -> bool:
+    """True when torch's step wrapper has work to do: step hooks or an active profiler
+    (always, should a torch version not expose where it keeps its global hooks)."""
+    if _GLOBAL_PRE_HOOKS is None or _GLOBAL_POST_HOOKS is None or _profiler_enabled is None:
+        return True
+    return bool(opt._optimizer_step_pre_hooks or opt._optimizer_step_post_hooks
+                or _GLOBAL_PRE_HOOKS or _GLOBAL_POST_HOOKS or _profiler_enabled())
+
+
+# torch's wrapper (profiler range, step hooks) around the plain step, used when needed; marking
+# DecayOptimizer.step as hooked stops torch from wrapping it unconditionally. A subclass that
+# overrides step() is wrapped by torch as usual, and then this step never runs the hooks twice.
+_hooked_step = torch.optim.Optimizer.profile_hook_step(DecayOptimizer._step)
+DecayOptimizer.step.hooked = True
 
 
 def foreach_ok(params: list[torch.Tensor]) -> bool:

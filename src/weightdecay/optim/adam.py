@@ -147,10 +147,27 @@ class Adam(DecayOptimizer):
         return True
 
     def _update_flat(self, group: dict, fg) -> None:
+        impl = group["impl"]
+        if impl is None or impl == "fused":
+            # the common case in few lines: this runs every step, and at ~1e5 parameters the
+            # Python around the kernel is a visible part of the step
+            wd = self._fused_weight_decay(group)
+            precise = (impl == "fused" or group["decay_convention"] != "constant"
+                       or group["weight_decay"] == 0)  # see _choose_impl
+            if wd is not None and precise and fg.param.dtype in _FUSED_DTYPES and (
+                    fg.param.device.type in ("cpu", "cuda")):
+                beta1, beta2 = group["betas"]
+                fg.step.add_(1)
+                kernel = torch._fused_adamw_ if self.decoupled else torch._fused_adam_
+                kernel(fg.param_list, fg.grad_list, fg.state_lists["exp_avg"],
+                       fg.state_lists["exp_avg_sq"], fg.state_lists.get("max_exp_avg_sq", []),
+                       fg.step_list, amsgrad=group["amsgrad"], lr=group["lr"], beta1=beta1,
+                       beta2=beta2, weight_decay=wd, eps=group["eps"], maximize=False)
+                return
+            impl = self._choose_impl(group, [fg.param])  # raises for an inexact "fused"
+            if impl != "fused":  # one buffer: a single-pass kernel where fused is not exact
+                impl = "compiled" if fg.compiled else "foreach"
         vmax = [fg.state["max_exp_avg_sq"]] if group["amsgrad"] else []
-        impl = self._choose_impl(group, [fg.param])
-        if group["impl"] is None and impl != "fused":
-            impl = "compiled"  # one buffer: a single-pass kernel where fused is not exact
         self._apply(group, [fg.param], [fg.grad], [fg.state["exp_avg"]],
                     [fg.state["exp_avg_sq"]], vmax, [fg.step], impl=impl)
 
@@ -160,14 +177,6 @@ class Adam(DecayOptimizer):
         impl = impl or self._choose_impl(group, params)
         amsgrad = group["amsgrad"]
         beta1, beta2 = group["betas"]
-        if impl == "fused" and len(params) == 1:  # flat mode: the kernel itself, no grouping
-            torch._foreach_add_(steps, 1)
-            kernel = torch._fused_adamw_ if self.decoupled else torch._fused_adam_
-            kernel(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps,
-                   amsgrad=amsgrad, lr=group["lr"], beta1=beta1, beta2=beta2,
-                   weight_decay=self._fused_weight_decay(group), eps=group["eps"],
-                   maximize=False)
-            return
         if impl == "fused":
             _torch_adam.adam(
                 params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps,

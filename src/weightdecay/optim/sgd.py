@@ -93,9 +93,10 @@ class SGD(DecayOptimizer):
         self._apply(group, params, [p.grad for p in params], bufs)
 
     def _update_flat(self, group: dict, fg) -> None:
-        # one buffer: a single-pass compiled kernel (torch has no fused Algorithm 1)
-        self._apply(group, [fg.param], [fg.grad], [fg.state["momentum"]],
-                    impl=group["impl"] or "compiled")
+        # one buffer: a single-pass compiled kernel (torch has no fused Algorithm 1), or the
+        # foreach kernels for a buffer too small for the kernel's dispatch to pay off
+        impl = group["impl"] or ("compiled" if fg.compiled else "foreach")
+        self._apply(group, [fg.param], [fg.grad], [fg.state["momentum"]], impl=impl)
 
     def _apply(self, group, params, grads, bufs, impl=None) -> None:
         """Algorithm 1 on lists of tensors (per-parameter tensors, or one flat buffer)."""
