@@ -298,3 +298,24 @@ def test_auto_sgd_uses_the_compiled_kernel_for_large_tensors(monkeypatch):
     ref, _ = run(lambda ps: wd.SGDW(ps, lr=0.1, weight_decay=1e-2, impl="reference"),
                  [big, small], grads, ETAS[:5])
     assert rel_err_all(ours, ref) <= 1e-6
+
+
+def test_compiled_kernel_is_one_graph_for_every_shape_and_grad_mode():
+    # dynamo guards on rank, view bases and requires_grad; the kernel receives plain rank-1
+    # aliases, so tensors of any shape, flat or not, reuse one graph (a recompile per variant
+    # would also regenerate the loop from that call's size hint)
+    from torch._dynamo.utils import counters
+
+    def step(shapes, **kw):
+        params = [torch.nn.Parameter(torch.randn(s)) for s in shapes]
+        for p in params:
+            p.grad = torch.randn(p.shape)
+        wd.SGDW(params, lr=0.1, weight_decay=1e-2, impl="compiled", **kw).step()
+
+    step([(7,)])  # the graph exists from here on
+    before = counters["stats"]["unique_graphs"]
+    step([(3, 4), (2, 3, 4, 5), (11,)])
+    with torch.no_grad():
+        step([(6, 5)])
+    step([(4, 4), (9,)], flat=True)
+    assert counters["stats"]["unique_graphs"] == before
