@@ -39,10 +39,11 @@ import torch
 
 #: Flat buffers at least this large use the compiled single-pass kernel where no fused kernel is
 #: exact. Below it the foreach kernels (4-5 passes over one buffer) are faster than the compiled
-#: kernel's ~0.1-0.2 ms of dispatch: measured crossover between 3e5 and 1e6 elements for SGDW
-#: on a 2-core CPU (flat SGDW, 200 tensors: 1e5 foreach 0.14-0.19 ms vs compiled 0.25-0.46 ms;
-#: 1e6 0.83 vs 0.63 ms).
-COMPILE_MIN_NUMEL = 2**19
+#: kernel's ~0.1-0.2 ms of dispatch: flat SGDW on 200 tensors, back to back on a 2-core CPU,
+#: foreach vs compiled: 1e5 0.11-0.16 vs 0.17-0.26 ms, 5e5 0.32-0.51 vs 0.63-0.65 ms, 1e6
+#: 0.84-0.98 vs 0.72-0.81 ms, 3e6 2.4-2.6 vs 1.5-2.0 ms (two runs); the crossover lies between
+#: 5e5 and 1e6 elements.
+COMPILE_MIN_NUMEL = 3 * 2**18  # 786,432
 
 _DATA_PTR = torch.Tensor.data_ptr  # C-level map() over these keeps the per-step check cheap
 _GRAD = operator.attrgetter("grad")
