@@ -31,6 +31,19 @@ from ._decay import decay_per_update, torch_weight_decay
 _FUSED_DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
 
 
+def _fused_kernel_takes(tensor: torch.Tensor) -> bool:
+    """torch's fused Adam(W) kernel runs on this tensor's device and dtype."""
+    return tensor.device.type in ("cpu", "cuda") and tensor.dtype in _FUSED_DTYPES
+
+
+def _fused_is_precise(group: dict) -> bool:
+    """Whether ``impl=None`` may use the fused kernel for this group. torch's kernel rounds the
+    factor (1 - lr_t*wd) to the parameter dtype: with a decay that stays constant for many
+    updates ("constant" convention) that rounding is a systematic bias (~3e-8 per update in
+    float32), so foreach (or the compiled kernel) is preferred there."""
+    return group["decay_convention"] != "constant" or group["weight_decay"] == 0
+
+
 def _check_betas(name, betas):
     try:
         b1, b2 = betas
@@ -101,8 +114,7 @@ class Adam(DecayOptimizer):
         impl = group["impl"]
         fused_ok = (
             foreach_ok(params)
-            and params[0].device.type in ("cpu", "cuda")
-            and all(p.dtype in _FUSED_DTYPES for p in params)
+            and all(map(_fused_kernel_takes, params))
             and self._fused_weight_decay(group) is not None
         )
         if impl == "fused" and not fused_ok:
@@ -113,11 +125,7 @@ class Adam(DecayOptimizer):
                 f"lr={group['lr']!r}"
             )
         if impl is None:
-            # torch's kernel rounds the factor (1 - lr_t*wd) to the parameter dtype: with a
-            # decay that stays constant for many updates ("constant" convention) that rounding
-            # is a systematic bias (~3e-8 per update in float32), so prefer foreach there.
-            precise = group["decay_convention"] != "constant" or group["weight_decay"] == 0
-            if fused_ok and precise:
+            if fused_ok and _fused_is_precise(group):
                 return "fused"
             return "foreach" if foreach_ok(params) else "reference"
         return impl
@@ -152,10 +160,8 @@ class Adam(DecayOptimizer):
             # the common case in few lines: this runs every step, and at ~1e5 parameters the
             # Python around the kernel is a visible part of the step
             wd = self._fused_weight_decay(group)
-            precise = (impl == "fused" or group["decay_convention"] != "constant"
-                       or group["weight_decay"] == 0)  # see _choose_impl
-            if wd is not None and precise and fg.param.dtype in _FUSED_DTYPES and (
-                    fg.param.device.type in ("cpu", "cuda")):
+            if (wd is not None and (impl == "fused" or _fused_is_precise(group))
+                    and _fused_kernel_takes(fg.param)):
                 beta1, beta2 = group["betas"]
                 fg.step.add_(1)
                 kernel = torch._fused_adamw_ if self.decoupled else torch._fused_adam_
