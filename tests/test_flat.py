@@ -46,29 +46,37 @@ def run_flat(factory, params, grads=GRADS, etas=ETAS):
     return [p.detach().clone() for p in params], opt
 
 
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=needs_cuda)])
 @pytest.mark.parametrize("kernel", ["auto", "compiled"])
 @pytest.mark.parametrize("cls,kw", CASES,
                          ids=[f"{c.__name__}-{sorted(k.items())}" for c, k in CASES])
-def test_flat_matches_float64_reference(cls, kw, kernel, monkeypatch):
+def test_flat_matches_float64_reference(cls, kw, kernel, device, monkeypatch):
     # these buffers are small, so "auto" takes the foreach kernels wherever no fused kernel is
     # exact; "compiled" lowers the size threshold so that the compiled kernel runs instead
+    # (on CUDA: torch's fused CUDA kernels, and Triton kernels from the compiled path)
     if kernel == "compiled":
         monkeypatch.setattr(flat_module, "COMPILE_MIN_NUMEL", 0)
     calls = []
     real_run = _compiled._run
     monkeypatch.setattr(_compiled, "_run", lambda *a, **k: calls.append(a[0]) or real_run(*a, **k))
+    grads = [[g.to(device) for g in gs] for gs in GRADS]
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
-        flat, opt = run_flat(lambda ps: cls(ps, flat=True, **kw), make_params(torch.float32))
+        flat, opt = run_flat(lambda ps: cls(ps, flat=True, **kw),
+                             [p.to(device) for p in make_params(torch.float32)], grads)
     ours = [str(w.message) for w in seen if "weightdecay" in str(w.message)
             or "flat=True" in str(w.message)]
     assert ours == []  # no fallback, no gradient copies in this loop
     assert opt.flat and _compiled.available()
+    assert opt._flat.groups[0].param.device.type == device
     fused = issubclass(cls, wd.Adam) and kw.get("decay_convention") != "constant"
     assert bool(calls) == (kernel == "compiled" and not fused)
     ref, _ = run(lambda ps: cls(ps, impl="reference", **kw), make_params(torch.float64), GRADS,
                  ETAS)
-    assert rel_err_all(flat, ref) <= 1e-6
+    assert rel_err_all([p.cpu() for p in flat], ref) <= 1e-6
 
 
 @pytest.mark.parametrize("cls,kw", [(wd.SGDW, dict(lr=0.05, weight_decay=5e-3)),
@@ -319,26 +327,6 @@ def test_compiled_kernel_is_one_graph_for_every_shape_and_grad_mode():
         step([(6, 5)])
     step([(4, 4), (9,)], flat=True)
     assert counters["stats"]["unique_graphs"] == before
-
-
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-
-
-@needs_cuda
-@pytest.mark.parametrize("kernel", ["auto", "compiled"])
-@pytest.mark.parametrize("cls,kw", CASES,
-                         ids=[f"{c.__name__}-{sorted(k.items())}" for c, k in CASES])
-def test_flat_on_cuda_matches_float64_reference(cls, kw, kernel, monkeypatch):
-    # the same cases on the GPU: fused CUDA kernels, Triton kernels from the compiled path
-    if kernel == "compiled":
-        monkeypatch.setattr(flat_module, "COMPILE_MIN_NUMEL", 0)
-    gpu = [[g.cuda() for g in gs] for gs in GRADS]
-    flat, opt = run_flat(lambda ps: cls(ps, flat=True, **kw),
-                         [p.cuda() for p in make_params(torch.float32)], gpu)
-    assert opt._flat.groups[0].param.is_cuda
-    ref, _ = run(lambda ps: cls(ps, impl="reference", **kw), make_params(torch.float64), GRADS,
-                 ETAS)
-    assert rel_err_all([p.cpu() for p in flat], ref) <= 1e-6
 
 
 @needs_cuda
