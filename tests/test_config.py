@@ -121,6 +121,7 @@ def test_contract_field_names():
         "dataset", "model", "optimizer", "lr", "weight_decay", "weight_decay_norm",
         "decay_convention", "schedule", "T_0", "T_mult", "milestones", "drop_factor",
         "epochs", "batch_size", "seed", "device", "momentum", "decay_all",
+        "width", "test_size", "eval_every",
     }
     assert set(RunConfig.field_names()) == expected
     cfg = RunConfig()
@@ -202,3 +203,28 @@ def test_config_import_is_light():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == ""
+
+
+def test_keys_of_configs_planned_before_the_new_fields_do_not_change():
+    # keys computed before width/test_size/eval_every existed (stores and checkpoints
+    # made then must still match their runs); a field set away from its default changes it
+    assert RunConfig().key() == "51a9f9c35e4ab70f"
+    cfg = RunConfig(optimizer="sgdw", lr=0.25, weight_decay=2**-7, schedule="restarts", T_0=2)
+    assert cfg.key({"experiment": "fig2"}) == "84e947d3a78d200f"
+    keys = {RunConfig(**kw).key() for kw in ({}, {"width": 16}, {"test_size": 5000},
+                                              {"eval_every": 5})}
+    assert len(keys) == 4
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("width", 0, "width"), ("width", 2.0, "width"), ("test_size", 0, "test_size"),
+    ("test_size", 10**6, "test_size"), ("eval_every", 0, "eval_every"),
+])
+def test_new_fields_are_validated(field, value, match):
+    with pytest.raises(ValueError, match=match):
+        RunConfig(**{field: value})
+
+
+def test_test_size_is_for_generated_data_only():
+    with pytest.raises(ValueError, match="only available for dataset 'mnist1d'"):
+        RunConfig(dataset="digits", model="resnet_small", test_size=500)

@@ -118,8 +118,9 @@ def test_mnist1d_shapes_dtypes_and_labels(mnist1d):
 
 
 def test_mnist1d_cache_is_written_reused_and_identical(mnist1d):
-    files = list(mnist1d["root"].glob("*.npz"))
-    assert len(files) == 1
+    # the canonical cache (other tests add held-out ``_test<n>`` files beside it)
+    assert (mnist1d["root"] / "mnist1d_v1_seed42.npz").exists()
+    assert not list(mnist1d["root"].glob(".*.tmp"))
     assert mnist1d["reload_s"] < 1.0  # generation takes seconds; the cache must not
     ds, again = mnist1d["ds"], mnist1d["again"]
     assert torch.equal(ds.x_train, again.x_train) and torch.equal(ds.y_test, again.y_test)
@@ -129,9 +130,45 @@ def test_mnist1d_generation_leaves_global_rngs_alone(mnist1d):
     assert mnist1d["rng_kept"]
 
 
+def test_mnist1d_is_exactly_the_packages_make_dataset(mnist1d):
+    # the generator is re-run without its final normalization (to normalize held-out
+    # signals with the canonical statistics): it must reproduce make_dataset bit for bit
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    ref = make_dataset(get_dataset_args())
+    ds = mnist1d["ds"]
+    assert np.array_equal(ds.x_train[:, 0].numpy(), ref["x"].astype(np.float32))
+    assert np.array_equal(ds.x_test[:, 0].numpy(), ref["x_test"].astype(np.float32))
+    assert np.array_equal(ds.y_train.numpy(), ref["y"]) and np.array_equal(
+        ds.y_test.numpy(), ref["y_test"])
+
+
+def test_mnist1d_held_out_test_sample(mnist1d):
+    root = mnist1d["root"]
+    ds = load_dataset("mnist1d", root=root, test_size=2005)
+    canon = mnist1d["ds"]
+    assert torch.equal(ds.x_train, canon.x_train) and torch.equal(ds.y_train, canon.y_train)
+    assert ds.x_test.shape == (2005, 1, 40) and ds.num_test == 2005
+    counts = torch.bincount(ds.y_test, minlength=10)
+    assert counts.min() >= 150  # every class is drawn (~200 each)
+    # fresh draws: no held-out signal equals a training or canonical test signal
+    pool = torch.cat([canon.x_train, canon.x_test])[:, 0]
+    assert torch.cdist(ds.x_test[:, 0], pool).min() > 1e-3
+    # normalized with the canonical statistics: about mean 0, std 1, not exactly
+    assert abs(ds.x_test.mean().item()) < 0.05 and 0.9 < ds.x_test.std().item() < 1.1
+    assert (root / "mnist1d_v1_seed42_test2005.npz").exists()
+    again = load_dataset("mnist1d", root=root, test_size=2005)
+    assert torch.equal(again.x_test, ds.x_test)
+    for bad in (0, -1, 2.5, True, 10**9):
+        with pytest.raises(ValueError, match="test_size"):
+            load_dataset("mnist1d", root=root, test_size=bad)
+    with pytest.raises(ValueError, match="only available for mnist1d"):
+        load_dataset("digits", test_size=100)
+
+
 def test_mnist1d_env_var_selects_the_cache(mnist1d, monkeypatch):
     monkeypatch.setenv("WEIGHTDECAY_CACHE", str(mnist1d["root"]))
-    monkeypatch.setattr(D, "_mnist1d_arrays", lambda: pytest.fail("cache not used"))
+    monkeypatch.setattr(D, "_mnist1d_arrays", lambda test_size=None: pytest.fail("cache not used"))
     ds = load_dataset("mnist1d")
     assert torch.equal(ds.x_train, mnist1d["ds"].x_train)
 
@@ -141,8 +178,9 @@ def test_mnist1d_corrupt_cache_is_regenerated(mnist1d, tmp_path, monkeypatch):
     good = {"x_train": ref.x_train.numpy(), "y_train": ref.y_train.numpy(),
             "x_test": ref.x_test.numpy(), "y_test": ref.y_test.numpy()}
     calls = []
-    monkeypatch.setattr(D, "_mnist1d_arrays", lambda: calls.append(1) or good)
-    path = tmp_path / next(mnist1d["root"].glob("*.npz")).name
+    monkeypatch.setattr(D, "_mnist1d_arrays", lambda test_size=None: calls.append(1) or good)
+    path = tmp_path / "mnist1d_v1_seed42.npz"
+    assert (mnist1d["root"] / path.name).exists()
     path.write_bytes(b"garbage, not an npz")
     with pytest.warns(UserWarning, match="unreadable MNIST-1D cache"):
         ds = load_dataset("mnist1d", root=tmp_path)

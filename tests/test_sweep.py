@@ -303,6 +303,11 @@ def test_worker_runs_every_trial_once_and_records(tmp_path):
                                  "effective_decay"}
     assert r["history"]["epoch"] == [1]
     assert r["final_test_error"] == r["history"]["test_error"][-1]
+    # which test examples the final model got wrong travels through the store
+    from weightdecay.harness.train import unpack_wrong
+
+    wrong = unpack_wrong(r["final_test_wrong"], int(r["num_test"]))
+    assert wrong.mean() == r["final_test_error"]
     assert r["wall_seconds"] > 0
     assert sweep_status(u, "tiny") == {"total": 5, "complete": 5, "running": 0, "waiting": 0,
                                        "failed": 0, "diverged": 0}

@@ -89,6 +89,29 @@ def test_record_has_all_contract_keys():
     assert rec["history"]["train_loss"][-1] < rec["history"]["train_loss"][0]
 
 
+def test_final_wrong_vector_eval_every_and_width():
+    rec = run(_cfg(epochs=5, eval_every=2, width=16), data=TOY)
+    errs = rec["history"]["test_error"]
+    assert [math.isnan(e) for e in errs] == [True, False, True, False, False]  # 2, 4, last
+    wrong = train.unpack_wrong(rec["final_test_wrong"], N_TEST)
+    assert wrong.dtype == bool and wrong.shape == (N_TEST,)
+    assert wrong.sum() / N_TEST == rec["final_test_error"]
+    assert rec["best_test_error"] == min(e for e in errs if not math.isnan(e))
+    with pytest.raises(ValueError, match="bits"):
+        train.unpack_wrong(rec["final_test_wrong"], N_TEST + 9)
+    # width reaches the model: the mlp's hidden layers shrink
+    from weightdecay.harness.models import build_model, count_parameters
+
+    small = count_parameters(build_model("mlp", TOY, hidden=16))
+    assert small < count_parameters(build_model("mlp", TOY))
+    assert rec["final_test_wrong"] != run(_cfg(epochs=5), data=TOY)["final_test_wrong"]
+
+
+def test_test_size_must_match_passed_data():
+    with pytest.raises(ValueError, match="test_size"):
+        run(_cfg(epochs=1, test_size=500), data=TOY)
+
+
 def test_accepts_config_dict():
     cfg = _cfg(epochs=1)
     assert _same(run(cfg.to_dict(), data=TOY), run(cfg, data=TOY))

@@ -121,6 +121,13 @@ def _add_run_config(p: argparse.ArgumentParser) -> None:
                    help="SGD momentum / Adam beta1")
     p.add_argument("--no-decay-all", dest="decay_all", action="store_false",
                    help="exempt biases and 1-D tensors from decay (the paper decays all)")
+    p.add_argument("--width", type=int, default=None,
+                   help="model width (channels / hidden units; default: the model's own)")
+    p.add_argument("--test-size", type=int, default=None,
+                   help="mnist1d: N held-out test signals from the generator instead of the "
+                        "canonical 1000")
+    p.add_argument("--eval-every", type=int, default=1,
+                   help="evaluate the test error every N epochs (and after the last)")
 
 
 def build_parser() -> argparse.ArgumentParser:

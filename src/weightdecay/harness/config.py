@@ -49,6 +49,9 @@ DECAY_CONVENTIONS = ("schedule", "lr", "constant")
 #: figure tags of the paper's experiments (sweep specs tag runs; the report draws by tag)
 FIGURES = ("fig1", "fig2", "fig3", "fig4", "supp1", "supp3")
 
+#: the largest held-out test sample (``test_size``) of a generated data set (mnist1d)
+MAX_TEST_SIZE = 100_000
+
 # Fig. 1 of the paper drops the step schedule at epochs 30, 60, 80 of 100.
 _DEFAULT_MILESTONE_FRACTIONS = (0.3, 0.6, 0.8)
 _DEVICE_RE = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
@@ -104,6 +107,13 @@ class RunConfig:
     - ``decay_all``: ``True`` (the paper) decays every parameter, biases and norm scales
       included; ``False`` exempts 1-D tensors and biases via
       :func:`weightdecay.param_groups_weight_decay`.
+    - ``width``: the model's width (``cnn1d*``: channels, ``mlp``: hidden units,
+      ``resnet_small``/``shakeshake26_2x64d``: base width); ``None`` = the model's default.
+    - ``test_size``: ``mnist1d`` only: evaluate on this many held-out signals drawn from
+      the same generator instead of the canonical 1000-example test split (a test error's
+      binomial noise shrinks as 1/sqrt(n)); ``None`` = the canonical split.
+    - ``eval_every`` [epochs] (> 0): the test error is computed every ``eval_every``
+      epochs and after the last one (NaN in the history in between); 1 = every epoch.
 
     Invalid values raise :class:`ValueError` naming the field and the value.
     """
@@ -126,6 +136,9 @@ class RunConfig:
     device: str = "cpu"
     momentum: float = 0.9
     decay_all: bool = True
+    width: int | None = None
+    test_size: int | None = None
+    eval_every: int = 1
 
     # -- validation -------------------------------------------------------------------------
 
@@ -162,10 +175,19 @@ class RunConfig:
         self._check_real("drop_factor", low=0.0, low_open=True)
         self._check_real("momentum", low=0.0, high=1.0)
 
-        for name in ("epochs", "batch_size"):
+        for name in ("epochs", "batch_size", "eval_every"):
             value = getattr(self, name)
             if not _is_int(value) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.width is not None and (not _is_int(self.width) or not 1 <= self.width <= 4096):
+            raise ValueError(f"width must be None or an integer in [1, 4096], got {self.width!r}")
+        if self.test_size is not None:
+            if not _is_int(self.test_size) or not 1 <= self.test_size <= MAX_TEST_SIZE:
+                raise ValueError(f"test_size must be None or an integer in [1, {MAX_TEST_SIZE}], "
+                                 f"got {self.test_size!r}")
+            if self.dataset != "mnist1d":
+                raise ValueError(f"test_size is only available for dataset 'mnist1d' (a "
+                                 f"generated data set), not {self.dataset!r}")
         if not _is_int(self.seed) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
 
@@ -260,12 +282,20 @@ class RunConfig:
         process, the field order or dict ordering. Integers and floats hash differently
         (``lr=1`` vs ``lr=1.0``): numbers are normalised to float for real-valued fields.
         """
-        payload: dict[str, Any] = {"config": _canonical(self.to_dict())}
+        config = _canonical(self.to_dict())
+        for name, default in _KEY_OPTIONAL.items():  # fields added later: keys stay stable
+            if config[name] == default:
+                del config[name]
+        payload: dict[str, Any] = {"config": config}
         if extra:
             payload["extra"] = dict(extra)
         blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=False)
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
 
+
+# fields that enter the key only when they differ from these defaults, so that the keys of
+# runs planned before the fields existed (stores, checkpoints) do not change
+_KEY_OPTIONAL = {"width": None, "test_size": None, "eval_every": 1}
 
 _REAL_FIELDS = (
     "lr", "weight_decay", "weight_decay_norm", "T_0", "T_mult", "drop_factor", "momentum"

@@ -47,6 +47,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .config import MAX_TEST_SIZE
+
 __all__ = [
     "CIFAR10_MD5",
     "CIFAR10_URL",
@@ -73,6 +75,9 @@ CIFAR10_TEST_FILE = "test_batch"
 
 # Bump when the cached arrays' content or layout changes, so stale caches are not reused.
 _MNIST1D_CACHE_VERSION = 1
+#: seed of MNIST-1D's generator for held-out test signals (``test_size``); the canonical
+#: data set uses the package's default seed, 42
+MNIST1D_HELDOUT_SEED = 1042
 
 Augment = Callable[[Tensor, "torch.Generator | None"], Tensor]
 
@@ -281,57 +286,116 @@ def cache_dir(root: str | os.PathLike | None = None) -> Path:
 # --------------------------------------------------------------------------- mnist1d
 
 
-def _mnist1d_arrays() -> dict[str, np.ndarray]:
-    """Generate MNIST-1D offline from the package's default arguments (seed 42)."""
+def _mnist1d_module():
     try:
-        from mnist1d.data import get_dataset_args, make_dataset
+        import mnist1d.data
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise ImportError(
             "the 'mnist1d' package is needed to generate MNIST-1D: "
             "pip install 'weightdecay[harness]'"
         ) from e
-    # make_dataset reseeds Python's and numpy's global generators; restore them after.
+    return mnist1d.data
+
+
+def _mnist1d_raw(args) -> tuple[np.ndarray, np.ndarray]:
+    """The signals of ``mnist1d.data.make_dataset(args)`` *before* its final centering
+    and scaling, in the same order: the package's generator, line for line, minus the
+    normalization (which :func:`_mnist1d_arrays` applies with the canonical statistics).
+
+    ``make_dataset`` reseeds Python's and numpy's global generators; they are restored.
+    """
+    m = _mnist1d_module()
+    templates = m.get_templates()
     py_state, np_state = random.getstate(), np.random.get_state()
     try:
-        data = make_dataset(get_dataset_args())
+        m.set_seed(args.seed)
+        xs, ys = [], []
+        for label_ix in range(len(templates["y"])):
+            for _ in range(args.num_samples // len(templates["y"])):
+                x, _t = m.transform(templates["x"][label_ix], templates["t"], args)
+                xs.append(x)
+                ys.append(templates["y"][label_ix])
+        order = np.random.permutation(len(ys))
+        x_all, y_all = np.stack(xs)[order], np.stack(ys)[order]
+        if args.shuffle_seq:
+            x_all = x_all[..., np.random.permutation(args.final_seq_length)]
     finally:
         random.setstate(py_state)
         np.random.set_state(np_state)
-    return {
-        "x_train": np.asarray(data["x"], dtype=np.float32)[:, None, :],
-        "y_train": np.asarray(data["y"], dtype=np.int64),
-        "x_test": np.asarray(data["x_test"], dtype=np.float32)[:, None, :],
-        "y_test": np.asarray(data["y_test"], dtype=np.int64),
+    return x_all, y_all
+
+
+def _mnist1d_arrays(test_size: int | None = None) -> dict[str, np.ndarray]:
+    """Generate MNIST-1D offline from the package's default arguments (seed 42).
+
+    With ``test_size=None`` the test split is the canonical one (the last 1000 of the 5000
+    generated signals). With ``test_size=n`` it is ``n`` *held-out* signals drawn from the
+    same generator (same templates and transformations) with seed
+    :data:`MNIST1D_HELDOUT_SEED`, normalized with the canonical data's statistics: a
+    larger sample from the same distribution, for test errors with less binomial noise.
+    The training split is the canonical one either way.
+    """
+    args = _mnist1d_module().get_dataset_args()
+    x_raw, y = _mnist1d_raw(args)
+    mean, std = x_raw.mean(), x_raw.std()
+    x = (x_raw - mean) / std  # what make_dataset returns (tested to be identical)
+    split = int(len(y) * args.train_split)
+    out = {
+        "x_train": x[:split].astype(np.float32)[:, None, :],
+        "y_train": y[:split].astype(np.int64),
+        "x_test": x[split:].astype(np.float32)[:, None, :],
+        "y_test": y[split:].astype(np.int64),
     }
+    if test_size is not None:
+        n_classes = 10
+        args.seed = MNIST1D_HELDOUT_SEED
+        args.num_samples = -(-test_size // n_classes) * n_classes
+        hx, hy = _mnist1d_raw(args)
+        out["x_test"] = ((hx[:test_size] - mean) / std).astype(np.float32)[:, None, :]
+        out["y_test"] = hy[:test_size].astype(np.int64)
+    return out
 
 
-def _mnist1d_cache_ok(arrays: dict[str, np.ndarray]) -> bool:
+def _mnist1d_cache_ok(arrays: dict[str, np.ndarray], num_test: int) -> bool:
     shapes = {"x_train": (4000, 1, 40), "y_train": (4000,),
-              "x_test": (1000, 1, 40), "y_test": (1000,)}
+              "x_test": (num_test, 1, 40), "y_test": (num_test,)}
     return all(k in arrays and arrays[k].shape == s for k, s in shapes.items())
 
 
-def load_mnist1d(root: str | os.PathLike | None = None, device: str | torch.device = "cpu"
-                 ) -> Dataset:
+def load_mnist1d(root: str | os.PathLike | None = None, device: str | torch.device = "cpu",
+                 *, test_size: int | None = None) -> Dataset:
     """MNIST-1D, generated offline and cached as ``<root>/mnist1d_v1_seed42.npz``.
+
+    ``test_size=None`` gives the canonical 4000/1000 split; ``test_size=n`` keeps the
+    canonical training set and replaces the test set by ``n`` held-out signals from the
+    same generator (see :func:`_mnist1d_arrays`; cached as ``..._test<n>.npz``).
 
     ``root`` defaults to :func:`cache_dir`. A cache that cannot be read is regenerated
     (with a warning). The write is atomic, so parallel sweep workers may share the cache.
     """
-    path = cache_dir(root) / f"mnist1d_v{_MNIST1D_CACHE_VERSION}_seed42.npz"
+    if test_size is not None and (
+        isinstance(test_size, bool) or not isinstance(test_size, int)
+        or not 1 <= test_size <= MAX_TEST_SIZE
+    ):
+        raise ValueError(
+            f"test_size must be an int in [1, {MAX_TEST_SIZE}] or None, got {test_size!r}"
+        )
+    suffix = "" if test_size is None else f"_test{test_size}"
+    path = cache_dir(root) / f"mnist1d_v{_MNIST1D_CACHE_VERSION}_seed42{suffix}.npz"
+    num_test = 1000 if test_size is None else test_size
     arrays = None
     if path.exists():
         try:
             with np.load(path) as f:
                 arrays = {k: f[k] for k in f.files}
-            if not _mnist1d_cache_ok(arrays):
+            if not _mnist1d_cache_ok(arrays, num_test):
                 raise ValueError("unexpected arrays or shapes")
         except Exception as e:  # any unreadable cache is regenerated
             warnings.warn(f"ignoring unreadable MNIST-1D cache {path} ({e}); regenerating",
                           stacklevel=2)
             arrays = None
     if arrays is None:
-        arrays = _mnist1d_arrays()
+        arrays = _mnist1d_arrays(test_size)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         with open(tmp, "wb") as f:
@@ -569,6 +633,7 @@ def load_dataset(
     device: str | torch.device = "cpu",
     *,
     augment: bool = True,
+    test_size: int | None = None,
 ) -> Dataset:
     """Load a dataset by name: one of :data:`DATASETS` (``mnist1d``, ``digits``, ``cifar10``).
 
@@ -580,9 +645,16 @@ def load_dataset(
         device: where the tensors live (``"cpu"``, ``"cuda"``, ...).
         augment: attach the dataset's standard training augmentation (``cifar10`` only;
             the others have none).
+        test_size: ``mnist1d`` only: ``n`` held-out test signals from the generator
+            instead of the canonical 1000 (:func:`load_mnist1d`); ``None`` = canonical.
     """
+    if test_size is not None and name != "mnist1d":
+        raise ValueError(
+            f"test_size={test_size!r} is only available for mnist1d (a generated data set); "
+            f"{name!r} has a fixed test split"
+        )
     if name == "mnist1d":
-        return load_mnist1d(root, device=device)
+        return load_mnist1d(root, device=device, test_size=test_size)
     if name == "digits":
         return load_digits(device=device)
     if name == "cifar10":

@@ -80,6 +80,8 @@ EXPORT_COLUMNS = (
     "epochs",
     "batch_size",
     "seed",
+    "width",
+    "test_size",
     "state",
     "diverged",
     "final_test_error",
@@ -360,7 +362,9 @@ def trial_record(trial) -> dict[str, Any]:
     Keys: every RunConfig field, ``experiment``, ``figure``, ``trial_number``, ``state``,
     ``diverged``, ``final_test_error``, ``best_test_error``, ``final_train_loss``,
     ``wall_seconds`` (floats; NaN when unknown or diverged), ``history`` (dict of per-epoch
-    lists; empty lists when the trial has not finished) and ``key``.
+    lists; empty lists when the trial has not finished), ``final_test_wrong`` (which test
+    examples the final model misclassifies, ``train.pack_wrong``; ``None`` when unknown)
+    and ``key``.
     """
     from weightdecay.harness.config import RunConfig
 
@@ -384,6 +388,10 @@ def trial_record(trial) -> dict[str, Any]:
     }
     for name, values in history.items():
         record["history"].setdefault(name, list(values))
+    # which test examples the final model got wrong (train.pack_wrong), for paired
+    # bootstraps over test examples; None for old stores, diverged or unfinished trials
+    wrong = attrs.get("final_test_wrong")
+    record["final_test_wrong"] = wrong if isinstance(wrong, str) else None
     if "error" in attrs:
         record["error"] = attrs["error"]
     return record

@@ -117,6 +117,9 @@ _SCALAR_KEYS = (
     "device",
     "momentum",
     "decay_all",
+    "width",
+    "test_size",
+    "eval_every",
 )
 _EXPERIMENT_KEYS = ("name", "figure", "optimizers", *_GRID_KEYS, *_SCALAR_KEYS)
 _OPTIMIZER_KEYS = ("optimizer", "lr", "weight_decay", "weight_decay_norm", *_GRID_KEYS,
@@ -521,6 +524,8 @@ def _run_trial(study, storage, trial_id: int, ckpt_dir: Path, log: Callable[[str
             trial.set_user_attr(name, _finite_or_none(result.get(name)))
         trial.set_user_attr("diverged", bool(result.get("diverged", False)))
         trial.set_user_attr("history", result.get("history", {}))
+        if result.get("final_test_wrong") is not None:
+            trial.set_user_attr("final_test_wrong", result["final_test_wrong"])
         diverged = bool(result.get("diverged", False))
         value = DIVERGED_VALUE if diverged else float(result["final_test_error"])
         try:

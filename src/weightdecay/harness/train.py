@@ -22,6 +22,7 @@ harness costs a few percent over a hand-written loop (see ``benchmarks/bench_har
 
 from __future__ import annotations
 
+import base64
 import math
 import os
 import random
@@ -42,8 +43,11 @@ __all__ = [
     "build_schedule",
     "evaluate",
     "get_dataset",
+    "misclassified",
+    "pack_wrong",
     "run",
     "steps_per_epoch",
+    "unpack_wrong",
 ]
 
 #: per-epoch lists in ``record["history"]`` (all of equal length)
@@ -56,6 +60,7 @@ RECORD_KEYS = (
     "diverged",
     "wall_seconds",
     "num_test",
+    "final_test_wrong",
     "history",
 )
 
@@ -66,22 +71,28 @@ _CHECKPOINT_FORMAT = 1
 _EVAL_BATCH = 1000
 
 # (dataset name, device) -> Dataset; loading MNIST-1D or CIFAR-10 once per process is enough
-_DATASET_CACHE: dict[tuple[str, str], Any] = {}
+_DATASET_CACHE: dict[tuple[str, str, int | None], Any] = {}
+# the model option that config.width sets, per model name
+_WIDTH_OPTION = {"cnn1d_bn": "channels", "cnn1d": "channels", "mlp": "hidden",
+                 "resnet_small": "width", "shakeshake26_2x64d": "width"}
 
 
 # ------------------------------------------------------------------------------ building
 
 
-def get_dataset(name: str, device: str = "cpu") -> Any:
-    """``weightdecay.harness.data.load_dataset(name, device=device)``, cached per process.
+def get_dataset(name: str, device: str = "cpu", test_size: int | None = None) -> Any:
+    """``weightdecay.harness.data.load_dataset(name, device=device, test_size=test_size)``,
+    cached per process.
 
     Never downloads (``download=False``): fetch data sets beforehand.
     """
-    cache_key = (name, str(device))
+    cache_key = (name, str(device), test_size)
     if cache_key not in _DATASET_CACHE:
         from .data import load_dataset
 
-        _DATASET_CACHE[cache_key] = load_dataset(name, download=False, device=device)
+        _DATASET_CACHE[cache_key] = load_dataset(
+            name, download=False, device=device, test_size=test_size
+        )
     return _DATASET_CACHE[cache_key]
 
 
@@ -177,14 +188,35 @@ def _build_normalized_decay(
 
 
 @torch.no_grad()
+def misclassified(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Boolean vector: True where ``model`` (eval mode) misclassifies an example of ``(x, y)``."""
+    model.eval()
+    return torch.cat([
+        model(x[i : i + _EVAL_BATCH]).argmax(dim=1) != y[i : i + _EVAL_BATCH]
+        for i in range(0, len(y), _EVAL_BATCH)
+    ])
+
+
 def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     """Classification error of ``model`` on ``(x, y)`` in [0, 1] (eval mode, one sync)."""
-    model.eval()
-    wrong = torch.zeros((), dtype=torch.long, device=y.device)
-    for i in range(0, len(y), _EVAL_BATCH):
-        logits = model(x[i : i + _EVAL_BATCH])
-        wrong += (logits.argmax(dim=1) != y[i : i + _EVAL_BATCH]).sum()
-    return wrong.item() / len(y)
+    return misclassified(model, x, y).sum().item() / len(y)
+
+
+def pack_wrong(wrong: torch.Tensor | np.ndarray) -> str:
+    """A boolean per-example vector as compact text (base64 of its bits, 1 bit per example),
+    so that a stored trial keeps *which* test examples it got wrong: paired comparisons and
+    bootstraps over test examples need that, not just the error rate."""
+    bits = np.packbits(np.asarray(wrong.cpu() if isinstance(wrong, torch.Tensor) else wrong,
+                                  dtype=bool))
+    return base64.b64encode(bits.tobytes()).decode("ascii")
+
+
+def unpack_wrong(text: str, n: int) -> np.ndarray:
+    """Inverse of :func:`pack_wrong` for a vector of ``n`` examples."""
+    bits = np.frombuffer(base64.b64decode(text.encode("ascii"), validate=True), dtype=np.uint8)
+    if len(bits) != -(-n // 8):
+        raise ValueError(f"packed vector holds {len(bits) * 8} bits, expected {n}")
+    return np.unpackbits(bits, count=n).astype(bool)
 
 
 def _weight_norm(model: torch.nn.Module) -> float:
@@ -270,12 +302,20 @@ def _load_checkpoint(path: str) -> dict[str, Any]:
         ) from err
 
 
+def _stored_config(stored: Any) -> Any:
+    """A checkpoint's config with the fields it predates filled in by their defaults."""
+    try:
+        return RunConfig.from_dict(stored).to_dict()
+    except (ValueError, TypeError):
+        return stored
+
+
 def _empty_history() -> dict[str, list]:
     return {k: [] for k in HISTORY_KEYS}
 
 
 def _record(history: dict[str, list], diverged: bool, wall: float,
-            num_test: int) -> dict[str, Any]:
+            num_test: int, final_wrong: str | None = None) -> dict[str, Any]:
     finite = [e for e in history["test_error"] if math.isfinite(e)]
     if diverged or not history["epoch"]:
         final_err = best_err = final_loss = float("nan")
@@ -290,6 +330,8 @@ def _record(history: dict[str, list], diverged: bool, wall: float,
         "diverged": bool(diverged),
         "wall_seconds": wall,
         "num_test": int(num_test),  # test-set size: the binomial noise of a test error
+        # which test examples the final model gets wrong (pack_wrong), None if diverged
+        "final_test_wrong": None if diverged else final_wrong,
         "history": {k: list(v) for k, v in history.items()},
     }
 
@@ -322,12 +364,14 @@ def run(
 
     Returns:
         ``{"final_test_error", "best_test_error", "final_train_loss", "diverged",
-        "wall_seconds", "history"}``. Test errors are fractions in [0, 1]; the loss is the
-        mean cross-entropy over the last epoch's batches (nats); ``wall_seconds`` sums all
-        resumed segments. ``history`` maps each of :data:`HISTORY_KEYS` to a list with one
-        value per epoch (``eta``: eta_t of the last update of the epoch;
-        ``effective_decay``: the multiplier d_t with theta <- theta - d_t*theta applied at
-        that update). A diverged run (NaN/inf loss or weights) stops with
+        "wall_seconds", "num_test", "final_test_wrong", "history"}`` (``final_test_wrong``:
+        which test examples the final model misclassifies, :func:`pack_wrong`). Test errors
+        are fractions in [0, 1]; the loss is the mean cross-entropy over the last epoch's
+        batches (nats); ``wall_seconds`` sums all resumed segments. ``history`` maps each
+        of :data:`HISTORY_KEYS` to a list with one value per epoch (``eta``: eta_t of the
+        last update of the epoch; ``effective_decay``: the multiplier d_t with
+        theta <- theta - d_t*theta applied at that update; ``test_error``: NaN at epochs
+        skipped by ``config.eval_every``). A diverged run (NaN/inf loss or weights) stops with
         ``diverged=True`` and NaN final/best errors and loss; its last history row is the
         epoch where it diverged.
     """
@@ -342,14 +386,15 @@ def run(
         checkpoint_path = os.fspath(checkpoint_path)
         if os.path.exists(checkpoint_path):
             checkpoint = _load_checkpoint(checkpoint_path)
-            if checkpoint.get("config") != config.to_dict():
+            if _stored_config(checkpoint.get("config")) != config.to_dict():
                 raise ValueError(
                     f"checkpoint_path={checkpoint_path!r} holds a run of a different config "
                     f"({checkpoint.get('config')!r}); remove it or pass another path"
                 )
             if checkpoint["epoch"] >= config.epochs or checkpoint["diverged"]:
                 return _record(checkpoint["history"], checkpoint["diverged"],
-                               checkpoint["wall_seconds"], checkpoint.get("num_test", 0))
+                               checkpoint["wall_seconds"], checkpoint.get("num_test", 0),
+                               checkpoint.get("final_test_wrong"))
 
     # 1. seed everything
     random.seed(config.seed)
@@ -362,7 +407,11 @@ def run(
         raise ValueError(
             f"data holds dataset {data.name!r} but config.dataset={config.dataset!r}"
         )
-    dataset = data if data is not None else get_dataset(config.dataset, config.device)
+    if data is not None and config.test_size is not None and data.num_test != config.test_size:
+        raise ValueError(f"data has {data.num_test} test examples but "
+                         f"config.test_size={config.test_size}")
+    dataset = (data if data is not None
+               else get_dataset(config.dataset, config.device, config.test_size))
     x_test = dataset.x_test.to(device)
     y_test = dataset.y_test.to(device)
     n_train = len(dataset.y_train)
@@ -370,7 +419,8 @@ def run(
 
     from .models import build_model
 
-    model = build_model(config.model, dataset).to(device)
+    options = {} if config.width is None else {_WIDTH_OPTION[config.model]: config.width}
+    model = build_model(config.model, dataset, **options).to(device)
 
     # 3. optimizer, schedule (in updates), normalized decay
     schedule = build_schedule(config, spe)
@@ -418,6 +468,7 @@ def run(
         epochs = bar
 
     diverged = False
+    final_wrong: str | None = None
     try:
         for epoch in epochs:
             # 4. one epoch: no host sync inside the loop
@@ -445,7 +496,13 @@ def run(
             train_loss = loss_sum.item() / n_batches
             norm = _weight_norm(model)
             diverged = not (math.isfinite(train_loss) and math.isfinite(norm))
-            test_error = float("nan") if diverged else evaluate(model, x_test, y_test)
+            if diverged or (epoch % config.eval_every and epoch != config.epochs):
+                test_error = float("nan")
+            else:
+                wrong = misclassified(model, x_test, y_test)
+                test_error = wrong.sum().item() / len(y_test)
+                if epoch == config.epochs:
+                    final_wrong = pack_wrong(wrong)
             row = {
                 "epoch": epoch,
                 "train_loss": train_loss,
@@ -478,6 +535,7 @@ def run(
                         "history": history,
                         "wall_seconds": wall,
                         "num_test": dataset.num_test,
+                        "final_test_wrong": final_wrong,
                     },
                     checkpoint_path,
                 )
@@ -492,4 +550,4 @@ def run(
             bar.close()
 
     wall = wall_before + time.perf_counter() - start_time
-    return _record(history, diverged, wall, dataset.num_test)
+    return _record(history, diverged, wall, dataset.num_test, final_wrong)
