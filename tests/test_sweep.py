@@ -304,7 +304,7 @@ def test_worker_runs_every_trial_once_and_records(tmp_path):
     assert r["history"]["epoch"] == [1]
     assert r["final_test_error"] == r["history"]["test_error"][-1]
     # which test examples the final model got wrong travels through the store
-    from weightdecay.harness.train import unpack_wrong
+    from weightdecay.harness.vectors import unpack_wrong
 
     wrong = unpack_wrong(r["final_test_wrong"], int(r["num_test"]))
     assert wrong.mean() == r["final_test_error"]

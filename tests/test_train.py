@@ -13,6 +13,7 @@ from weightdecay.harness import train
 from weightdecay.harness.config import OPTIMIZERS, RunConfig
 from weightdecay.harness.data import Dataset
 from weightdecay.harness.train import HISTORY_KEYS, RECORD_KEYS, run
+from weightdecay.harness.vectors import unpack_wrong
 
 torch.set_num_threads(1)
 
@@ -93,12 +94,12 @@ def test_final_wrong_vector_eval_every_and_width():
     rec = run(_cfg(epochs=5, eval_every=2, width=16), data=TOY)
     errs = rec["history"]["test_error"]
     assert [math.isnan(e) for e in errs] == [True, False, True, False, False]  # 2, 4, last
-    wrong = train.unpack_wrong(rec["final_test_wrong"], N_TEST)
+    wrong = unpack_wrong(rec["final_test_wrong"], N_TEST)
     assert wrong.dtype == bool and wrong.shape == (N_TEST,)
     assert wrong.sum() / N_TEST == rec["final_test_error"]
     assert rec["best_test_error"] == min(e for e in errs if not math.isnan(e))
     with pytest.raises(ValueError, match="bits"):
-        train.unpack_wrong(rec["final_test_wrong"], N_TEST + 9)
+        unpack_wrong(rec["final_test_wrong"], N_TEST + 9)
     # width reaches the model: the mlp's hidden layers shrink
     from weightdecay.harness.models import build_model, count_parameters
 

@@ -22,7 +22,6 @@ harness costs a few percent over a hand-written loop (see ``benchmarks/bench_har
 
 from __future__ import annotations
 
-import base64
 import math
 import os
 import random
@@ -35,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import RunConfig
+from .vectors import pack_wrong
 
 __all__ = [
     "HISTORY_KEYS",
@@ -44,10 +44,8 @@ __all__ = [
     "evaluate",
     "get_dataset",
     "misclassified",
-    "pack_wrong",
     "run",
     "steps_per_epoch",
-    "unpack_wrong",
 ]
 
 #: per-epoch lists in ``record["history"]`` (all of equal length)
@@ -202,23 +200,6 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     return misclassified(model, x, y).sum().item() / len(y)
 
 
-def pack_wrong(wrong: torch.Tensor | np.ndarray) -> str:
-    """A boolean per-example vector as compact text (base64 of its bits, 1 bit per example),
-    so that a stored trial keeps *which* test examples it got wrong: paired comparisons and
-    bootstraps over test examples need that, not just the error rate."""
-    bits = np.packbits(np.asarray(wrong.cpu() if isinstance(wrong, torch.Tensor) else wrong,
-                                  dtype=bool))
-    return base64.b64encode(bits.tobytes()).decode("ascii")
-
-
-def unpack_wrong(text: str, n: int) -> np.ndarray:
-    """Inverse of :func:`pack_wrong` for a vector of ``n`` examples."""
-    bits = np.frombuffer(base64.b64decode(text.encode("ascii"), validate=True), dtype=np.uint8)
-    if len(bits) != -(-n // 8):
-        raise ValueError(f"packed vector holds {len(bits) * 8} bits, expected {n}")
-    return np.unpackbits(bits, count=n).astype(bool)
-
-
 def _weight_norm(model: torch.nn.Module) -> float:
     try:
         from .models import weight_norm
@@ -364,16 +345,16 @@ def run(
 
     Returns:
         ``{"final_test_error", "best_test_error", "final_train_loss", "diverged",
-        "wall_seconds", "num_test", "final_test_wrong", "history"}`` (``final_test_wrong``:
-        which test examples the final model misclassifies, :func:`pack_wrong`). Test errors
-        are fractions in [0, 1]; the loss is the mean cross-entropy over the last epoch's
-        batches (nats); ``wall_seconds`` sums all resumed segments. ``history`` maps each
-        of :data:`HISTORY_KEYS` to a list with one value per epoch (``eta``: eta_t of the
-        last update of the epoch; ``effective_decay``: the multiplier d_t with
-        theta <- theta - d_t*theta applied at that update; ``test_error``: NaN at epochs
-        skipped by ``config.eval_every``). A diverged run (NaN/inf loss or weights) stops with
-        ``diverged=True`` and NaN final/best errors and loss; its last history row is the
-        epoch where it diverged.
+        "wall_seconds", "num_test", "final_test_wrong", "history"}``. Test errors are
+        fractions in [0, 1]; ``final_test_wrong`` says which test examples the final model
+        misclassifies (text, :func:`weightdecay.harness.vectors.pack_wrong`); the loss is
+        the mean cross-entropy over the last epoch's batches (nats); ``wall_seconds`` sums
+        all resumed segments. ``history`` maps each of :data:`HISTORY_KEYS` to a list with
+        one value per epoch (``eta``: eta_t of the last update of the epoch;
+        ``effective_decay``: the multiplier d_t with theta <- theta - d_t*theta applied at
+        that update; ``test_error``: NaN at epochs skipped by ``config.eval_every``). A
+        diverged run (NaN/inf loss or weights) stops with ``diverged=True`` and NaN
+        final/best errors and loss; its last history row is the epoch where it diverged.
     """
     start_time = time.perf_counter()
     if not isinstance(config, RunConfig):
@@ -502,7 +483,7 @@ def run(
                 wrong = misclassified(model, x_test, y_test)
                 test_error = wrong.sum().item() / len(y_test)
                 if epoch == config.epochs:
-                    final_wrong = pack_wrong(wrong)
+                    final_wrong = pack_wrong(wrong.cpu().numpy())
             row = {
                 "epoch": epoch,
                 "train_loss": train_loss,
