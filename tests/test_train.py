@@ -83,6 +83,10 @@ def test_record_has_all_contract_keys():
     assert rec["final_train_loss"] == rec["history"]["train_loss"][-1]
     assert rec["wall_seconds"] > 0
     for key in HISTORY_KEYS:
+        if key == "test_wrong":  # packed per-example vectors, one per evaluated epoch
+            errs = [unpack_wrong(v, N_TEST).mean() for v in rec["history"][key]]
+            assert errs == rec["history"]["test_error"]
+            continue
         assert all(isinstance(v, (int, float)) and math.isfinite(v)
                    for v in rec["history"][key]), key
     # it learns: the toy problem is easy, chance is 0.9
@@ -94,6 +98,7 @@ def test_final_wrong_vector_eval_every_and_width():
     rec = run(_cfg(epochs=5, eval_every=2, width=16), data=TOY)
     errs = rec["history"]["test_error"]
     assert [math.isnan(e) for e in errs] == [True, False, True, False, False]  # 2, 4, last
+    assert [v is None for v in rec["history"]["test_wrong"]] == [True, False, True, False, False]
     wrong = unpack_wrong(rec["final_test_wrong"], N_TEST)
     assert wrong.dtype == bool and wrong.shape == (N_TEST,)
     assert wrong.sum() / N_TEST == rec["final_test_error"]

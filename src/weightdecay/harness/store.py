@@ -384,7 +384,8 @@ def trial_record(trial) -> dict[str, Any]:
     history = attrs.get("history") or {}
     record["history"] = {
         name: list(history.get(name, []))
-        for name in ("epoch", "train_loss", "test_error", "weight_norm", "eta", "effective_decay")
+        for name in ("epoch", "train_loss", "test_error", "weight_norm", "eta", "effective_decay",
+                     "test_wrong")
     }
     for name, values in history.items():
         record["history"].setdefault(name, list(values))

@@ -49,7 +49,8 @@ __all__ = [
 ]
 
 #: per-epoch lists in ``record["history"]`` (all of equal length)
-HISTORY_KEYS = ("epoch", "train_loss", "test_error", "weight_norm", "eta", "effective_decay")
+HISTORY_KEYS = ("epoch", "train_loss", "test_error", "weight_norm", "eta", "effective_decay",
+                "test_wrong")
 #: keys of the dict returned by :func:`run`
 RECORD_KEYS = (
     "final_test_error",
@@ -296,7 +297,7 @@ def _empty_history() -> dict[str, list]:
 
 
 def _record(history: dict[str, list], diverged: bool, wall: float,
-            num_test: int, final_wrong: str | None = None) -> dict[str, Any]:
+            num_test: int) -> dict[str, Any]:
     finite = [e for e in history["test_error"] if math.isfinite(e)]
     if diverged or not history["epoch"]:
         final_err = best_err = final_loss = float("nan")
@@ -312,7 +313,8 @@ def _record(history: dict[str, list], diverged: bool, wall: float,
         "wall_seconds": wall,
         "num_test": int(num_test),  # test-set size: the binomial noise of a test error
         # which test examples the final model gets wrong (pack_wrong), None if diverged
-        "final_test_wrong": None if diverged else final_wrong,
+        "final_test_wrong": (None if diverged or not history.get("test_wrong")
+                             else history["test_wrong"][-1]),
         "history": {k: list(v) for k, v in history.items()},
     }
 
@@ -352,7 +354,8 @@ def run(
         all resumed segments. ``history`` maps each of :data:`HISTORY_KEYS` to a list with
         one value per epoch (``eta``: eta_t of the last update of the epoch;
         ``effective_decay``: the multiplier d_t with theta <- theta - d_t*theta applied at
-        that update; ``test_error``: NaN at epochs skipped by ``config.eval_every``). A
+        that update; ``test_error``: NaN at epochs skipped by ``config.eval_every``;
+        ``test_wrong``: the packed per-example vector of each evaluated epoch, else None). A
         diverged run (NaN/inf loss or weights) stops with ``diverged=True`` and NaN
         final/best errors and loss; its last history row is the epoch where it diverged.
     """
@@ -374,8 +377,7 @@ def run(
                 )
             if checkpoint["epoch"] >= config.epochs or checkpoint["diverged"]:
                 return _record(checkpoint["history"], checkpoint["diverged"],
-                               checkpoint["wall_seconds"], checkpoint.get("num_test", 0),
-                               checkpoint.get("final_test_wrong"))
+                               checkpoint["wall_seconds"], checkpoint.get("num_test", 0))
 
     # 1. seed everything
     random.seed(config.seed)
@@ -449,7 +451,6 @@ def run(
         epochs = bar
 
     diverged = False
-    final_wrong: str | None = None
     try:
         for epoch in epochs:
             # 4. one epoch: no host sync inside the loop
@@ -477,13 +478,11 @@ def run(
             train_loss = loss_sum.item() / n_batches
             norm = _weight_norm(model)
             diverged = not (math.isfinite(train_loss) and math.isfinite(norm))
-            if diverged or (epoch % config.eval_every and epoch != config.epochs):
-                test_error = float("nan")
-            else:
+            test_error, test_wrong = float("nan"), None
+            if not diverged and (epoch % config.eval_every == 0 or epoch == config.epochs):
                 wrong = misclassified(model, x_test, y_test)
                 test_error = wrong.sum().item() / len(y_test)
-                if epoch == config.epochs:
-                    final_wrong = pack_wrong(wrong.cpu().numpy())
+                test_wrong = pack_wrong(wrong.cpu().numpy())
             row = {
                 "epoch": epoch,
                 "train_loss": train_loss,
@@ -493,6 +492,7 @@ def run(
                 "effective_decay": _effective_decay(
                     config.optimizer, config.decay_convention, decay_group, lr_t, lam_t
                 ),
+                "test_wrong": test_wrong,
             }
             for k in HISTORY_KEYS:
                 history[k].append(row[k])
@@ -516,7 +516,6 @@ def run(
                         "history": history,
                         "wall_seconds": wall,
                         "num_test": dataset.num_test,
-                        "final_test_wrong": final_wrong,
                     },
                     checkpoint_path,
                 )
@@ -531,4 +530,4 @@ def run(
             bar.close()
 
     wall = wall_before + time.perf_counter() - start_time
-    return _record(history, diverged, wall, dataset.num_test, final_wrong)
+    return _record(history, diverged, wall, dataset.num_test)
