@@ -1,12 +1,13 @@
-"""report.html: every figure the stored trials allow, the decoupling statistics in words and
-tables, a trials summary, the best settings, the sweep spec and the software versions.
+"""report.html: the claims scorecard first, then every figure the stored trials allow, with
+the numbers behind them, a trials summary, the best settings, the sweep spec and the
+software versions.
 
 The page is self-contained (inline CSS, no scripts, no network) apart from the PNG files
-written beside it; all text coming from records or the spec is HTML-escaped. A
-machine-readable ``stats.json`` with the same statistics is written next to it.
+written beside it; all text from records or the spec is HTML-escaped. ``stats.json`` beside
+it holds the same scorecard, heat maps (mean and standard error per cell) and slopes.
 
-Reference: Loshchilov & Hutter, "Decoupled Weight Decay Regularization", ICLR 2019 — the
-figure names (fig1, fig2, fig3, fig4, supp1, supp3) follow the paper (see ``PAPER.md`` §8).
+Reference: Loshchilov & Hutter, "Decoupled Weight Decay Regularization", ICLR 2019; the
+figure names (fig1 ... fig4, supp1, supp3) follow the paper's Sec. 4 and supplement.
 """
 
 from __future__ import annotations
@@ -23,51 +24,61 @@ from typing import Any
 
 import numpy as np
 
-from weightdecay.report import figures as F
-from weightdecay.report.stats import (
-    DecouplingStatistic,
-    HeatmapTable,
+from . import figures as F
+from .claims import Claim, Evidence, scorecard
+from .resample import DEFAULT_REPLICATES
+from .stats import (
+    BASIN_FACTOR,
+    INTERVAL_LEVEL,
+    OPTIMUM_WINDOW,
+    SLOPE_READINGS,
+    HeatMap,
+    SlopeFit,
     completed,
     format_value,
-    top_k_cells,
 )
 
-__all__ = ["write_report"]
+__all__ = ["replication", "write_report"]
 
 _DPI = 120
 _STATES = ("COMPLETE", "RUNNING", "WAITING", "FAIL")
 _CAPTIONS = {
+    "fig2": "Fig. 2 — final test error (%) over (α, λ) for SGD, SGDW, Adam and AdamW: each "
+            "cell's mean over seeds ± its bootstrap standard error (seeds and test "
+            "examples); red rings: the 10 best cells; ◆: the best λ of each learning rate "
+            "(a local parabola through the row's best cell), dashed: the fitted slope.",
+    "slopes": "The best decay of each learning rate with its 90 % bootstrap range, and the "
+              "fitted line; Prop. 1 predicts slope −1 with L2 (SGD), 0 when decoupled.",
     "fig1": "Fig. 1 — final test error over (α, λ) for Adam (L2) and AdamW under the fixed, "
             "step-drop and cosine schedules.",
-    "fig2": "Fig. 2 — (α, λ) heat maps for SGD, SGDW, Adam and AdamW; the top-10 settings are "
-            "circled, diverged cells hatched. L2 variants are expected to show a diagonal "
-            "valley, decoupled ones a separable basin.",
-    "fig3": "Fig. 3 — Adam vs AdamW over a long run: learning curves, test error vs λ and "
-            "test error vs training loss.",
-    "fig4": "Fig. 4 — test error vs epoch for Adam, AdamW, SGDW, AdamWR and SGDWR (anytime "
-            "performance of warm restarts).",
+    "fig3": "Fig. 3 — Adam vs AdamW over a long run: learning curves (±1 SE over seeds), "
+            "test error vs λ and test error vs training loss.",
+    "fig4": "Fig. 4 — test error per epoch with one cosine cycle and with warm restarts "
+            "(anytime performance), ±1 SE over seeds.",
     "supp1": "Supp. Fig. 1 — the schedule multiplier η_t of cosine annealing with warm "
              "restarts; the ends of the periods are the recommended checkpoints.",
     "supp3": "Supp. Fig. 3 — heat maps at several epoch budgets, raw λ vs normalized λ_norm "
-             "(App. B.1): the best raw λ moves with the budget, the best λ_norm should not.",
-    "heatmaps": "Heat maps of the untagged trials, one panel per optimizer.",
+             "(App. B.1): the best raw λ should move with the budget, the best λ_norm less.",
 }
 _CSS = """
 body { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 2em auto;
-       max-width: 1200px; color: #222; line-height: 1.45; padding: 0 1em; }
+       max-width: 1250px; color: #222; line-height: 1.45; padding: 0 1em; }
 h1 { margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: 0.2em; }
 .meta { color: #666; }
 table { border-collapse: collapse; margin: 0.6em 0 1.2em 0; font-size: 0.9em; }
 th, td { border: 1px solid #ccc; padding: 0.2em 0.55em; text-align: right; }
 th { background: #f3f3f3; }
+td.l, th.l { text-align: left; }
 td.top { font-weight: bold; background: #e8f4e8; }
 td.best { font-weight: bold; background: #bfe3bf; }
 td.div { color: #a00; background: #f8e6e6; }
 td.missing { color: #aaa; }
+td.holds { background: #d9f0d9; font-weight: bold; }
+td.refuted { background: #f6d5d5; font-weight: bold; }
+td.inconclusive { background: #fbf0c9; font-weight: bold; }
+td.notrun { color: #999; }
 img { max-width: 100%; border: 1px solid #ddd; }
 .note { color: #8a5a00; }
-.verdict { font-size: 1.02em; }
-.coupled { color: #a33; } .decoupled { color: #176317; }
 pre { background: #f6f6f6; padding: 0.8em; overflow-x: auto; font-size: 0.85em; }
 """
 
@@ -119,59 +130,6 @@ def _summary_table(records: Sequence[Mapping]) -> str:
         rows.append(f"<tr><{tag} style='text-align:left'>{label}</{tag}>{cells}"
                     f"<td>{div}</td><td>{len(rs)}</td></tr>")
     return (f"<table><tr><th>experiment</th>{head}</tr>\n" + "\n".join(rows) + "</table>")
-
-
-def _heatmap_html(table: HeatmapTable, k: int = 10) -> str:
-    top = top_k_cells(table, k)
-    rank = {cell: n for n, cell in enumerate(top)}
-    lam = "λ_norm" if table.col_key == "weight_decay_norm" else "λ"
-    head = "".join(f"<th>{_e(format_value(c))}</th>" for c in table.cols)
-    lines = [f"<table><tr><th>α \\ {lam}</th>{head}</tr>"]
-    for i in reversed(range(len(table.rows))):  # largest α on top, as in the figure
-        cells = []
-        for j in range(len(table.cols)):
-            if table.diverged[i, j]:
-                cells.append("<td class='div'>div</td>")
-            elif table.counts[i, j] == 0:
-                cells.append("<td class='missing'>–</td>")
-            else:
-                cls = ""
-                if (i, j) in rank:
-                    cls = " class='best'" if rank[(i, j)] == 0 else " class='top'"
-                cells.append(f"<td{cls}>{100 * table.values[i, j]:.2f}</td>")
-        lines.append(f"<tr><th>{_e(format_value(table.rows[i]))}</th>{''.join(cells)}</tr>")
-    lines.append("</table>")
-    return "\n".join(lines)
-
-
-def _statistics_html(panels) -> str:
-    out = []
-    for title, table, stat in panels:
-        if table is None:
-            out.append(f"<h4>{_e(title)}</h4><p class='note'>no completed trials</p>")
-            continue
-        out.append(f"<h4>{_e(title)}</h4>")
-        out.append(_verdict_html(stat))
-        out.append(_heatmap_html(table, stat.k if stat else 10))
-    out.append("<p class='meta'>Test error in % (mean over seeds); bold: top 10 (darkest: "
-               "best); <em>div</em>: at least one seed diverged; –: no trial. The verdict "
-               "reads the best λ of every learning-rate row: within 0.35 decades → decoupled; "
-               "≥ 0.55 decades with |ρ| ≥ 0.7 → coupled.</p>")
-    return "\n".join(out)
-
-
-def _verdict_html(stat: DecouplingStatistic | None) -> str:
-    if stat is None:
-        return ""
-    cls = {"coupled": "coupled", "decoupled": "decoupled"}.get(stat.verdict, "")
-    extra = []
-    if np.isfinite(stat.slope):
-        extra.append(f"slope d log λ*/d log α = {stat.slope:+.2f}")
-    if np.isfinite(stat.top_k_rho):
-        extra.append(f"top-{stat.k} cells: ρ(log α, log λ) = {stat.top_k_rho:+.2f}, "
-                     "< 0 along an L2 diagonal")
-    more = f" <span class='meta'>({_e('; '.join(extra))})</span>" if extra else ""
-    return f"<p class='verdict {cls}'>{_e(stat.text)}{more}</p>"
 
 
 def _best_settings_html(records: Sequence[Mapping]) -> str:
@@ -241,14 +199,146 @@ def _versions_html(versions: Mapping[str, Any] | None) -> str:
     return note + f"<table>{rows}</table>"
 
 
+
+
+def _scorecard_html(claims: Sequence[Claim], replicated: Mapping[str, Any] | None) -> str:
+    head = ("<tr><th class='l'>source</th><th class='l'>claim</th><th class='l'>metric</th>"
+            "<th>estimate [90 % interval]</th><th>verdict</th>"
+            + ("<th>original verdict</th>" if replicated else "")
+            + "<th class='l'>rule · detail</th></tr>")
+    rows = []
+    for c in claims:
+        cls = c.verdict.replace(" ", "")
+        orig = ""
+        if replicated:
+            o = replicated["claims"].get(c.key)
+            mark = "" if o is None else (" ✓" if o == c.verdict else " ✗")
+            orig = f"<td>{_e(o or '—')}{mark}</td>"
+        rows.append(
+            f"<tr><td class='l'>{_e(c.source)}</td><td class='l'>{_e(c.claim)}</td>"
+            f"<td class='l'>{_e(c.metric)}</td><td>{_e(c.estimate_text())}</td>"
+            f"<td class='{cls}'>{_e(c.verdict)}</td>{orig}"
+            f"<td class='l'>{_e(c.rule)}<br><span class='meta'>{_e(c.detail)}</span></td>"
+            "</tr>")
+    return "<table>" + head + "\n".join(rows) + "</table>"
+
+
+def _design_html(ev: Evidence) -> str:
+    parts = []
+    for fig in ("fig2", "fig1", "fig3", "fig4", "supp3", "conventions"):
+        recs = ev.experiment(fig)
+        if not recs:
+            continue
+        seeds = sorted({int(r["seed"]) for r in recs})
+        n = sorted({int(r["num_test"]) for r in recs if r.get("num_test")})
+        parts.append(f"<li><b>{_e(fig)}</b>: {len(recs)} runs, seeds {_e(seeds)}, "
+                     f"{_e('/'.join(map(str, n)) or '?')} test examples per run</li>")
+    rules = "".join(f"<li><b>{_e(k)}</b>: {_e(v)}</li>" for k, v in SLOPE_READINGS.items())
+    return (
+        "<ul>" + "".join(parts) + "</ul>"
+        f"<p class='meta'>Intervals: {int(INTERVAL_LEVEL * 100)} % percentile bootstrap, "
+        f"{ev.n_boot} replicates resampling seeds and test examples together (paired across "
+        "settings). The best λ of a learning-rate row is the vertex of a parabola of "
+        f"log(error) through the row's best cell and up to {OPTIMUM_WINDOW} neighbours on "
+        "each side; a row enters the slope when its optimum is bracketed by the grid and its "
+        f"best error is within {BASIN_FACTOR}× the heat map's best. Slope readings:</p>"
+        f"<ul class='meta'>{rules}</ul>")
+
+
+def _heat_map_html(hm: HeatMap, fit: SlopeFit | None, k: int = 10) -> str:
+    top = hm.top_k(k)
+    rank = {cell: n for n, cell in enumerate(top)}
+    head = "".join(f"<th>{_e(format_value(c))}</th>" for c in hm.cols)
+    extra = "<th>best λ</th>" if fit is not None else ""
+    lines = [f"<table><tr><th>α \\ {hm.lam_label}</th>{head}{extra}</tr>"]
+    mean, se = hm.mean * 100, hm.se * 100
+    for i in reversed(range(len(hm.rows))):  # largest α on top, as in the figure
+        cells = []
+        for j in range(len(hm.cols)):
+            if hm.diverged[i, j]:
+                cells.append("<td class='div'>div</td>")
+            elif hm.counts[i, j] == 0:
+                cells.append("<td class='missing'>–</td>")
+            else:
+                cls = ""
+                if (i, j) in rank:
+                    cls = " class='best'" if rank[(i, j)] == 0 else " class='top'"
+                pm = "" if not np.isfinite(se[i, j]) else f" ± {se[i, j]:.2f}"
+                cells.append(f"<td{cls}>{mean[i, j]:.2f}{pm}</td>")
+        if fit is not None:
+            ll = fit.log_lambda[0, i]
+            best = (format_value(float(np.exp(ll))) if np.isfinite(ll) else
+                    "edge" if fit.edge[i] else "outside basin")
+            cells.append(f"<td>{_e(best)}</td>")
+        lines.append(f"<tr><th>{_e(format_value(hm.rows[i]))}</th>{''.join(cells)}</tr>")
+    lines.append("</table>")
+    return "\n".join(lines)
+
+
+def _tables_html(ev: Evidence, name: str) -> tuple[str, dict]:
+    """The numbers behind a heat-map figure, and their JSON."""
+    key = name if ev.experiment(name) else None
+    out, js = [], {}
+    recs = [r for r in ev.records if r.get("figure") == key and
+            r.get("state", "COMPLETE") == "COMPLETE"]
+    panels = []
+    if name == "fig2":
+        panels = [({"optimizer": o}, "weight_decay", True)
+                  for o in ("sgd", "sgdw", "adam", "adamw") if any(r["optimizer"] == o
+                                                                  for r in recs)]
+    elif name == "fig1":
+        panels = [({"optimizer": o, "schedule": s}, "weight_decay", False)
+                  for o in ("adam", "adamw") for s in ("fixed", "step", "cosine")
+                  if any(r["optimizer"] == o and r.get("schedule") == s for r in recs)]
+    elif name == "supp3":
+        for T in sorted({int(r["epochs"]) for r in recs}):
+            panels.append(({"epochs": T, "weight_decay_norm": None}, "weight_decay", True))
+            panels.append(({"epochs": T}, "weight_decay_norm", True))
+    elif name == "conventions":
+        panels = [({"optimizer": o, "decay_convention": c}, "weight_decay", True)
+                  for o in ("sgdw", "adamw") for c in ("schedule", "lr")
+                  if any(r["optimizer"] == o and r.get("decay_convention") == c
+                         for r in recs)]
+    for match, col, with_fit in panels:
+        hm = ev.heat_map(key, col, **match)
+        if hm is None:
+            continue
+        fit = ev.slope(key, col, **match) if with_fit else None
+        title = ", ".join(f"{k}={v}" for k, v in match.items() if v is not None)
+        title += f" ({hm.lam_label})"
+        summary = f"{title}" + ("" if fit is None else
+                                f": slope {fit.slope.format()} — {fit.reading}")
+        out.append(f"<details><summary>{_e(summary)}</summary>"
+                   f"{_heat_map_html(hm, fit)}</details>")
+        js[title] = {"heat_map": hm.to_dict(),
+                     "slope": None if fit is None else fit.to_dict(hm)}
+    if out:
+        out.append("<p class='meta'>Final test error in % (mean over seeds ± bootstrap "
+                   "standard error); bold: top 10 (darkest: best); <em>div</em>: a seed "
+                   "diverged; –: no trial.</p>")
+    return "\n".join(out), js
+
+
+def replication(claims: Sequence[Claim], original: Mapping[str, Any]) -> dict[str, Any]:
+    """Compare a scorecard with an original one (``stats.json`` ``"scorecard"`` list or a
+    results file with it): which verdicts replicated. Claims "not run" in either are left
+    out."""
+    rows = original.get("scorecard", original) if isinstance(original, Mapping) else original
+    orig = {c["key"]: c["verdict"] for c in rows}
+    compared = [c for c in claims if c.verdict != "not run"
+                and orig.get(c.key, "not run") != "not run"]
+    same = [c.key for c in compared if orig[c.key] == c.verdict]
+    return {"claims": orig, "compared": len(compared), "replicated": len(same),
+            "differ": [c.key for c in compared if orig[c.key] != c.verdict]}
+
+
 # ----------------------------------------------------------------------------- main
 
 
-def _draw(name: str, records: Sequence[Mapping]):
-    if name == "heatmaps":
-        return F.fig_heatmaps(F.records_for("heatmaps", records),
-                              title="Heat maps (untagged trials)")
-    return getattr(F, name)(records)
+def _draw(name: str, ev: Evidence):
+    if name == "supp1":
+        return F.supp1(ev.records)
+    return getattr(F, name if name != "slopes" else "fig_slopes")(ev)
 
 
 def write_report(
@@ -258,49 +348,55 @@ def write_report(
     versions: Mapping[str, Any] | None = None,
     *,
     title: str = "weightdecay report",
+    n_boot: int = DEFAULT_REPLICATES,
+    original: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Draw every figure the records allow and write ``out_dir/report.html``.
+    """Score the paper's claims and draw every figure the records allow into
+    ``out_dir/report.html`` (PNGs and ``stats.json`` beside it).
 
-    A paper figure (fig1, fig2, fig3, fig4, supp3) is drawn when some record carries its
-    ``"figure"`` tag; supp1 (η_t of warm restarts) is always drawn, from stored ``"eta"``
-    histories when there are restart runs, else from the schedule with T_0 = 100, T_mult = 2.
-    Untagged completed records get a generic heat-map figure. A figure that cannot be drawn
-    (e.g. no completed trials yet) is listed with the reason instead of failing the report.
+    A paper figure is drawn when some record carries its tag (untagged records count for
+    every figure); supp1 (η_t of warm restarts) is always drawn. A figure that cannot be
+    drawn is listed with the reason instead of failing the report.
 
     Args:
         records: trial records from ``weightdecay.harness.store.load_records``.
-        out_dir: folder for ``report.html``, the PNGs (``fig2.png`` ..., dpi 120) and
-            ``stats.json``; created if needed.
-        spec: the sweep spec (dict, shown as JSON; or a string, e.g. TOML, shown verbatim).
-        versions: software versions stored with the study; if None the current ones are shown.
+        out_dir: folder for the files; created if needed.
+        spec: the sweep spec (dict, shown as JSON; or text, shown verbatim).
+        versions: software versions stored with the study; None shows the current ones.
         title: page title.
+        n_boot: bootstrap replicates of every interval.
+        original: the scorecard of the same design on other seeds (``stats.json`` content
+            or a results file): the report then says which verdicts replicated.
 
     Returns:
         The path of ``report.html``.
     """
     if isinstance(records, Mapping) or isinstance(records, (str, bytes)):
-        raise ValueError(
-            f"records must be a list of trial dicts, got {type(records).__name__}"
-        )
+        raise ValueError(f"records must be a list of trial dicts, got {type(records).__name__}")
     records = list(records)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ValueError(f"out_dir must be a directory, got existing file {str(out)!r}")
+    ev = F.evidence_for(records)
+    ev.n_boot = n_boot
+    claims = scorecard(ev.records, n_boot=n_boot, evidence=ev)
+    replicated = replication(claims, original) if original is not None else None
     out.mkdir(parents=True, exist_ok=True)
 
     tags = {r.get("figure") for r in records}
-    wanted = [n for n in ("fig1", "fig2", "fig3", "fig4") if n in tags] + ["supp1"]
-    if "supp3" in tags:
-        wanted.append("supp3")
-    if any(r.get("figure") is None for r in completed(records)):
-        wanted.append("heatmaps")
+    untagged = tags == {None}
+    wanted = [n for n in ("fig2", "slopes", "fig1", "fig3", "fig4", "supp3")
+              if untagged or (n if n != "slopes" else "fig2") in tags]
+    wanted.insert(len(wanted) - ("supp3" in wanted), "supp1")
 
     sections: list[str] = []
-    stats_json: dict[str, Any] = {}
+    stats_json: dict[str, Any] = {"scorecard": [c.to_dict() for c in claims]}
+    if replicated is not None:
+        stats_json["replication"] = replicated
     skipped: list[str] = []
     for name in wanted:
         try:
-            fig = _draw(name, records)
+            fig = _draw(name, ev)
         except ValueError as err:
             skipped.append(f"{name}: {err}")
             continue
@@ -310,19 +406,16 @@ def write_report(
                  f"<p>{_e(_CAPTIONS.get(name, ''))}</p>",
                  f"<img src='{_e(png.name)}' alt='{_e(name)}'>"]
         if name in ("fig1", "fig2", "supp3"):
-            panels = F.heatmap_panels(name, records)
-            stats_json[name] = {
-                t: {"table": tb.to_dict(), "statistic": st.to_dict()}
-                for t, tb, st in panels if tb is not None
-            }
-            if name == "supp3":
-                lines = F.supp3_sentences(records)
-                stats_json["supp3"]["budget_shift"] = lines
-                parts.append("<ul>" + "".join(f"<li class='verdict'>{_e(s)}</li>"
-                                              for s in lines) + "</ul>")
-            parts.append("<h3>Decoupling statistics</h3>")
-            parts.append(_statistics_html(panels))
+            tables, js = _tables_html(ev, name)
+            parts.append(tables)
+            stats_json[name] = js
         sections.append("\n".join(parts))
+    if "conventions" in tags:
+        tables, js = _tables_html(ev, "conventions")
+        sections.append("<h2 id='conventions'>conventions</h2><p>The same heat maps under "
+                        "torch's decay convention (lr_t·λ) and the paper's (η_t·λ).</p>"
+                        + tables)
+        stats_json["conventions"] = js
 
     now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     n_done = len(completed(records))
@@ -331,6 +424,12 @@ def write_report(
     if skipped:
         skipped_html = ("<h2>Figures not drawn</h2><ul>" +
                         "".join(f"<li class='note'>{_e(s)}</li>" for s in skipped) + "</ul>")
+    rep_html = ""
+    if replicated is not None:
+        rep_html = (f"<p><b>Replication:</b> {replicated['replicated']} of "
+                    f"{replicated['compared']} verdicts are the same as on the original seeds"
+                    + (f"; differ: {_e(', '.join(replicated['differ']))}"
+                       if replicated["differ"] else "") + ".</p>")
     page = f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -343,10 +442,15 @@ def write_report(
 <p class="meta">Generated {_e(now)} · {len(records)} trial record(s), {n_done} completed,
 {n_div} diverged · Loshchilov &amp; Hutter, <em>Decoupled Weight Decay Regularization</em>,
 ICLR 2019.</p>
-<h2>Trials</h2>
-{_summary_table(records)}
+<h2 id="scorecard">Claims scorecard</h2>
+{rep_html}
+{_scorecard_html(claims, replicated)}
+<h3>Design and rules</h3>
+{_design_html(ev)}
 {''.join(sections)}
 {skipped_html}
+<h2>Trials</h2>
+{_summary_table(records)}
 <h2>Best settings per optimizer</h2>
 <p class="meta">Lowest mean final test error over seeds among settings where no seed
 diverged.</p>

@@ -15,22 +15,23 @@ Replicate 0 is the data themselves (every example and every seed once). A run wi
 stored vector (an old store) keeps its stored error in every replicate: only its seed is
 resampled. Diverged runs have error NaN.
 
-With S seeds the seed resampling underestimates seed variance by a factor (S-1)/S (the
-plug-in bootstrap); intervals are therefore a little optimistic with 2 seeds and close to
-nominal from 3-4 seeds on — the design document chooses seed counts with that in mind.
+The plug-in bootstrap of a mean over S seeds underestimates its variance by the factor
+(S-1)/S (by half with 2 seeds); :meth:`Replicates.mean` therefore widens the seeds'
+deviations from their mean by sqrt(S/(S-1)) before resampling them (Davison & Hinkley 1997,
+Sec. 3.3, "modified residuals"). With one seed no seed variance can be estimated: the
+intervals then cover test-sample noise only (the report says how many seeds it had).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
 from weightdecay.harness.vectors import unpack_wrong
 
-__all__ = ["DEFAULT_REPLICATES", "Replicates", "replicate_errors"]
+__all__ = ["BOOTSTRAP_SEED", "DEFAULT_REPLICATES", "Replicates"]
 
 #: bootstrap replicates per report: 90 % percentile intervals from 2000 replicates have a
 #: Monte-Carlo error of about 1 % of their width
@@ -40,89 +41,116 @@ DEFAULT_REPLICATES = 2000
 BOOTSTRAP_SEED = 20190506
 
 
-@dataclass(frozen=True)
+def _vector_at(record: Mapping, epoch: int | None) -> str | None:
+    if epoch is None:
+        v = record.get("final_test_wrong")
+        return v if isinstance(v, str) else None
+    hist = record.get("history") or {}
+    epochs, vecs = hist.get("epoch") or [], hist.get("test_wrong") or []
+    for e, v in zip(epochs, vecs):
+        if e == epoch:
+            return v if isinstance(v, str) else None
+    return None
+
+
+def _error_at(record: Mapping, epoch: int | None) -> float:
+    if epoch is None:
+        if record.get("diverged") or record.get("final_test_error") is None:
+            return float("nan")
+        return float(record["final_test_error"])
+    hist = record.get("history") or {}
+    for e, v in zip(hist.get("epoch") or [], hist.get("test_error") or []):
+        if e == epoch and v is not None:
+            return float(v)
+    return float("nan")
+
+
 class Replicates:
-    """Bootstrap replicates of every run's final test error.
+    """Bootstrap draws over one group of runs scored on one test sample.
+
+    One draw of seed counts and one of test-example counts per replicate, made once, serve
+    every statistic computed from these runs (at any epoch), so that all comparisons stay
+    paired. Row 0 of every array is the data themselves.
 
     Attributes:
-        errors: ``(B + 1, runs)`` test error of each run in each replicate (row 0: the data;
-            NaN for diverged runs).
-        seed_counts: ``(B + 1, S)`` how often each seed is drawn in each replicate (row 0:
-            all ones).
+        records: the runs, in the order of the run axis.
+        seed_counts: ``(B + 1, S)`` how often each distinct seed is drawn.
         seeds: the ``S`` distinct seeds, sorted; ``seed_index[r]`` is run ``r``'s column.
-        seed_index: ``(runs,)``.
-        num_test: test examples per run (the largest among the runs).
-        paired: True when every run carried its per-example vector (the test sample is
-            resampled); False when some runs only have their error.
+        num_test: test examples per run.
+        paired: True when every run carries its per-example vectors (the test sample is
+            resampled); False when some runs only have their error rates.
     """
 
-    errors: np.ndarray
-    seed_counts: np.ndarray
-    seeds: np.ndarray
-    seed_index: np.ndarray
-    num_test: int
-    paired: bool
+    def __init__(self, records: Sequence[Mapping], n_boot: int = DEFAULT_REPLICATES,
+                 seed: int = BOOTSTRAP_SEED) -> None:
+        if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 1:
+            raise ValueError(f"n_boot must be an integer >= 1, got {n_boot!r}")
+        if not records:
+            raise ValueError("a bootstrap needs at least one record")
+        sizes = {int(r["num_test"]) for r in records
+                 if r.get("num_test") is not None and math.isfinite(float(r["num_test"]))
+                 and float(r["num_test"]) > 0}
+        if len(sizes) > 1:
+            raise ValueError(f"records were scored on test samples of different sizes "
+                             f"{sorted(sizes)}; resample each experiment on its own")
+        self.records = list(records)
+        self.num_test = sizes.pop() if sizes else 0
+        self.seeds = np.array(sorted({int(r["seed"]) for r in records}))
+        self.seed_index = np.searchsorted(self.seeds, [int(r["seed"]) for r in records])
+        rng = np.random.default_rng(seed)
+        S, n = len(self.seeds), self.num_test
+        self.seed_counts = np.vstack([np.ones((1, S), dtype=np.int64),
+                                      rng.multinomial(S, np.full(S, 1.0 / S), size=n_boot)])
+        # example counts of each replicate: (B, n), each row sums to n
+        self._example_counts = (rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot)
+                                .astype(np.float32) if n else None)
+        self._cache: dict[int | None, np.ndarray] = {}
+        self.paired = all(_vector_at(r, None) is not None or r.get("diverged")
+                          for r in records) and n > 0
 
     @property
     def n_boot(self) -> int:
-        return self.errors.shape[0] - 1
+        return self.seed_counts.shape[0] - 1
 
-    def cell(self, runs: Sequence[int]) -> np.ndarray:
-        """``(B + 1,)`` mean error over the runs of one setting (one run per seed), the
-        seeds weighted by their draw counts. NaN where any drawn run diverged, and where
-        none of the setting's seeds is drawn (then the setting has no value in that
-        replicate; statistics skip such replicates)."""
-        runs = np.asarray(runs, dtype=int)
-        w = self.seed_counts[:, self.seed_index[runs]].astype(float)  # (B+1, k)
-        e = self.errors[:, runs]
-        bad = np.isnan(e) & (w > 0)
+    def errors(self, epoch: int | None = None) -> np.ndarray:
+        """``(B + 1, runs)`` test error of every run in every replicate, at the end of the
+        run (``epoch=None``) or after ``epoch``. NaN for diverged runs and runs with no
+        evaluation at that epoch. Runs without a stored vector keep their error rate in
+        every replicate."""
+        if epoch in self._cache:
+            return self._cache[epoch]
+        point = np.array([_error_at(r, epoch) for r in self.records])
+        out = np.repeat(point[None, :], self.n_boot + 1, axis=0)
+        vecs = [_vector_at(r, epoch) for r in self.records]
+        have = [i for i, v in enumerate(vecs) if v is not None and np.isfinite(point[i])]
+        if have and self._example_counts is not None:
+            wrong = np.stack([unpack_wrong(vecs[i], self.num_test) for i in have])
+            out[1:, have] = (self._example_counts @ wrong.T.astype(np.float32)) / self.num_test
+            out[0, have] = wrong.mean(axis=1)
+        self._cache[epoch] = out
+        return out
+
+    def mean(self, runs: Sequence[int], epoch: int | None = None) -> np.ndarray:
+        """``(B + 1,)`` mean error over ``runs`` (one setting, one run per seed), each run
+        weighted by its seed's draw count. NaN where a drawn run diverged or where none of
+        the runs' seeds is drawn (statistics skip such replicates)."""
+        runs_a = np.asarray(list(runs), dtype=int)
+        if runs_a.size == 0:
+            return np.full(self.n_boot + 1, np.nan)
+        w = self.seed_counts[:, self.seed_index[runs_a]].astype(float)  # (B+1, k)
+        e = self.errors(epoch)[:, runs_a]
+        k = runs_a.size
+        if k > 1:
+            # the plug-in bootstrap of a mean of k seeds has variance (k-1)/k of the usual
+            # estimate (half of it with 2 seeds): widen each replicate's deviations from its
+            # seed mean by sqrt(k/(k-1)) before resampling (the mean itself is unchanged)
+            with np.errstate(invalid="ignore"):
+                centre = e.mean(axis=1, keepdims=True)
+            e = centre + math.sqrt(k / (k - 1)) * (e - centre)
+        drawn = w > 0
         total = w.sum(axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
-            mean = np.where(total > 0, np.nansum(np.where(w > 0, e, 0.0) * w, axis=1) / total,
-                            np.nan)
-        mean[bad.any(axis=1)] = np.nan
+            mean = np.where(drawn, np.nan_to_num(e) * w, 0.0).sum(axis=1) / total
+        mean[total == 0] = np.nan
+        mean[(np.isnan(e) & drawn).any(axis=1)] = np.nan
         return mean
-
-
-def replicate_errors(
-    records: Sequence[Mapping],
-    n_boot: int = DEFAULT_REPLICATES,
-    seed: int = BOOTSTRAP_SEED,
-) -> Replicates:
-    """Bootstrap replicates of the final test errors of ``records`` (completed trials).
-
-    Runs must share one test sample (the same ``num_test``) to be resampled together; runs
-    with another test-set size raise ``ValueError`` (build one :class:`Replicates` per
-    experiment).
-    """
-    if n_boot < 1:
-        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
-    if not records:
-        raise ValueError("replicate_errors needs at least one record")
-    sizes = {int(r["num_test"]) for r in records
-             if r.get("num_test") is not None and math.isfinite(float(r["num_test"]))
-             and float(r["num_test"]) > 0}
-    if len(sizes) > 1:
-        raise ValueError(f"records were scored on test samples of different sizes "
-                         f"{sorted(sizes)}; resample each experiment on its own")
-    n = sizes.pop() if sizes else 0
-    seeds = np.array(sorted({int(r["seed"]) for r in records}))
-    seed_index = np.searchsorted(seeds, [int(r["seed"]) for r in records])
-    rng = np.random.default_rng(seed)
-    S = len(seeds)
-    seed_counts = np.vstack([np.ones((1, S), dtype=np.int64),
-                             rng.multinomial(S, np.full(S, 1.0 / S), size=n_boot)])
-
-    point = np.array([float("nan") if r.get("diverged") or r.get("final_test_error") is None
-                      else float(r["final_test_error"]) for r in records])
-    have = [i for i, r in enumerate(records)
-            if isinstance(r.get("final_test_wrong"), str) and not r.get("diverged") and n > 0]
-    errors = np.repeat(point[None, :], n_boot + 1, axis=0)
-    if have:
-        wrong = np.stack([unpack_wrong(records[i]["final_test_wrong"], n) for i in have])
-        # example counts of each replicate: (B, n), each row sums to n
-        counts = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(np.float32)
-        errors[1:, have] = (counts @ wrong.T.astype(np.float32)) / n
-        errors[0, have] = wrong.mean(axis=1)
-    return Replicates(errors, seed_counts, seeds, seed_index, n,
-                      paired=len(have) == len(records))

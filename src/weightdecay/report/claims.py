@@ -1,0 +1,478 @@
+"""The claims scorecard: each claim of Loshchilov & Hutter (ICLR 2019), the metric that tests
+it, our estimate with its 90 % interval, and a verdict — holds, refuted or inconclusive —
+by a rule stated beside it.
+
+Every estimate comes from stored trials (bootstrap over seeds and test examples, see
+:mod:`weightdecay.report.resample`), except the first claim, which is about the optimizers
+themselves and is checked exactly by running them on a fixed problem (no training data).
+
+A claim whose experiment is not in the store (``quick`` runs only Fig. 2) is listed as
+"not run". The verdict rules are deliberately simple sign tests on the interval:
+
+* a claim that predicts a *negative* quantity holds when the whole interval is below 0,
+  is refuted when the whole interval is above 0 (or, for "separable", when it excludes 0),
+  and is inconclusive when the interval contains 0;
+* the Fig. 2 shape claims use the slope readings of :func:`weightdecay.report.stats.slope_reading`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .resample import DEFAULT_REPLICATES, Replicates
+from .stats import (
+    SLOPE_READINGS,
+    HeatMap,
+    Interval,
+    SlopeFit,
+    completed,
+    heat_map,
+    interval,
+    ols_slopes,
+    slope_fit,
+)
+
+__all__ = ["VERDICTS", "Claim", "Evidence", "scorecard", "exact_equivalence"]
+
+VERDICTS = ("holds", "refuted", "inconclusive", "not run")
+
+_OPT_LABEL = {"sgd": "SGD", "sgdw": "SGDW", "adam": "Adam", "adamw": "AdamW"}
+
+
+@dataclass
+class Claim:
+    """One row of the scorecard.
+
+    Attributes:
+        key: stable identifier (``"fig2.sgd"``, ``"delta.adam"``, ...).
+        source: where the paper makes the claim (figure, proposition, section).
+        claim: the claim in words.
+        metric: what is measured, with its unit.
+        estimate: the estimate and its interval (None when the claim is exact or not run).
+        verdict: one of :data:`VERDICTS`.
+        rule: the rule that turned the estimate into the verdict.
+        detail: the reading, grid notes, numbers behind an exact check.
+        fmt, scale: how to print the estimate (e.g. ``"{:+.2f}"``, 100 for percent).
+    """
+
+    key: str
+    source: str
+    claim: str
+    metric: str
+    estimate: Interval | None
+    verdict: str
+    rule: str
+    detail: str = ""
+    fmt: str = "{:+.2f}"
+    scale: float = 1.0
+
+    def estimate_text(self) -> str:
+        if self.estimate is None:
+            return self.detail if self.verdict != "not run" else "—"
+        return self.estimate.format(self.fmt, self.scale)
+
+    def line(self) -> str:
+        """One line for the terminal."""
+        return f"[{self.verdict:>12}] {self.source}: {self.claim} — {self.metric}: " \
+               f"{self.estimate_text()}"
+
+    def to_dict(self) -> dict:
+        return {"key": self.key, "source": self.source, "claim": self.claim,
+                "metric": self.metric,
+                "estimate": None if self.estimate is None else self.estimate.to_dict(),
+                "estimate_text": self.estimate_text(), "verdict": self.verdict,
+                "rule": self.rule, "detail": self.detail}
+
+
+def _not_run(key, source, claim, metric, why) -> Claim:
+    return Claim(key, source, claim, metric, None, "not run", "—", why)
+
+
+def _sign_verdict(ci: Interval, expect: str) -> str:
+    """``expect="negative"``: holds if the interval is below 0, refuted if above."""
+    if not ci.finite:
+        return "inconclusive"
+    neg, pos = ci.hi < 0, ci.lo > 0
+    if expect == "negative":
+        return "holds" if neg else "refuted" if pos else "inconclusive"
+    return "holds" if pos else "refuted" if neg else "inconclusive"
+
+
+_RULE_NEG = "holds if the interval lies below 0; refuted if above 0; else inconclusive"
+_RULE_POS = "holds if the interval lies above 0; refuted if below 0; else inconclusive"
+
+
+# ------------------------------------------------------------------------------ evidence
+
+
+@dataclass
+class Evidence:
+    """The stored trials of a report, grouped by experiment, with one bootstrap per
+    experiment (all comparisons inside an experiment are paired)."""
+
+    records: Sequence[Mapping]
+    n_boot: int = DEFAULT_REPLICATES
+    _reps: dict = field(default_factory=dict)
+    _maps: dict = field(default_factory=dict)
+    _fits: dict = field(default_factory=dict)
+
+    def experiment(self, figure: str) -> list[Mapping]:
+        return [r for r in completed(self.records) if r.get("figure") == figure]
+
+    def reps(self, figure: str) -> Replicates | None:
+        if figure not in self._reps:
+            recs = self.experiment(figure)
+            self._reps[figure] = Replicates(recs, self.n_boot) if recs else None
+        return self._reps[figure]
+
+    def heat_map(self, figure: str, col: str = "weight_decay", **match) -> HeatMap | None:
+        key = (figure, col, tuple(sorted(match.items())))
+        if key not in self._maps:
+            reps = self.reps(figure)
+            hm = None
+            if reps is not None and any(
+                    all(r.get(k) == v for k, v in match.items()) and r.get(col) is not None
+                    for r in reps.records):
+                hm = heat_map(reps, lambda r: all(r.get(k) == v for k, v in match.items())
+                              and r.get(col) is not None, col=col)
+            self._maps[key] = hm
+        return self._maps[key]
+
+    def slope(self, figure: str, col: str = "weight_decay", **match) -> SlopeFit | None:
+        key = (figure, col, tuple(sorted(match.items())))
+        if key not in self._fits:
+            hm = self.heat_map(figure, col, **match)
+            self._fits[key] = None if hm is None else slope_fit(hm)
+        return self._fits[key]
+
+
+# ------------------------------------------------------------------------------ claims
+
+
+def exact_equivalence(steps: int = 200, seed: int = 0) -> dict[str, float]:
+    """Prop. 1 and 2 of the paper, checked on the optimizers themselves (float64).
+
+    A fixed random problem (least squares plus a quartic term, 64 parameters) is optimized
+    for ``steps`` updates with a cosine schedule by (a) SGD with L2 coefficient λ' = λ/α and
+    SGDW with λ (momentum 0, Prop. 1's setting) and (b) Adam with L2 coefficient λ' and
+    AdamW with λ, where λ' is the best match found over a grid of 41 values spanning four
+    decades around λ/α. Returns the largest relative parameter difference of each pair.
+    """
+    import torch
+
+    import weightdecay as wd
+    from weightdecay import schedules
+
+    g = torch.Generator().manual_seed(seed)
+    A = torch.randn(96, 64, generator=g, dtype=torch.float64)
+    y = torch.randn(96, generator=g, dtype=torch.float64)
+    x0 = torch.randn(64, generator=g, dtype=torch.float64)
+
+    def run(cls, lr, decay, momentum=None):
+        x = x0.clone().requires_grad_(True)
+        kw = {"momentum": momentum} if momentum is not None else {}
+        opt = cls([x], lr=lr, weight_decay=decay, impl="reference", **kw)
+        sched = schedules.as_torch_scheduler(opt, schedules.cosine(steps))
+        for _ in range(steps):
+            opt.zero_grad()
+            loss = 0.5 * (A @ x - y).pow(2).mean() + 0.01 * x.pow(4).sum()
+            loss.backward()
+            opt.step()
+            sched.step()
+        return x.detach()
+
+    def rel(a, b):
+        return float((a - b).abs().max() / b.abs().max())
+
+    lam = 0.02
+    lr_sgd, lr_adam = 0.05, 0.01
+    sgdw = run(wd.SGDW, lr_sgd, lam, momentum=0.0)
+    sgd = run(wd.SGD, lr_sgd, lam / lr_sgd, momentum=0.0)
+    adamw = run(wd.AdamW, lr_adam, lam)
+    grid = (lam / lr_adam) * np.logspace(-2, 2, 41)
+    adam_gap = min(rel(run(wd.Adam, lr_adam, float(c)), adamw) for c in grid)
+    return {"sgd_vs_sgdw": rel(sgd, sgdw), "adam_vs_adamw": adam_gap}
+
+
+#: largest relative difference that counts as "identical" in float64 after 200 updates,
+#: and smallest that counts as "different" (the two are 9 orders of magnitude apart)
+_SAME, _DIFFERENT = 1e-10, 1e-2
+
+
+def _claim_equivalence() -> Claim:
+    gaps = exact_equivalence()
+    same = gaps["sgd_vs_sgdw"] <= _SAME
+    differ = gaps["adam_vs_adamw"] >= _DIFFERENT
+    verdict = "holds" if same and differ else "refuted"
+    return Claim(
+        "equivalence", "Prop. 1, 2",
+        "L2 regularization equals weight decay for SGD (λ' = λ/α) but not for Adam",
+        "largest relative parameter gap after 200 updates (float64): SGD vs SGDW; Adam with "
+        "the best-matching λ' vs AdamW",
+        None, verdict,
+        f"holds if SGD/SGDW ≤ {_SAME:g} and Adam/AdamW ≥ {_DIFFERENT:g}",
+        f"SGD/SGDW {gaps['sgd_vs_sgdw']:.1e}; Adam/AdamW {gaps['adam_vs_adamw']:.1e} (exact)")
+
+
+def _slope_detail(fit: SlopeFit, hm: HeatMap) -> str:
+    used = int(fit.rows_used.sum())
+    edges = int(fit.edge.sum())
+    out = f"reading: {fit.reading} ({SLOPE_READINGS[fit.reading]}); {used} of {len(hm.rows)} " \
+          f"α rows in the basin"
+    if edges:
+        out += f", {edges} with the optimum at the grid's edge (left out)"
+    return out
+
+
+def _claim_fig2_shape(ev: Evidence, opt: str) -> Claim:
+    coupled = opt in ("sgd", "adam")
+    label = _OPT_LABEL[opt]
+    lam = "λ'" if coupled else "λ"
+    claim = (f"with L2 ({label}) the best {lam} falls as α grows (a diagonal valley)" if coupled
+             else f"with decoupled decay ({label}) the best λ does not move with α "
+                  "(a separable basin)")
+    metric = f"slope d log {lam}* / d log α"
+    fit, hm = ev.slope("fig2", optimizer=opt), ev.heat_map("fig2", optimizer=opt)
+    if fit is None or hm is None:
+        return _not_run(f"fig2.{opt}", "Fig. 2", claim, metric, "no Fig. 2 runs")
+    ci = fit.slope
+    if coupled:
+        rule = ("holds if the interval lies below 0; refuted if it lies above 0 or contains 0 "
+                "but not −1; else inconclusive")
+        if not ci.finite:
+            verdict = "inconclusive"
+        elif ci.hi < 0:
+            verdict = "holds"
+        elif ci.lo > 0 or ci.lo > -1:
+            verdict = "refuted"
+        else:
+            verdict = "inconclusive"
+    else:
+        rule = ("holds if the interval contains 0 and excludes −1 (separable); refuted if it "
+                "excludes 0; else inconclusive")
+        verdict = ("holds" if fit.reading == "separable" else
+                   "refuted" if ci.excludes(0.0) else "inconclusive")
+    return Claim(f"fig2.{opt}", "Fig. 2", claim, metric, ci, verdict, rule,
+                 _slope_detail(fit, hm))
+
+
+def _claim_delta(ev: Evidence, l2: str, dec: str) -> Claim:
+    a, b = _OPT_LABEL[l2], _OPT_LABEL[dec]
+    claim = (f"decoupling removes the coupling: the best decay's slope is lower with L2 "
+             f"({a}) than decoupled ({b})" + (" (Prop. 1: by 1)" if l2 == "sgd" else ""))
+    metric = f"Δ = s({a}) − s({b}), paired"
+    fa, fb = ev.slope("fig2", optimizer=l2), ev.slope("fig2", optimizer=dec)
+    if fa is None or fb is None:
+        return _not_run(f"delta.{l2}", "Fig. 2, Prop. 1", claim, metric, "no Fig. 2 runs")
+    ci = interval(fa.replicates - fb.replicates)
+    detail = ("−1 inside the interval" if ci.contains(-1.0) else "−1 outside the interval")
+    return Claim(f"delta.{l2}", "Fig. 2, Prop. 1", claim, metric, ci,
+                 _sign_verdict(ci, "negative"), _RULE_NEG, detail)
+
+
+def _best_diff(ev: Evidence, figure: str, a: dict, b: dict, relative: bool = True):
+    ha, hb = ev.heat_map(figure, **a), ev.heat_map(figure, **b)
+    if ha is None or hb is None:
+        return None
+    ea, eb = ha.best_error(), hb.best_error()
+    return interval((ea - eb) / eb if relative else ea - eb)
+
+
+def _claim_adamw_vs_adam(ev: Evidence) -> Claim:
+    claim = "AdamW's best test error is lower than Adam's (the paper: ~15 % relative)"
+    metric = "(best AdamW − best Adam) / best Adam, over the Fig. 2 grids"
+    ci = _best_diff(ev, "fig2", {"optimizer": "adamw"}, {"optimizer": "adam"})
+    if ci is None:
+        return _not_run("best.adamw_adam", "Fig. 1, 2", claim, metric, "no Fig. 2 runs")
+    return Claim("best.adamw_adam", "Fig. 1, 2", claim, metric, ci,
+                 _sign_verdict(ci, "negative"), _RULE_NEG,
+                 "best cell of each heat map (selection included in every replicate)",
+                 fmt="{:+.1f} %", scale=100)
+
+
+def _claim_cosine(ev: Evidence, opt: str) -> Claim:
+    label = _OPT_LABEL[opt]
+    claim = f"cosine annealing beats a fixed schedule for {label}"
+    metric = f"(best {label} cosine − best {label} fixed) / best fixed, Fig. 1 grids"
+    ci = _best_diff(ev, "fig1", {"optimizer": opt, "schedule": "cosine"},
+                    {"optimizer": opt, "schedule": "fixed"})
+    if ci is None:
+        return _not_run(f"fig1.{opt}", "Fig. 1", claim, metric, "no Fig. 1 runs")
+    return Claim(f"fig1.{opt}", "Fig. 1", claim, metric, ci, _sign_verdict(ci, "negative"),
+                 _RULE_NEG, "best cell of each heat map", fmt="{:+.1f} %", scale=100)
+
+
+def _matched_gap(reps: Replicates, a: str, b: str, grid_points: int = 25) -> np.ndarray | None:
+    """Per replicate: mean over matched training losses of test error(a) − test error(b),
+    each optimizer's (log train loss, test error) points linearly interpolated over the
+    range where both have points. Runs are averaged over seeds per setting first."""
+    def curve(opt):
+        groups: dict[tuple, list[int]] = {}
+        for i, r in enumerate(reps.records):
+            if r["optimizer"] == opt and not r.get("diverged"):
+                groups.setdefault((float(r["lr"]), float(r["weight_decay"])), []).append(i)
+        if len(groups) < 2:
+            return None
+        loss = []
+        err = []
+        for runs in groups.values():
+            losses = np.array([float(reps.records[i]["final_train_loss"]) for i in runs])
+            loss.append(np.log(np.mean(losses)))
+            err.append(reps.mean(runs))
+        return np.array(loss), np.stack(err, axis=1)  # (P,), (B+1, P)
+
+    ca, cb = curve(a), curve(b)
+    if ca is None or cb is None:
+        return None
+    lo = max(ca[0].min(), cb[0].min())
+    hi = min(ca[0].max(), cb[0].max())
+    if not hi > lo:
+        return None
+    xs = np.linspace(lo, hi, grid_points)
+    oa, ob = np.argsort(ca[0]), np.argsort(cb[0])
+    out = np.full(reps.n_boot + 1, np.nan)
+    for k in range(reps.n_boot + 1):
+        ya, yb = ca[1][k, oa], cb[1][k, ob]
+        if np.isnan(ya).any() or np.isnan(yb).any():
+            continue
+        out[k] = float(np.mean(np.interp(xs, ca[0][oa], ya) - np.interp(xs, cb[0][ob], yb)))
+    return out
+
+
+def _claim_fig3(ev: Evidence) -> Claim:
+    claim = "at equal training loss AdamW generalizes better than Adam"
+    metric = "mean test-error gap AdamW − Adam at matched final training loss, Fig. 3 runs"
+    reps = ev.reps("fig3")
+    gap = None if reps is None else _matched_gap(reps, "adamw", "adam")
+    if gap is None:
+        return _not_run("fig3", "Fig. 3", claim, metric,
+                        "no Fig. 3 runs, or the two optimizers' training losses never overlap")
+    ci = interval(gap)
+    return Claim("fig3", "Fig. 3", claim, metric, ci, _sign_verdict(ci, "negative"), _RULE_NEG,
+                 "percentage points; losses matched on a log scale", fmt="{:+.2f} pp", scale=100)
+
+
+def _budget_slopes(ev: Evidence, col: str) -> np.ndarray | None:
+    """Per replicate: slope of the heat map's best log λ (the mean of its rows' optima) on
+    log epochs across the Supp. 3 budgets; ``col`` is ``"weight_decay"`` (raw λ runs) or
+    ``"weight_decay_norm"`` (λ_norm runs)."""
+    reps = ev.reps("supp3")
+    if reps is None:
+        return None
+    norm = col == "weight_decay_norm"
+    budgets = sorted({int(r["epochs"]) for r in reps.records
+                      if (r.get("weight_decay_norm") is not None) == norm})
+    if len(budgets) < 2:
+        return None
+    best = []
+    for T in budgets:
+        match = {"epochs": T} if norm else {"epochs": T, "weight_decay_norm": None}
+        fit = ev.slope("supp3", col, **match)
+        if fit is None:
+            return None
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a replicate with no row
+            best.append(np.nanmean(fit.log_lambda, axis=1))
+    return ols_slopes(np.log(np.array(budgets, float)), np.stack(best, axis=1), min_rows=2)
+
+
+def _claims_supp3(ev: Evidence) -> list[Claim]:
+    c1 = "the best raw λ shrinks as the training budget grows (App. B: as 1/√T)"
+    m1 = "slope d log λ* / d log T over the Supp. 3 budgets"
+    c2 = "the best normalized λ_norm moves less with the budget than the best raw λ"
+    m2 = "s(λ_norm) − s(λ), paired"
+    raw, norm = _budget_slopes(ev, "weight_decay"), _budget_slopes(ev, "weight_decay_norm")
+    if raw is None or norm is None:
+        why = "no Supp. 3 runs"
+        return [_not_run("supp3.raw", "Supp. 3, App. B", c1, m1, why),
+                _not_run("supp3.norm", "Supp. 3, App. B", c2, m2, why)]
+    ci_raw = interval(raw)
+    ci_d = interval(norm - raw)
+    ci_norm = interval(norm)
+    return [
+        Claim("supp3.raw", "Supp. 3, App. B", c1, m1, ci_raw, _sign_verdict(ci_raw, "negative"),
+              _RULE_NEG, "−0.5 inside the interval" if ci_raw.contains(-0.5)
+              else "−0.5 outside the interval"),
+        Claim("supp3.norm", "Supp. 3, App. B", c2, m2, ci_d, _sign_verdict(ci_d, "positive"),
+              _RULE_POS, f"s(λ_norm) = {ci_norm.format()}"),
+    ]
+
+
+def _period_ends(records: Sequence[Mapping]) -> list[int]:
+    from weightdecay.schedules import period_ends
+
+    r = next((r for r in records if r.get("schedule") == "restarts"), None)
+    if r is None:
+        return []
+    epochs = int(r["epochs"])
+    ends = [e for e in period_ends(epochs, float(r["T_0"]), float(r["T_mult"]))
+            if e < epochs and float(e).is_integer()]
+    return [int(e) for e in ends]
+
+
+def _claim_fig4(ev: Evidence, opt: str) -> Claim:
+    label = _OPT_LABEL[opt]
+    claim = f"warm restarts ({label}R) improve anytime performance over one cosine cycle"
+    metric = (f"mean test error of {label} (one cycle) − {label}R at the restart periods' "
+              "ends before the budget's end")
+    reps = ev.reps("fig4")
+    if reps is None:
+        return _not_run(f"fig4.{opt}", "Fig. 4", claim, metric, "no Fig. 4 runs")
+    single = [i for i, r in enumerate(reps.records)
+              if r["optimizer"] == opt and r.get("schedule") == "cosine"]
+    restart = [i for i, r in enumerate(reps.records)
+               if r["optimizer"] == opt and r.get("schedule") == "restarts"]
+    ends = _period_ends([reps.records[i] for i in restart])
+    if not single or not restart or not ends:
+        return _not_run(f"fig4.{opt}", "Fig. 4", claim, metric, f"no {label} pair in Fig. 4")
+    diffs = np.stack([reps.mean(single, e) - reps.mean(restart, e) for e in ends])
+    ci = interval(diffs.mean(axis=0))
+    return Claim(f"fig4.{opt}", "Fig. 4", claim, metric, ci, _sign_verdict(ci, "positive"),
+                 _RULE_POS, f"epochs {', '.join(map(str, ends))}; percentage points",
+                 fmt="{:+.2f} pp", scale=100)
+
+
+def _claim_convention(ev: Evidence, opt: str) -> Claim:
+    label = _OPT_LABEL[opt]
+    claim = (f"under torch's convention (decay lr_t·λ) {label}'s best λ moves with α more "
+             "than under the paper's (η_t·λ)")
+    metric = "s(\"lr\") − s(\"schedule\"), paired; λ in each convention's own units"
+    f_lr = ev.slope("conventions", optimizer=opt, decay_convention="lr")
+    f_sc = ev.slope("conventions", optimizer=opt, decay_convention="schedule")
+    if f_lr is None or f_sc is None:
+        return _not_run(f"conv.{opt}", "Sec. 2, 3", claim, metric, "no convention runs")
+    ci = interval(f_lr.replicates - f_sc.replicates)
+    detail = (f"s(lr) = {f_lr.slope.format()} ({f_lr.reading}), s(schedule) = "
+              f"{f_sc.slope.format()} ({f_sc.reading}); λ_lr = λ/α makes the difference −1 "
+              "wherever both optima are measured exactly")
+    return Claim(f"conv.{opt}", "Sec. 2, 3", claim, metric, ci, _sign_verdict(ci, "negative"),
+                 _RULE_NEG, detail)
+
+
+def scorecard(records: Sequence[Mapping], n_boot: int = DEFAULT_REPLICATES,
+              equivalence: bool = True, evidence: Evidence | None = None) -> list[Claim]:
+    """Every claim of the paper that the stored experiments can test, in report order.
+
+    Args:
+        records: the study's records (``load_records``); experiments are found by their
+            figure tag (``fig1``, ``fig2``, ``fig3``, ``fig4``, ``supp3``, ``conventions``).
+        n_boot: bootstrap replicates.
+        equivalence: include the exact optimizer-level check of Prop. 1/2 (runs the
+            optimizers for a second; needs torch).
+        evidence: an :class:`Evidence` of the same records to reuse (its bootstrap).
+    """
+    ev = evidence if evidence is not None else Evidence(records, n_boot)
+    out = [_claim_equivalence()] if equivalence else []
+    out += [_claim_fig2_shape(ev, o) for o in ("sgd", "adam", "sgdw", "adamw")]
+    out += [_claim_delta(ev, "sgd", "sgdw"), _claim_delta(ev, "adam", "adamw")]
+    out += [_claim_adamw_vs_adam(ev)]
+    out += [_claim_cosine(ev, "adam"), _claim_cosine(ev, "adamw")]
+    out += [_claim_fig3(ev)]
+    out += _claims_supp3(ev)
+    out += [_claim_fig4(ev, "adamw"), _claim_fig4(ev, "sgdw")]
+    out += [_claim_convention(ev, "sgdw"), _claim_convention(ev, "adamw")]
+    return out
