@@ -6,12 +6,12 @@ eta_t = lr/initial_lr and the decay really applied with the closed-form warm-res
 schedule at every update, across a checkpoint save and a resume by the trainer;
 optuna-dashboard lists a real sweep store's trials with the stored values, parameters and
 user attributes. Without the packages the tests are skipped, unless
-``WEIGHTDECAY_REQUIRE_INTEGRATIONS=1`` (set by .ci/run), where a missing package fails.
+``WEIGHTDECAY_REQUIRE_OPTIONAL=1`` (set by .ci/run), where a missing package fails.
 """
 
 from __future__ import annotations
 
-import importlib.util
+import functools
 import os
 import re
 import subprocess
@@ -20,19 +20,11 @@ from pathlib import Path
 
 import pytest
 
+from _optional import need as _need
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-REQUIRED = os.environ.get("WEIGHTDECAY_REQUIRE_INTEGRATIONS") == "1"
-INSTALL = "pip install -r requirements-integrations.txt -c requirements.txt"
-
-
-def need(*modules: str) -> None:
-    missing = [m for m in modules if importlib.util.find_spec(m) is None]
-    if not missing:
-        return
-    message = f"{', '.join(missing)} not installed ({INSTALL})"
-    if REQUIRED:
-        pytest.fail(f"WEIGHTDECAY_REQUIRE_INTEGRATIONS=1 but {message}")
-    pytest.skip(message)
+need = functools.partial(
+    _need, install="pip install -r requirements-integrations.txt -c requirements.txt")
 
 
 def run_example(name: str, *args: str) -> subprocess.CompletedProcess:
