@@ -158,3 +158,31 @@ def test_install_page_quotes_the_cli_message(capsys, monkeypatch, tmp_path):
     assert cli.main(["reproduce", "--preset", "quick", "--out", "q"]) == 2
     message = capsys.readouterr().err.strip()
     assert message in (DOCS / "index.md").read_text()
+
+
+def test_initial_lr_pitfalls_as_the_integrations_page_says():
+    """docs/integrations.md#pitfalls: what a stale or foreign initial_lr does to eta_t."""
+    import torch
+
+    def eta(opt):
+        group = opt.param_groups[0]
+        return group["lr"] / group["initial_lr"]
+
+    p = torch.nn.Parameter(torch.ones(2))
+    opt = wd.AdamW([p], lr=1e-3, weight_decay=0.1)
+    assert opt.param_groups[0]["initial_lr"] == 1e-3  # recorded at construction
+    opt.param_groups[0]["lr"] = 2e-3  # changed afterwards: eta_t = lr_new / lr_old
+    assert eta(opt) == pytest.approx(2.0)
+    torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=10)
+    assert opt.param_groups[0]["initial_lr"] == 1e-3  # a later scheduler keeps it (setdefault)
+
+    opt = wd.AdamW([p], lr=1e-3, weight_decay=0.1)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-3, total_steps=100)
+    etas = []
+    for _ in range(99):
+        etas.append(eta(opt))
+        p.grad = torch.zeros(2)
+        opt.step()
+        sched.step()
+    assert max(etas) == pytest.approx(25.0)  # div_factor: the decay is scaled with it
+    assert "OneCycleLR" in (DOCS / "integrations.md").read_text()
