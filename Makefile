@@ -4,7 +4,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: venv quick test lint bench clean
+.PHONY: venv quick test lint bench clean docs wheel wheel-smoke integrations
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -18,11 +18,34 @@ quick: $(STAMP)
 	$(BIN)/weightdecay reproduce --preset quick --out runs/quick
 
 test: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks examples docs/_hooks
 	$(BIN)/python -m pytest
+
+# The documentation site -> site/ (any warning fails: --strict). Optional packages are pinned
+# in requirements-*.txt and always installed with requirements.txt as constraints (torch).
+$(VENV)/.docs-installed: $(STAMP) requirements-docs.txt
+	$(BIN)/pip install -q -r requirements-docs.txt -c requirements.txt
+	touch $@
+
+docs: $(VENV)/.docs-installed
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+# sdist + wheel -> dist/; wheel-smoke: built and tested in a clean venv (.ci/wheel_smoke.sh)
+wheel: $(STAMP)
+	$(BIN)/pip install -q -r requirements-dist.txt -c requirements.txt
+	$(BIN)/python -m build --outdir dist .
+
+wheel-smoke: $(STAMP)
+	$(BIN)/pip install -q -r requirements-dist.txt -c requirements.txt
+	bash .ci/wheel_smoke.sh
+
+# PyTorch Lightning, Hugging Face Trainer, optuna-dashboard: examples/ run by their tests
+integrations: $(STAMP)
+	$(BIN)/pip install -q -r requirements-integrations.txt -c requirements.txt
+	WEIGHTDECAY_REQUIRE_OPTIONAL=1 $(BIN)/python -m pytest tests/test_integrations.py
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_optim.py
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache site build dist

@@ -425,6 +425,21 @@ _COMMANDS = {
 }
 
 
+# The ``harness`` extra of pyproject.toml, as import names. Every command runs the harness; a
+# core install (torch + numpy: the library only) has none of these, and is told so in one line.
+HARNESS_MODULES = ("optuna", "sqlalchemy", "mnist1d", "sklearn", "scipy", "matplotlib", "tqdm")
+
+
+def _check_harness_installed(command: str) -> None:
+    """UsageError naming the first missing module of the harness extra (nothing imported)."""
+    import importlib.util
+
+    for name in HARNESS_MODULES:
+        if importlib.util.find_spec(name) is None:
+            raise UsageError(f"'{command}' needs {name} (the harness extra), which is not "
+                             "installed: pip install 'weightdecay[harness]'")
+
+
 def _one_line(message: str) -> str:
     return " ".join(str(message).split())
 
@@ -439,6 +454,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        _check_harness_installed(args.command)  # before any work: nothing is written
         return _COMMANDS[args.command](args)
     except (UsageError, SpecError, StoreError) as exc:
         print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
