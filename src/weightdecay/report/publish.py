@@ -1,0 +1,153 @@
+"""Committed results: copy a preset run's scorecard and figures into ``docs/results/``,
+regenerate the README's result blocks from them, and check a fresh run against them.
+
+    python -m weightdecay.report.publish write runs/quick --name quick
+    python -m weightdecay.report.publish check runs/quick --name quick
+
+``write`` reads ``RUN/stats.json`` (written by ``weightdecay report``/``reproduce``) and
+writes ``docs/results/NAME.json`` (the scorecard and the Fig. 2 slopes), ``NAME.md`` (the
+scorecard as a markdown table, included by the docs site) and copies ``fig2.png`` and
+``slopes.png``; then it replaces the README block between ``<!-- results:NAME -->`` and
+``<!-- /results:NAME -->`` with the same table. Nothing in the README's results is typed.
+
+``check`` compares a fresh run with the committed file: every verdict must be equal, every
+estimate and interval bound within ``--tol`` (absolute, in the metric's units); it prints
+each difference and exits 1 when there is one (CI runs it after ``make quick``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["check", "markdown_table", "write"]
+
+#: estimates may differ this much (absolute) between machines before ``check`` fails: the
+#: runs are deterministic on one CPU type, but float reductions differ across instruction sets
+DEFAULT_TOL = 0.05
+
+
+def _load(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SystemExit(f"publish: error: {path} does not exist") from None
+    except json.JSONDecodeError as e:
+        raise SystemExit(f"publish: error: {path} is not JSON ({e})") from None
+
+
+def markdown_table(scorecard: Sequence[Mapping[str, Any]], *, ran_only: bool = True) -> str:
+    """The scorecard as a markdown table (claims not run are left out by default)."""
+    rows = ["| source | claim | metric | estimate [90 % interval] | verdict |",
+            "|---|---|---|---|---|"]
+    for c in scorecard:
+        if ran_only and c["verdict"] == "not run":
+            continue
+        cells = [c["source"], c["claim"], c["metric"], c["estimate_text"], f"**{c['verdict']}**"]
+        rows.append("| " + " | ".join(str(x).replace("|", "\\|") for x in cells) + " |")
+    return "\n".join(rows)
+
+
+def _summary(stats: Mapping[str, Any]) -> dict[str, Any]:
+    out = {"scorecard": stats["scorecard"]}
+    if "replication" in stats:
+        out["replication"] = stats["replication"]
+    slopes = {}
+    for title, entry in (stats.get("fig2") or {}).items():
+        if entry.get("slope"):
+            s = entry["slope"]
+            slopes[title] = {"slope": s["slope"], "reading": s["reading"],
+                             "rows": s.get("rows"), "best_lambda": s["best_lambda"]}
+    out["fig2_slopes"] = slopes
+    return out
+
+
+def _replace_block(text: str, name: str, block: str) -> str:
+    start, end = f"<!-- results:{name} -->", f"<!-- /results:{name} -->"
+    if start not in text or end not in text:
+        raise SystemExit(f"publish: error: the README has no {start} ... {end} block")
+    a, b = text.index(start) + len(start), text.index(end)
+    return text[:a] + "\n" + block + "\n" + text[b:]
+
+
+def write(run: Path, name: str, results: Path, readme: Path | None) -> None:
+    """Write ``results/NAME.json``, ``NAME.md`` and the figures; update the README block."""
+    stats = _load(run / "stats.json")
+    results.mkdir(parents=True, exist_ok=True)
+    summary = _summary(stats)
+    (results / f"{name}.json").write_text(json.dumps(summary, indent=1) + "\n",
+                                          encoding="utf-8")
+    table = markdown_table(stats["scorecard"])
+    rep = stats.get("replication")
+    lines = [table]
+    if rep:
+        lines.append(f"\nReplication on other seeds: {rep['replicated']} of {rep['compared']} "
+                     "verdicts as on the original seeds"
+                     + (f" (differ: {', '.join(rep['differ'])})" if rep["differ"] else "")
+                     + ".")
+    (results / f"{name}.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    for fig in ("fig2", "slopes"):
+        if (run / f"{fig}.png").exists():
+            shutil.copyfile(run / f"{fig}.png", results / f"{name}-{fig}.png")
+    if readme is not None:
+        readme.write_text(_replace_block(readme.read_text(encoding="utf-8"), name,
+                                         "\n".join(lines)), encoding="utf-8")
+
+
+def check(run: Path, reference: Path, tol: float = DEFAULT_TOL) -> list[str]:
+    """Differences between a fresh run's scorecard and the committed one (empty: none)."""
+    fresh = {c["key"]: c for c in _load(run / "stats.json")["scorecard"]}
+    ref = {c["key"]: c for c in _load(reference)["scorecard"]}
+    problems = []
+    for key in sorted(set(ref) | set(fresh)):
+        a, b = ref.get(key), fresh.get(key)
+        if a is None or b is None:
+            problems.append(f"{key}: only in the {'fresh run' if a is None else 'reference'}")
+            continue
+        if a["verdict"] != b["verdict"]:
+            problems.append(f"{key}: verdict {b['verdict']!r}, committed {a['verdict']!r}")
+        ea, eb = a.get("estimate") or {}, b.get("estimate") or {}
+        for field in ("estimate", "lo", "hi"):
+            x, y = ea.get(field), eb.get(field)
+            if (x is None) != (y is None):
+                problems.append(f"{key}: {field} {y!r}, committed {x!r}")
+            elif x is not None and abs(x - y) > tol:
+                problems.append(f"{key}: {field} {y:+.3f}, committed {x:+.3f} "
+                                f"(tolerance {tol})")
+    return problems
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m weightdecay.report.publish",
+                                 description=__doc__.splitlines()[0])
+    ap.add_argument("action", choices=("write", "check"))
+    ap.add_argument("run", type=Path, help="the run's output folder (with stats.json)")
+    ap.add_argument("--name", required=True, help="results name, e.g. quick")
+    ap.add_argument("--results", type=Path, default=Path("docs/results"))
+    ap.add_argument("--readme", type=Path, default=Path("README.md"))
+    ap.add_argument("--no-readme", action="store_true")
+    ap.add_argument("--tol", type=float, default=DEFAULT_TOL)
+    args = ap.parse_args(argv)
+    if args.action == "write":
+        write(args.run, args.name, args.results, None if args.no_readme else args.readme)
+        print(f"wrote {args.results / (args.name + '.json')} and "
+              f"{args.results / (args.name + '.md')}")
+        return 0
+    problems = check(args.run, args.results / f"{args.name}.json", args.tol)
+    for p in problems:
+        print(f"publish: {p}", file=sys.stderr)
+    if problems:
+        print(f"publish: {len(problems)} difference(s) from {args.results}/{args.name}.json",
+              file=sys.stderr)
+        return 1
+    print(f"{args.run}: scorecard matches {args.results / (args.name + '.json')}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

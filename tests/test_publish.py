@@ -1,0 +1,59 @@
+"""Tests of weightdecay.report.publish: committed results are written from a run, the README
+block is regenerated from them, and a fresh run is checked against them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from weightdecay.report import publish
+
+
+def _stats(verdict="holds", est=-0.8):
+    return {"scorecard": [
+        {"key": "fig2.sgd", "source": "Fig. 2", "claim": "a | b", "metric": "slope",
+         "estimate": {"estimate": est, "lo": est - 0.2, "hi": est + 0.2, "level": 0.9,
+                      "valid": 1.0},
+         "estimate_text": f"{est:+.2f}", "verdict": verdict, "rule": "r", "detail": ""},
+        {"key": "fig1.adam", "source": "Fig. 1", "claim": "c", "metric": "m",
+         "estimate": None, "estimate_text": "—", "verdict": "not run", "rule": "—",
+         "detail": ""},
+    ], "fig2": {"optimizer=sgd (λ)": {"slope": {"slope": {"estimate": est}, "reading": "x",
+                                                "rows": [1.0], "best_lambda": [0.1]}}}}
+
+
+def test_write_makes_results_and_regenerates_the_readme_block(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "stats.json").write_text(json.dumps(_stats()))
+    (run / "fig2.png").write_bytes(b"png")
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- results:quick -->\nstale text\n<!-- /results:quick -->\nend\n")
+    publish.write(run, "quick", tmp_path / "results", readme)
+    text = readme.read_text()
+    assert "stale text" not in text and "| Fig. 2 | a \\| b | slope | -0.80 | **holds** |" in text
+    assert "fig1" not in text and text.endswith("<!-- /results:quick -->\nend\n")
+    saved = json.loads((tmp_path / "results" / "quick.json").read_text())
+    assert saved["scorecard"][0]["verdict"] == "holds" and "fig2_slopes" in saved
+    assert (tmp_path / "results" / "quick-fig2.png").read_bytes() == b"png"
+    assert (tmp_path / "results" / "quick.md").read_text().startswith("| source")
+    readme.write_text("no block here\n")
+    with pytest.raises(SystemExit, match="no <!-- results:quick -->"):
+        publish.write(run, "quick", tmp_path / "results", readme)
+
+
+def test_check_compares_verdicts_exactly_and_numbers_with_a_tolerance(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    ref = tmp_path / "quick.json"
+    ref.write_text(json.dumps(_stats()))
+    (run / "stats.json").write_text(json.dumps(_stats(est=-0.78)))
+    assert publish.check(run, ref, tol=0.05) == []
+    (run / "stats.json").write_text(json.dumps(_stats(est=-0.6)))
+    problems = publish.check(run, ref, tol=0.05)
+    assert len(problems) == 3 and all("fig2.sgd" in p for p in problems)
+    (run / "stats.json").write_text(json.dumps(_stats(verdict="refuted")))
+    assert publish.check(run, ref) == ["fig2.sgd: verdict 'refuted', committed 'holds'"]
+    assert publish.main(["check", str(run), "--name", "quick", "--results",
+                         str(tmp_path)]) == 1
