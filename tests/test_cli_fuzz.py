@@ -22,6 +22,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -74,9 +75,10 @@ def stand_ins(monkeypatch):
     monkeypatch.setattr(build, "get_dataset", lambda *a, **k: None)
     for name in list(presets.PRESETS):
         monkeypatch.setitem(presets.PRESETS, name, {**TINY_PRESET, "name": name})
-    cwd = os.getcwd()
+    cwd, threads = os.getcwd(), torch.get_num_threads()
     yield
     os.chdir(cwd)
+    torch.set_num_threads(threads)  # `train --threads N` sets it for this process
 
 
 def snapshot(root: Path) -> dict[str, int]:
@@ -98,8 +100,10 @@ def check(argv: list[str], inputs: dict[str, bytes] | None = None) -> int:
         os.chdir(work)
         before = snapshot(sandbox)
         out, err = io.StringIO(), io.StringIO()
+        threads = torch.get_num_threads()
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             code = cli.main(argv)
+        torch.set_num_threads(threads)
         err_text = err.getvalue()
         assert code in (0, 2), (argv, code, err_text[-2000:])
         assert "Traceback" not in err_text + out.getvalue(), (argv, err_text[-3000:])

@@ -148,10 +148,14 @@ def test_max_runs_flag_raises_the_ceiling(capsys, cwd, tmp_path):
 # ------------------------------------------------------------------------------ 3. one line
 
 
-def test_cuda_device_without_cuda(capsys, cwd):
+def test_cuda_device_without_cuda(capsys, cwd, tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this torch has CUDA")
     refused(capsys, cwd, "train", "--device", "cuda", needle="not available")
+    cuda = spec(tmp_path, extra='device = "cuda"')
+    refused(capsys, cwd, "sweep", cuda, "--workers", "0", needle="--plan-only")
+    refused(capsys, cwd, "reproduce", "--preset", "cifar10", "--out", "c", needle="cuda")
+    assert cli.main(["sweep", cuda, "--plan-only"]) == 0  # planned here, trained elsewhere
 
 
 @pytest.mark.parametrize(
@@ -170,6 +174,9 @@ def test_cuda_device_without_cuda(capsys, cwd):
         (["sweep", "--optimizers", "sgdw", "--lr=2**10000"], "--lr"),
         (["sweep", "--optimizers", "sgdw", "--lr=1e400"], "--lr"),
         (["sweep", "--optimizers", "sgdw", "--lr=0.1", "--seeds", "4294967296"], "seed"),
+        (["train", "--threads", "2147483648"], "--threads"),
+        (["sweep", "--optimizers", "sgdw", "--lr=0.1", "--workers", "100000"], "--workers"),
+        (["reproduce", "--preset", "quick", "--out", "q", "--workers", "1000"], "--workers"),
         (["worker", "--storage", "sqlite:///x.db", "--study", "s", "--heartbeat-interval",
           "0"], "--heartbeat-interval"),
         (["worker", "--storage", "sqlite:///x.db", "--study", "s", "--grace-period", "-5"],
@@ -500,3 +507,11 @@ def test_reproduce_on_other_seeds(capsys, cwd, tiny_preset):
 def test_reproduce_seed_errors(capsys, cwd, tiny_preset, seeds, needle):
     refused(capsys, cwd, "reproduce", "--preset", "quick", f"--seeds={seeds}", "--out", "q",
             needle=needle)
+
+
+def test_a_bad_checkpoint_is_refused_before_the_data_set_is_loaded(capsys, cwd, monkeypatch):
+    from weightdecay.harness import build
+
+    monkeypatch.setattr(build, "get_dataset", lambda *a, **k: pytest.fail("data loaded"))
+    (cwd / "ck.pt").write_bytes(b"")
+    refused(capsys, cwd, "train", "--checkpoint", "ck.pt", needle="checkpoint")

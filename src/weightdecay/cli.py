@@ -93,7 +93,7 @@ def _names(text: str) -> list[str]:
     return [p.strip() for p in text.split(",") if p.strip()]
 
 
-def _count(low: int):
+def _count(low: int, high: int | None = None):
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -101,6 +101,8 @@ def _count(low: int):
             raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
         if value < low:
             raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"must be <= {high}, got {value}")
         return value
 
     parse.__name__ = "integer"
@@ -109,6 +111,10 @@ def _count(low: int):
 
 _non_negative_int = _count(0)
 _positive_int = _count(1)
+# processes and threads of one machine: past these, a sweep only slows down (or the OS says
+# no); torch takes a thread count that fits a C int
+_workers = _count(0, 256)
+_threads = _count(1, 1024)
 
 
 # ------------------------------------------------------------------------------ parser
@@ -193,8 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="checkpoint file (resumed when it exists)")
     p.add_argument("--json", metavar="FILE", default=None,
                    help="write the run's metrics record as JSON to FILE")
-    p.add_argument("--threads", type=_positive_int, default=None,
-                   help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--threads", type=_threads, default=None,
+                   help="torch CPU threads, at most 1024 (default: torch's choice)")
     p.add_argument("--download", action="store_true", help=_DOWNLOAD_HELP)
 
     p = sub.add_parser("sweep", help="run a sweep spec (TOML) with local workers, or plan it "
@@ -203,8 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sweep spec file (.toml or .json); or describe one experiment with "
                         "the grid flags below")
     _add_storage(p, required=False)
-    p.add_argument("--workers", type=_non_negative_int, default=1,
-                   help="local worker processes (0: run every trial in this process)")
+    p.add_argument("--workers", type=_workers, default=1,
+                   help="local worker processes, at most 256 (0: run every trial in this "
+                        "process)")
     p.add_argument("--plan-only", action="store_true",
                    help="create the study and enqueue its runs, then exit without running "
                         "any; start `weightdecay worker --storage URL --study NAME` on any "
@@ -241,7 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop after this many trials")
     p.add_argument("--no-wait", action="store_true",
                    help="exit when no trial is waiting (do not wait for running ones)")
-    p.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
+    p.add_argument("--threads", type=_threads, default=None,
+                   help="torch CPU threads, at most 1024")
     p.add_argument("--download", action="store_true", help=_DOWNLOAD_HELP)
     p.add_argument("--heartbeat-interval", type=_positive_int,
                    default=DEFAULT_HEARTBEAT_INTERVAL,
@@ -272,8 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=_ints, default=None,
                    help="rerun the preset on these seeds, comma-separated: an experiment "
                         "planned with k seeds runs the first k; study <preset>-seeds-S1-S2-...")
-    p.add_argument("--workers", type=_non_negative_int, default=2,
-                   help="local worker processes (0: run every trial in this process)")
+    p.add_argument("--workers", type=_workers, default=2,
+                   help="local worker processes, at most 256 (0: run every trial in this "
+                        "process)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--download", action="store_true", help=_DOWNLOAD_HELP)
     return parser
@@ -320,6 +329,18 @@ def _check_storage(url: str, *, must_exist: bool = False) -> None:
     check_storage(url, must_exist=must_exist)
 
 
+def _check_devices(plan: Any) -> None:
+    """Runs about to be trained on this machine must name a device it has."""
+    from .harness.build import check_device
+
+    for device in sorted({run.config.device for run in plan.runs}):
+        try:
+            check_device(device)
+        except ValueError as exc:
+            raise UsageError(f"{exc} (the spec's runs are trained here; plan them for other "
+                             "machines with --plan-only)") from None
+
+
 def _load_data(config: Any) -> None:
     """Load (and cache) the run's data set now, so a bad one is an input error."""
     from .harness.build import get_dataset
@@ -342,7 +363,7 @@ def _download_cifar10() -> None:
 def _cmd_train(args: argparse.Namespace) -> int:
     from .harness import train
     from .harness.build import check_device
-    from .harness.checkpoint import CheckpointError
+    from .harness.checkpoint import CheckpointError, load_checkpoint
     from .harness.config import RunConfig
 
     fields = {name: getattr(args, name) for name in RunConfig.field_names()
@@ -360,6 +381,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         _check_file(args.json, "--json")
     if args.checkpoint:
         _check_file(args.checkpoint, "--checkpoint")
+        try:  # a bad checkpoint is refused before the data set is loaded (or cached)
+            load_checkpoint(os.fspath(args.checkpoint), config, train.HISTORY_KEYS)
+        except CheckpointError as exc:
+            raise UsageError(str(exc)) from None
     if args.download and config.dataset == "cifar10":
         _download_cifar10()
     _load_data(config)
@@ -441,8 +466,17 @@ def _worker_command(storage: str, study: str, out: Path | None) -> str:
     return cmd + ("  (password hidden)" if shown != storage else "")
 
 
-def _incomplete(records: list[dict[str, Any]], out: Path, rerun: str) -> int:
-    """Exit code of a finished sweep: 0 if every run completed, else 1 with one line."""
+def _summary(records: list[dict[str, Any]]) -> None:
+    """The sweep's summary table and its failed runs, on stderr."""
+    from .report.tables import failure_lines, summary_table
+
+    print(summary_table(records), file=sys.stderr, flush=True)
+    for line in failure_lines(records):
+        print(line, file=sys.stderr, flush=True)
+
+
+def _exit_code(records: list[dict[str, Any]], out: Path, rerun: str) -> int:
+    """0 if every run completed, else 1 with one line that says so."""
     done = sum(1 for r in records if r["state"] == "COMPLETE")
     if done == len(records):
         return 0
@@ -475,13 +509,15 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
               "none run here. Run them with (on any machine that reaches the store):")
         print(_worker_command(storage, study, out if args.out else None))
         return 0
+    _check_devices(plan)
     out.mkdir(parents=True, exist_ok=True)
     records = run_local(plan, storage, study, workers=args.workers, out_dir=out,
                         progress=not args.no_progress)
+    _summary(records)
     path = out / "trials.csv"
     export_trials(storage, study, "csv", path)
-    print(f"trials: {path}")
-    return _incomplete(records, out, "run the same command again to retry them")
+    print(f"trials: {path}", flush=True)
+    return _exit_code(records, out, "run the same command again to retry them")
 
 
 def _enqueue_progress(done: int, todo: int) -> None:
@@ -555,18 +591,20 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
             else with_seeds(spec, args.seeds))
     study = plan.name
     out = _check_dir(args.out, "--out")
+    _check_devices(plan)
     if args.download and args.preset == "cifar10":
         _download_cifar10()
     out.mkdir(parents=True, exist_ok=True)
     storage = sqlite_url(out / "store.db")
     records = run_local(plan, storage, study, workers=args.workers, out_dir=out,
                         progress=not args.no_progress)
+    _summary(records)
     export_trials(storage, study, "csv", out / "trials.csv")
     print(f"trials: {out / 'trials.csv'}")
     path = _write_report(storage, study, out)
     if path is not None:
         print(f"report: {path}")
-    return _incomplete(records, out, "run the same command again to resume")
+    return _exit_code(records, out, "run the same command again to resume")
 
 
 _COMMANDS = {

@@ -123,13 +123,12 @@ def run_local(
     """Create/resume the sweep and run it with ``workers`` local processes; return records.
 
     Workers are started with the ``spawn`` context and one torch thread each, logging to
-    ``OUT/logs/worker-<i>.log``; the parent shows a tqdm bar over the planned runs and
-    prints :func:`weightdecay.report.tables.summary_table` at the end. ``workers=0`` runs
-    the trials in this process (no subprocess, log lines on ``stream``). ``OUT`` is
-    ``out_dir``, by default :func:`weightdecay.harness.worker.default_out_dir`.
+    ``OUT/logs/worker-<i>.log``; the parent shows a tqdm bar over the planned runs.
+    ``workers=0`` runs the trials in this process (no subprocess, log lines on
+    ``stream``). ``OUT`` is ``out_dir``, by default
+    :func:`weightdecay.harness.worker.default_out_dir`. The records it returns are what
+    :mod:`weightdecay.report.tables` summarises (the command line prints them).
     """
-    from weightdecay.report.tables import failure_lines, summary_table
-
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 0:
         raise ValueError(f"workers must be a non-negative integer, got {workers!r}")
     stream = sys.stderr if stream is None else stream
@@ -159,8 +158,4 @@ def run_local(
     else:
         _run_processes(storage_url, name, out, workers, len(result.runs), counts, progress,
                        heartbeat_interval, grace_period, stream)
-    records = load_records(storage_url, name)
-    say(summary_table(records))
-    for line in failure_lines(records):
-        say(line)
-    return records
+    return load_records(storage_url, name)

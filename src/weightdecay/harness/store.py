@@ -6,8 +6,8 @@ experiment name). A finished trial holds, in its user attributes, everything the
 reads: ``"config"``, ``"experiment"``, ``"figure"``, ``"history"``, ``"final_test_error"``,
 ``"best_test_error"``, ``"final_train_loss"``, ``"diverged"``, ``"wall_seconds"``,
 ``"key"``. The study's user attributes hold ``"spec"`` (the sweep spec) and
-``"versions"``. Figures are drawn only from what :func:`load_records` returns
-(ARCHITECTURE.md: results live in a store).
+``"versions"``. Figures are drawn only from what :func:`load_records` returns: the
+results live in the store, and the report reads nothing else.
 
 Storage is any SQLAlchemy URL that Optuna's :class:`optuna.storages.RDBStorage` accepts:
 ``sqlite:///DIR/store.db`` by default, ``postgresql+psycopg2://user@host/db`` for many
