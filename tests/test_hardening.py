@@ -15,26 +15,12 @@ import numpy as np
 import pytest
 import torch
 
+from test_cli import TINY_TOML
 from weightdecay import cli
 from weightdecay.harness import presets, store
 
 torch.set_num_threads(1)
 
-TINY_TOML = """
-name = {name}
-[defaults]
-dataset = "digits"
-model = "mlp"
-batch_size = 64
-[[experiments]]
-name = "grid"
-epochs = [1]
-{extra}
-  [[experiments.optimizers]]
-  optimizer = "adamw"
-  lr = [0.001, 0.002]
-  weight_decay = [0.0]
-"""
 
 
 def files(root: Path) -> set[str]:
@@ -53,8 +39,10 @@ def cwd(tmp_path, monkeypatch):
 
 
 def toml(name: str = "hard", extra: str = "") -> str:
-    """The tiny spec as TOML, named ``name`` (any string: written as an escaped string)."""
-    return TINY_TOML.format(name=json.dumps(name), extra=extra)
+    """test_cli's tiny spec (digits, mlp, 2 runs of 1 epoch) named ``name`` (any string:
+    written escaped), with ``extra`` lines in its experiment."""
+    text = TINY_TOML.replace('name = "clitiny"', f"name = {json.dumps(name)}", 1)
+    return text.replace("epochs = [1]\n", f"epochs = [1]\n{extra}\n", 1)
 
 
 def spec(tmp_path: Path, name: str = "hard", extra: str = "", text: str | None = None) -> str:

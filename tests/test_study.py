@@ -112,3 +112,15 @@ def test_a_worker_never_builds_a_path_from_a_foreign_key(tmp_path, key):
     assert len(failed) == 1 and "not a trial of this harness" in failed[0].user_attrs["error"]
     assert sorted(p.name for p in tmp_path.rglob("*") if "escape" in p.name) == []
     assert [p.name for p in (out / "ckpt").iterdir()] == []
+
+
+def test_enqueue_progress_lines_only_for_long_enqueues():
+    import io
+
+    from weightdecay.harness.local import enqueue_progress
+
+    stream = io.StringIO()
+    report = enqueue_progress(stream)
+    report(250, 900)
+    report(250, 5000)
+    assert stream.getvalue() == "enqueued 250 of 5,000 runs\n"

@@ -487,7 +487,7 @@ def _exit_code(records: list[dict[str, Any]], out: Path, rerun: str) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from .harness.local import run_local
+    from .harness.local import enqueue_progress, run_local
     from .harness.spec import check_study_name, plan_sweep
     from .harness.store import export_trials, sqlite_url
     from .harness.study import create_sweep
@@ -504,7 +504,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     if args.plan_only:
         if not args.storage:
             out.mkdir(parents=True, exist_ok=True)
-        result = create_sweep(plan, storage, study, progress=_enqueue_progress)
+        result = create_sweep(plan, storage, study, progress=enqueue_progress())
         print(f"sweep {study!r}: {len(result.runs)} runs planned, {result.enqueued} enqueued; "
               "none run here. Run them with (on any machine that reaches the store):")
         print(_worker_command(storage, study, out if args.out else None))
@@ -518,11 +518,6 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     export_trials(storage, study, "csv", path)
     print(f"trials: {path}", flush=True)
     return _exit_code(records, out, "run the same command again to retry them")
-
-
-def _enqueue_progress(done: int, todo: int) -> None:
-    if todo > 1000:
-        print(f"enqueued {done:,} of {todo:,} runs", file=sys.stderr, flush=True)
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:

@@ -17,7 +17,7 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -26,7 +26,21 @@ from .store import DEFAULT_GRACE_PERIOD, DEFAULT_HEARTBEAT_INTERVAL, load_record
 from .study import create_sweep, sweep_status
 from .worker import default_out_dir, run_worker
 
-__all__ = ["run_local", "worker_log_path"]
+__all__ = ["enqueue_progress", "run_local", "worker_log_path"]
+
+#: enqueues shorter than this are not worth a progress line
+_QUIET_ENQUEUE = 1000
+
+
+def enqueue_progress(stream: TextIO | None = None) -> Callable[[int, int], None]:
+    """A ``progress`` callback for :func:`weightdecay.harness.study.create_sweep` that
+    prints ``enqueued N of M runs`` to ``stream`` (stderr) when more than 1000 are due."""
+
+    def report(done: int, todo: int) -> None:
+        if todo > _QUIET_ENQUEUE:
+            print(f"enqueued {done:,} of {todo:,} runs", file=stream or sys.stderr, flush=True)
+
+    return report
 
 
 def worker_log_path(out_dir: str | os.PathLike, index: int) -> Path:
@@ -136,11 +150,8 @@ def run_local(
     def say(line: str) -> None:
         print(line, file=stream, flush=True)
 
-    def enqueued(done: int, todo: int) -> None:
-        if todo > 1000:
-            say(f"enqueued {done:,} of {todo:,} runs")
-
-    result = create_sweep(spec, storage_url, study_name, max_runs=max_runs, progress=enqueued)
+    result = create_sweep(spec, storage_url, study_name, max_runs=max_runs,
+                          progress=enqueue_progress(stream))
     name = result.study_name
     out = Path(out_dir) if out_dir is not None else default_out_dir(storage_url, name)
     counts = sweep_status(storage_url, name)
