@@ -122,6 +122,7 @@ def test_bad_storage_urls(capsys, tmp_path, spec_file, url, needle):
 
 def test_unknown_study(capsys, tmp_path):
     url = store.sqlite_url(tmp_path / "s.db")
+    store.open_storage(url)  # an existing store without that study
     code, _, err = run_cli(capsys, "export", "--storage", url, "--study", "ghost")
     assert_one_line_error(code, err, "'ghost'")
 

@@ -2,7 +2,10 @@
 
 (a) two worker processes on one study at once: every trial runs exactly once;
 (b) a worker killed with SIGKILL mid-trial: after the heartbeat grace period another
-    worker re-runs the trial (resuming its checkpoint); nothing is lost or duplicated.
+    worker re-runs the trial (resuming its checkpoint); nothing is lost or duplicated;
+(c) the documented multi-machine workflow: ``weightdecay sweep --plan-only`` plans the
+    sweep and runs nothing; two ``weightdecay worker`` processes then complete each key
+    exactly once.
 
 Workers are real ``weightdecay worker`` processes with a 1 s heartbeat and a 4 s grace.
 """
@@ -10,6 +13,7 @@ Workers are real ``weightdecay worker`` processes with a 1 s heartbeat and a 4 s
 from __future__ import annotations
 
 import collections
+import json
 import os
 import re
 import signal
@@ -22,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from weightdecay.harness import store
-from weightdecay.harness.sweep import create_sweep
+from weightdecay.harness.study import create_sweep
 
 PG_URL = os.environ.get("WEIGHTDECAY_TEST_PG_URL")
 
@@ -153,3 +157,33 @@ def test_killed_worker_trial_is_retried_nothing_lost(backend, tmp_path):
     records = store.load_records(url, study)
     assert len(records) == len(keys) and {r["state"] for r in records} == {"COMPLETE"}
     assert [len(r["history"]["epoch"]) for r in records] == [20] * len(keys)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_plan_only_then_two_workers_complete_each_key_once(backend, tmp_path):
+    url = _storage(backend, tmp_path)
+    study = f"plan-{uuid.uuid4().hex[:8]}"
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(_spec(study, n_lr=6, epochs=2)))
+    plan = subprocess.run(
+        [sys.executable, "-m", "weightdecay.cli", "sweep", str(spec), "--plan-only",
+         "--storage", url, "--out", str(tmp_path)],
+        capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    assert plan.returncode == 0, plan.stderr
+    assert "6 runs planned, 6 enqueued; none run here" in plan.stdout
+    assert "weightdecay worker --storage " in plan.stdout and f"--study {study}" in plan.stdout
+    trials = _trials(url, study)
+    assert [t.state.name for t in trials] == ["WAITING"] * 6  # planned, not run
+    assert not (tmp_path / "ckpt").exists()
+
+    logs = [tmp_path / "a.log", tmp_path / "b.log"]
+    procs = [_worker(url, study, tmp_path, log) for log in logs]
+    _wait(procs, 240)
+    assert [p.returncode for p in procs] == [0, 0], [log.read_text()[-2000:] for log in logs]
+    counts = collections.Counter(_started(logs[0]) + _started(logs[1]))
+    keys = sorted(t.user_attrs["key"] for t in trials)
+    assert sorted(counts) == keys and set(counts.values()) == {1}, counts
+    by_key = collections.Counter(t.user_attrs["key"] for t in _trials(url, study)
+                                 if t.state.name == "COMPLETE")
+    assert sorted(by_key) == keys and set(by_key.values()) == {1}

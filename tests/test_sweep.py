@@ -13,16 +13,10 @@ import torch
 
 from weightdecay.harness import presets, store
 from weightdecay.harness.config import RunConfig
-from weightdecay.harness.sweep import (
-    SpecError,
-    create_sweep,
-    expand_spec,
-    load_spec,
-    run_worker,
-    summary_table,
-    sweep_status,
-    validate_spec,
-)
+from weightdecay.harness.spec import SpecError, expand_spec, load_spec, validate_spec
+from weightdecay.harness.study import create_sweep, sweep_status
+from weightdecay.harness.worker import run_worker
+from weightdecay.report.tables import summary_table
 
 torch.set_num_threads(1)
 
@@ -282,7 +276,7 @@ def test_worker_runs_every_trial_once_and_records(tmp_path):
     create_sweep(TINY, u)
     lines = []
     ran = run_worker(u, "tiny", out_dir=tmp_path, wait=False, log=lines.append)
-    assert ran == 5
+    assert (ran.ran, ran.completed, ran.failed) == (5, 5, 0)
     assert sum("started" in line for line in lines) == 5
     trials = _trials(u, "tiny")
     assert [t.state.name for t in trials] == ["COMPLETE"] * 5
@@ -314,7 +308,7 @@ def test_worker_runs_every_trial_once_and_records(tmp_path):
 
     # resuming: nothing is enqueued and nothing runs again
     assert create_sweep(TINY, u).enqueued == 0
-    assert run_worker(u, "tiny", out_dir=tmp_path, wait=False, log=quiet) == 0
+    assert run_worker(u, "tiny", out_dir=tmp_path, wait=False, log=quiet).ran == 0
     assert len(_trials(u, "tiny")) == 5
 
     table = summary_table(records)
@@ -324,7 +318,7 @@ def test_worker_runs_every_trial_once_and_records(tmp_path):
 def test_max_trials(tmp_path):
     u = url(tmp_path)
     create_sweep(TINY, u)
-    assert run_worker(u, "tiny", out_dir=tmp_path, max_trials=2, wait=False, log=quiet) == 2
+    assert run_worker(u, "tiny", out_dir=tmp_path, max_trials=2, wait=False, log=quiet).ran == 2
     assert sweep_status(u, "tiny")["waiting"] == 3
 
 
@@ -359,7 +353,7 @@ def test_failing_run_is_recorded_and_reenqueued_on_resume(tmp_path, monkeypatch)
         raise RuntimeError("out of memory (simulated)")
 
     monkeypatch.setattr(train, "run", boom)
-    run_worker(u, "fail", out_dir=tmp_path, wait=False, log=quiet)
+    assert run_worker(u, "fail", out_dir=tmp_path, wait=False, log=quiet).failed == 1
     (record,) = store.load_records(u, "fail")
     assert record["state"] == "FAIL" and "out of memory" in record["error"]
     assert sweep_status(u, "fail")["failed"] == 1
@@ -401,3 +395,23 @@ def test_load_records_unknown_study(tmp_path):
     create_sweep(TINY, u)
     with pytest.raises(store.StoreError, match="'nope'.*tiny"):
         store.load_records(u, "nope")
+
+
+def test_grids_not_given_take_the_run_config_defaults():
+    spec = {"name": "d", "experiments": [{"name": "e", "optimizers": [
+        {"optimizer": "adamw", "lr": [1e-3], "weight_decay": [0.0]}]}]}
+    (run,) = expand_spec(spec)
+    default = RunConfig()
+    for field in ("schedule", "epochs", "batch_size", "seed", "dataset", "model"):
+        assert getattr(run.config, field) == getattr(default, field), field
+
+
+def test_spec_is_expanded_once(monkeypatch):
+    from weightdecay.harness import spec as spec_mod
+
+    calls = []
+    real = spec_mod._cells
+    monkeypatch.setattr(spec_mod, "_cells", lambda e: calls.append(e) or real(e))
+    plan = spec_mod.plan_sweep(TINY)
+    assert len(calls) == 2 and len(plan.runs) == 5  # one expansion per optimizer entry
+    assert plan.spec == validate_spec(TINY)

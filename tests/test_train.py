@@ -295,16 +295,6 @@ def test_effective_decay_follows_convention(optimizer, convention, expected):
         assert d == pytest.approx(expected(cfg.lr, eta, cfg.weight_decay), rel=1e-12)
 
 
-def test_effective_decay_matches_library_definition():
-    from weightdecay.optim._decay import decay_per_update
-
-    for convention in ("schedule", "lr", "constant"):
-        group = {"lr": 0.003, "initial_lr": 0.01, "weight_decay": 0.2,
-                 "decay_convention": convention}
-        got = train._effective_decay("adamw", convention, group, 0.003, 0.2)
-        assert got == pytest.approx(decay_per_update(group), rel=1e-12)
-
-
 # ----------------------------------------------------------------------------- schedules
 
 
@@ -391,7 +381,9 @@ def test_real_dataset_is_loaded_once_and_cached(monkeypatch):
         return real(*a, **kw)
 
     monkeypatch.setattr(data_mod, "load_dataset", counting)
-    monkeypatch.setattr(train, "_DATASET_CACHE", {})
+    from weightdecay.harness import build
+
+    monkeypatch.setattr(build, "_DATASET_CACHE", {})
     cfg = RunConfig(dataset="digits", model="mlp", optimizer="adamw", lr=3e-3, epochs=2,
                     batch_size=64)
     a = run(cfg)

@@ -4,14 +4,25 @@
 
     weightdecay train --optimizer adamw --lr 0.001 --weight-decay 0.001 --epochs 10
     weightdecay sweep examples/fig2_small.toml --workers 2 --out runs/fig2
-    weightdecay worker --storage postgresql+psycopg2://user@host/db --study fig2
+    weightdecay sweep examples/fig2_small.toml --plan-only \\
+        --storage postgresql+psycopg2://user@host/db        # then, on every machine:
+    weightdecay worker --storage postgresql+psycopg2://user@host/db --study fig2_small
     weightdecay report --storage sqlite:///runs/fig2/store.db --study fig2 --out runs/fig2
     weightdecay export --storage sqlite:///runs/fig2/store.db --study fig2 --format csv
     weightdecay reproduce --preset quick --out runs/quick --workers 2
+    weightdecay reproduce --preset quick --seeds 10,11 --out runs/quick-seeds
 
-Bad input (unknown names, impossible grids, unknown spec keys, malformed or unreachable
-storage URLs) prints ONE line ``weightdecay: error: ...`` on stderr and exits with code 2,
-before anything is written to the store.
+Bad input (unknown names, impossible grids, unknown spec keys, out-of-range numbers, a
+malformed checkpoint, an output folder that is a file or read-only, malformed or
+unreachable storage URLs, unsafe study names) prints ONE line ``weightdecay: error: ...``
+on stderr and exits with code 2 before anything is written. Every file a command writes
+lies under the folder or file the user named (``--out``, ``-o``, ``--json``,
+``--checkpoint``, the SQLite store) or under ``runs/<study>``. A sweep, worker or
+reproduce whose runs did not all complete exits with code 1.
+
+Length (~600 lines): the parser and the six commands are kept in one file so that the
+whole command-line surface -- every flag, its check and its error line -- reads in one place;
+the work itself lives in :mod:`weightdecay.harness`.
 
 Paper: Loshchilov & Hutter, "Decoupled Weight Decay Regularization", ICLR 2019.
 """
@@ -20,11 +31,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
+
+from .harness.config import MAX_EPOCHS, MAX_T_MULT, SEED_LIMIT
 
 __all__ = ["build_parser", "main"]
 
@@ -42,21 +57,28 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+# ------------------------------------------------------------------------------ types
+
+
+def _number(part: str) -> float:
+    """One number: ``0.001``, ``1e-3`` or ``2**-10`` (a finite float)."""
+    part = part.strip()
+    try:
+        if "**" in part:
+            base, exp = part.split("**", 1)
+            value = float(base) ** float(exp)
+        else:
+            value = float(part)
+    except (ValueError, OverflowError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"not a finite number: {part!r}") from None
+    if isinstance(value, complex) or not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"not a finite number: {part!r}")
+    return value
+
+
 def _floats(text: str) -> list[float]:
     """Comma-separated numbers, e.g. ``0.001,0.002`` or ``2**-10,2**-9``."""
-    out = []
-    for part in text.split(","):
-        part = part.strip()
-        try:
-            if "**" in part:
-                base, exp = part.split("**", 1)
-                value = float(base) ** float(exp)
-            else:
-                value = float(part)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {part!r}") from None
-        out.append(value)
-    return out
+    return [_number(part) for part in text.split(",")]
 
 
 def _ints(text: str) -> list[int]:
@@ -71,14 +93,31 @@ def _names(text: str) -> list[str]:
     return [p.strip() for p in text.split(",") if p.strip()]
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
+def _count(low: int, high: int | None = None):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"must be <= {high}, got {value}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+_non_negative_int = _count(0)
+_positive_int = _count(1)
+# processes and threads of one machine: past these, a sweep only slows down (or the OS says
+# no); torch takes a thread count that fits a C int
+_workers = _count(0, 256)
+_threads = _count(1, 1024)
+
+
+# ------------------------------------------------------------------------------ parser
 
 
 def _add_storage(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -86,52 +125,68 @@ def _add_storage(p: argparse.ArgumentParser, required: bool = True) -> None:
                    help="SQLAlchemy URL of the store, e.g. sqlite:///runs/x/store.db or "
                         "postgresql+psycopg2://user:pass@host/db")
     p.add_argument("--study", required=required, metavar="NAME",
-                   help="name of the sweep's Optuna study")
+                   help="name of the sweep's Optuna study (letters, digits, . _ -)")
+
+
+# RunConfig field -> (type, help); flags are --field-name; defaults come from RunConfig
+_RUN_OPTIONS: dict[str, tuple[Any, str]] = {
+    "dataset": (str, "data set"),
+    "model": (str, "network"),
+    "optimizer": (str, "sgd/adam: L2 added to the gradient; sgdw/adamw: decoupled decay"),
+    "lr": (_number, "base learning rate alpha (> 0)"),
+    "weight_decay": (_number, "raw lambda per update (times eta_t, NOT times alpha); the L2 "
+                              "coefficient for sgd/adam"),
+    "weight_decay_norm": (_number, "normalized lambda_norm (paper App. B.1), instead of "
+                                   "--weight-decay"),
+    "decay_convention": (str, "what lambda is multiplied by per update, one of "
+                              "weightdecay.DECAY_CONVENTIONS (the paper: schedule = eta_t)"),
+    "schedule": (str, "eta_t schedule"),
+    "T_0": (_number, "first restart period in epochs (schedule=restarts)"),
+    "T_mult": (_number, f"restart period growth factor (1 to {MAX_T_MULT:g})"),
+    "milestones": (_floats, "step-drop epochs, comma-separated (default: 30/60/80%% of epochs)"),
+    "drop_factor": (_number, "multiplier at each step-drop milestone, in (0, 1]"),
+    "epochs": (int, f"training epochs (at most {MAX_EPOCHS})"),
+    "batch_size": (int, "examples per update"),
+    "seed": (int, f"random seed, in [0, {SEED_LIMIT})"),
+    "device": (str, "cpu, cuda, cuda:N or mps"),
+    "momentum": (_number, "SGD momentum / Adam beta1, in [0, 1)"),
+    "width": (int, "model width (channels / hidden units; default: the model's own)"),
+    "test_size": (int, "mnist1d: N held-out test signals from the generator instead of the "
+                       "canonical 1000"),
+    "eval_every": (int, "evaluate the test error every N epochs (and after the last)"),
+}
+
+
+def _flag(field: str) -> str:
+    return "--" + field.replace("_", "-")
 
 
 def _add_run_config(p: argparse.ArgumentParser) -> None:
-    from .harness.config import DATASETS, DECAY_CONVENTIONS, MODELS, OPTIMIZERS, SCHEDULES
+    """The RunConfig fields as options; a field not given takes RunConfig's default."""
+    from .harness.config import DATASETS, MODELS, OPTIMIZERS, SCHEDULES, RunConfig
 
-    p.add_argument("--dataset", choices=DATASETS, default="mnist1d", help="data set")
-    p.add_argument("--model", choices=MODELS, default="cnn1d_bn", help="network")
-    p.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw",
-                   help="sgd/adam: L2 added to the gradient; sgdw/adamw: decoupled decay")
-    p.add_argument("--lr", type=float, default=1e-3, help="base learning rate alpha (> 0)")
-    p.add_argument("--weight-decay", type=float, default=0.0,
-                   help="raw lambda per update (times eta_t, NOT times alpha); the L2 "
-                        "coefficient for sgd/adam")
-    p.add_argument("--weight-decay-norm", type=float, default=None,
-                   help="normalized lambda_norm (paper App. B.1); overrides --weight-decay")
-    p.add_argument("--decay-convention", choices=DECAY_CONVENTIONS, default="schedule",
-                   help="what lambda is multiplied by per update (paper: schedule = eta_t)")
-    p.add_argument("--schedule", choices=SCHEDULES, default="cosine", help="eta_t schedule")
-    p.add_argument("--T-0", dest="T_0", type=float, default=None,
-                   help="first restart period in epochs (schedule=restarts)")
-    p.add_argument("--T-mult", dest="T_mult", type=float, default=2.0,
-                   help="restart period growth factor (>= 1)")
-    p.add_argument("--milestones", type=_floats, default=None,
-                   help="step-drop epochs, comma-separated (default 30/60/80%% of epochs)")
-    p.add_argument("--drop-factor", type=float, default=0.1,
-                   help="multiplier at each step-drop milestone")
-    p.add_argument("--epochs", type=int, default=10, help="training epochs")
-    p.add_argument("--batch-size", type=int, default=128, help="examples per update")
-    p.add_argument("--seed", type=int, default=0, help="random seed")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
-    p.add_argument("--momentum", type=float, default=0.9,
-                   help="SGD momentum / Adam beta1")
+    choices = {"dataset": DATASETS, "model": MODELS, "optimizer": OPTIMIZERS,
+               "schedule": SCHEDULES}
+    for field, (kind, text) in _RUN_OPTIONS.items():
+        default = RunConfig.default(field)
+        shown = "" if default is None else f" (default: {default})"
+        p.add_argument(_flag(field), dest=field, type=kind, choices=choices.get(field),
+                       default=argparse.SUPPRESS, help=text + shown)
     p.add_argument("--no-decay-all", dest="decay_all", action="store_false",
+                   default=argparse.SUPPRESS,
                    help="exempt biases and 1-D tensors from decay (the paper decays all)")
-    p.add_argument("--width", type=int, default=None,
-                   help="model width (channels / hidden units; default: the model's own)")
-    p.add_argument("--test-size", type=int, default=None,
-                   help="mnist1d: N held-out test signals from the generator instead of the "
-                        "canonical 1000")
-    p.add_argument("--eval-every", type=int, default=1,
-                   help="evaluate the test error every N epochs (and after the last)")
+
+
+_DOWNLOAD_HELP = ("fetch CIFAR-10 (the official archive, md5-checked) into the cache "
+                  "(~/.cache/weightdecay or $WEIGHTDECAY_CACHE) first, if it is missing")
+_MAX_RUNS_HELP = "refuse a sweep planning more runs than this (default: {})"
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of ``weightdecay`` (all sub-commands)."""
+    from .harness.spec import DEFAULT_MAX_RUNS
+    from .harness.store import DEFAULT_GRACE_PERIOD, DEFAULT_HEARTBEAT_INTERVAL
+
     parser = _Parser(prog=PROG, description=(
         "Decoupled weight decay (Loshchilov & Hutter, ICLR 2019): train single runs, run "
         "sweeps stored in an Optuna study, and reproduce the paper's figures."))
@@ -144,20 +199,28 @@ def build_parser() -> argparse.ArgumentParser:
                    help="checkpoint file (resumed when it exists)")
     p.add_argument("--json", metavar="FILE", default=None,
                    help="write the run's metrics record as JSON to FILE")
-    p.add_argument("--threads", type=_positive_int, default=None,
-                   help="torch CPU threads (default: torch's choice)")
-
+    p.add_argument("--threads", type=_threads, default=None,
+                   help="torch CPU threads, at most 1024 (default: torch's choice)")
     p.add_argument("--download", action="store_true", help=_DOWNLOAD_HELP)
-    p = sub.add_parser("sweep", help="run a sweep spec (TOML) with local workers")
+
+    p = sub.add_parser("sweep", help="run a sweep spec (TOML) with local workers, or plan it "
+                                     "for remote ones")
     p.add_argument("spec", nargs="?", metavar="SPEC",
                    help="sweep spec file (.toml or .json); or describe one experiment with "
                         "the grid flags below")
     _add_storage(p, required=False)
-    p.add_argument("--workers", type=_positive_int, default=1,
-                   help="local worker processes (0: run in this process)")
+    p.add_argument("--workers", type=_workers, default=1,
+                   help="local worker processes, at most 256 (0: run every trial in this "
+                        "process)")
+    p.add_argument("--plan-only", action="store_true",
+                   help="create the study and enqueue its runs, then exit without running "
+                        "any; start `weightdecay worker --storage URL --study NAME` on any "
+                        "machine that reaches the store to run them (the command is printed)")
     p.add_argument("--out", metavar="DIR", default=None,
                    help="directory for the store (default storage sqlite:///DIR/store.db), "
-                        "checkpoints and trials.csv (default runs/<study>)")
+                        "checkpoints, worker logs and trials.csv (default runs/<study>)")
+    p.add_argument("--max-runs", type=_positive_int, default=DEFAULT_MAX_RUNS,
+                   help=_MAX_RUNS_HELP.format(DEFAULT_MAX_RUNS))
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     g = p.add_argument_group("grid flags (one experiment, instead of SPEC)")
     g.add_argument("--name", default=None, help="experiment and default study name")
@@ -173,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--epochs", type=_ints, default=None, help="epoch-budget grid")
     g.add_argument("--seeds", type=_ints, default=None, help="seed grid")
     g.add_argument("--batch-size", type=_ints, default=None, help="batch-size grid")
-    g.add_argument("--T-0", dest="T_0", type=float, default=None,
+    g.add_argument("--T-0", dest="T_0", type=_number, default=None,
                    help="first restart period [epochs] (restarts)")
 
     p = sub.add_parser("worker", help="join a sweep from any machine and run its trials")
@@ -181,16 +244,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", default=None,
                    help="checkpoint directory root (default: the SQLite file's directory, "
                         "else runs/<study>)")
-    p.add_argument("--max-trials", type=_positive_int, default=None,
+    p.add_argument("--max-trials", type=_non_negative_int, default=None,
                    help="stop after this many trials")
     p.add_argument("--no-wait", action="store_true",
                    help="exit when no trial is waiting (do not wait for running ones)")
-    p.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
+    p.add_argument("--threads", type=_threads, default=None,
+                   help="torch CPU threads, at most 1024")
     p.add_argument("--download", action="store_true", help=_DOWNLOAD_HELP)
-    p.add_argument("--heartbeat-interval", type=int, default=None,
-                   help="seconds between heartbeats of a running trial")
-    p.add_argument("--grace-period", type=int, default=None,
-                   help="seconds of silence after which a trial is retried")
+    p.add_argument("--heartbeat-interval", type=_positive_int,
+                   default=DEFAULT_HEARTBEAT_INTERVAL,
+                   help="seconds between heartbeats of a running trial (default: %(default)s)")
+    p.add_argument("--grace-period", type=_positive_int, default=DEFAULT_GRACE_PERIOD,
+                   help="seconds without a heartbeat after which a running trial is retried "
+                        "(default: %(default)s)")
 
     p = sub.add_parser("report", help="write figures and report.html from a sweep's store")
     _add_storage(p)
@@ -211,17 +277,78 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", required=True,
                    help="directory of the store (DIR/store.db), trials.csv and report.html; "
                         "run again to resume")
-    p.add_argument("--workers", type=_positive_int, default=2, help="local worker processes")
+    p.add_argument("--seeds", type=_ints, default=None,
+                   help="rerun the preset on these seeds, comma-separated: an experiment "
+                        "planned with k seeds runs the first k; study <preset>-seeds-S1-S2-...")
+    p.add_argument("--workers", type=_workers, default=2,
+                   help="local worker processes, at most 256 (0: run every trial in this "
+                        "process)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--download", action="store_true", help=_DOWNLOAD_HELP)
     return parser
 
 
-# ------------------------------------------------------------------------------ commands
+# ------------------------------------------------------------------------------ checks
 
 
-_DOWNLOAD_HELP = ("fetch CIFAR-10 (the official archive, md5-checked) into the cache "
-                  "(~/.cache/weightdecay or $WEIGHTDECAY_CACHE) first, if it is missing")
+def _check_dir(path: str | os.PathLike, flag: str) -> Path:
+    """``path`` as an output folder: not a file, not under a file, writable (or creatable
+    in a writable folder). Nothing is created."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{flag} {str(path)!r} exists and is not a directory")
+    _check_writable_ancestor(path, flag)
+    return path
+
+
+def _check_file(path: str | os.PathLike, flag: str) -> Path:
+    """``path`` as an output file: not a directory, its folder usable (see _check_dir)."""
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"{flag} {str(path)!r} is a directory, not a file")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise UsageError(f"{flag} {str(path)!r} is not writable")
+    _check_writable_ancestor(path.parent, flag, of=path)
+    return path
+
+
+def _check_writable_ancestor(path: Path, flag: str, of: Path | None = None) -> None:
+    target = str(of if of is not None else path)
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"{flag} {target!r} lies under {str(existing)!r}, which is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"{flag} {target!r}: {str(existing)!r} is not writable")
+
+
+def _check_storage(url: str, *, must_exist: bool = False) -> None:
+    from .harness.store import check_storage
+
+    check_storage(url, must_exist=must_exist)
+
+
+def _check_devices(plan: Any) -> None:
+    """Runs about to be trained on this machine must name a device it has."""
+    from .harness.build import check_device
+
+    for device in sorted({run.config.device for run in plan.runs}):
+        try:
+            check_device(device)
+        except ValueError as exc:
+            raise UsageError(f"{exc} (the spec's runs are trained here; plan them for other "
+                             "machines with --plan-only)") from None
+
+
+def _load_data(config: Any) -> None:
+    """Load (and cache) the run's data set now, so a bad one is an input error."""
+    from .harness.build import get_dataset
+
+    try:
+        get_dataset(config.dataset, config.device, config.test_size)
+    except (ValueError, OSError) as exc:
+        raise UsageError(f"data set {config.dataset!r}: {exc}") from None
 
 
 def _download_cifar10() -> None:
@@ -230,19 +357,37 @@ def _download_cifar10() -> None:
     print(f"CIFAR-10 ready in {download_cifar10()}")
 
 
+# ------------------------------------------------------------------------------ train
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from .harness import train
+    from .harness.build import check_device
+    from .harness.checkpoint import CheckpointError, load_checkpoint
     from .harness.config import RunConfig
 
-    fields = {name: getattr(args, name) for name in RunConfig.field_names()}
-    if fields["milestones"] is not None:
+    fields = {name: getattr(args, name) for name in RunConfig.field_names()
+              if hasattr(args, name)}
+    if "weight_decay" in fields and "weight_decay_norm" in fields:
+        raise UsageError("give --weight-decay or --weight-decay-norm, not both")
+    if fields.get("milestones") is not None:
         fields["milestones"] = tuple(fields["milestones"])
     try:
         config = RunConfig(**fields)
+        check_device(config.device)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    if args.json:
+        _check_file(args.json, "--json")
+    if args.checkpoint:
+        _check_file(args.checkpoint, "--checkpoint")
+        try:  # a bad checkpoint is refused before the data set is loaded (or cached)
+            load_checkpoint(os.fspath(args.checkpoint), config, train.HISTORY_KEYS)
+        except CheckpointError as exc:
+            raise UsageError(str(exc)) from None
     if args.download and config.dataset == "cifar10":
         _download_cifar10()
+    _load_data(config)
     if args.threads:
         import torch
 
@@ -253,7 +398,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
               f"test error {100 * m['test_error']:6.2f}%  |theta| {m['weight_norm']:.3f}  "
               f"eta {m['eta']:.4f}  decay {m['effective_decay']:.3g}", flush=True)
 
-    record = train.run(config, checkpoint_path=args.checkpoint, on_epoch=on_epoch)
+    try:
+        record = train.run(config, checkpoint_path=args.checkpoint, on_epoch=on_epoch)
+    except CheckpointError as exc:
+        raise UsageError(str(exc)) from None
     if record["diverged"]:
         print(f"diverged after {len(record['history']['epoch'])} epochs")
     else:
@@ -267,6 +415,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------ sweeps
+
+
 _GRID_FLAGS = ("name", "figure", "dataset", "model", "optimizers", "lr", "weight_decay",
                "weight_decay_norm", "schedules", "epochs", "seeds", "batch_size", "T_0")
 
@@ -275,8 +426,8 @@ def _spec_from_flags(args: argparse.Namespace) -> dict[str, Any]:
     given = [f for f in _GRID_FLAGS if getattr(args, f) is not None]
     if args.spec is not None:
         if given:
-            raise UsageError(f"give a SPEC file or grid flags, not both (got --{given[0]})")
-        from .harness.sweep import load_spec
+            raise UsageError(f"give a SPEC file or grid flags, not both (got {_flag(given[0])})")
+        from .harness.spec import load_spec
 
         return load_spec(args.spec)
     if not given:
@@ -284,14 +435,14 @@ def _spec_from_flags(args: argparse.Namespace) -> dict[str, Any]:
     for flag in ("optimizers", "lr"):
         if getattr(args, flag) is None:
             raise UsageError(f"--{flag} is required without a SPEC file")
+    if args.weight_decay is not None and args.weight_decay_norm is not None:
+        raise UsageError("give --weight-decay or --weight-decay-norm, not both")
     name = args.name or "sweep"
     entry_decay: dict[str, Any]
     if args.weight_decay_norm is not None:
         entry_decay = {"weight_decay_norm": args.weight_decay_norm}
     else:
         entry_decay = {"weight_decay": args.weight_decay if args.weight_decay else [0.0]}
-    if args.weight_decay is not None and args.weight_decay_norm is not None:
-        raise UsageError("give --weight-decay or --weight-decay-norm, not both")
     exp: dict[str, Any] = {
         "name": name,
         "optimizers": [{"optimizer": o, "lr": args.lr, **entry_decay} for o in args.optimizers],
@@ -303,52 +454,88 @@ def _spec_from_flags(args: argparse.Namespace) -> dict[str, Any]:
     return {"name": name, "experiments": [exp]}
 
 
-def _resolve_out_and_storage(args: argparse.Namespace, study: str) -> tuple[Path, str]:
-    from .harness.store import check_storage, sqlite_url
+def _worker_command(storage: str, study: str, out: Path | None) -> str:
+    import shlex
 
-    out = Path(args.out) if args.out else Path("runs") / study
-    if args.storage:
-        check_storage(args.storage)
-        storage = args.storage
-    else:
-        storage = sqlite_url(out / "store.db")
-    return out, storage
+    from .harness.store import describe_url
+
+    shown = describe_url(storage)
+    cmd = f"{PROG} worker --storage {shlex.quote(shown)} --study {shlex.quote(study)}"
+    if out is not None:
+        cmd += f" --out {shlex.quote(str(out))}"
+    return cmd + ("  (password hidden)" if shown != storage else "")
+
+
+def _summary(records: list[dict[str, Any]]) -> None:
+    """The sweep's summary table and its failed runs, on stderr."""
+    from .report.tables import failure_lines, summary_table
+
+    print(summary_table(records), file=sys.stderr, flush=True)
+    for line in failure_lines(records):
+        print(line, file=sys.stderr, flush=True)
+
+
+def _exit_code(records: list[dict[str, Any]], out: Path, rerun: str) -> int:
+    """0 if every run completed, else 1 with one line that says so."""
+    done = sum(1 for r in records if r["state"] == "COMPLETE")
+    if done == len(records):
+        return 0
+    failed = sum(1 for r in records if r["state"] == "FAIL")
+    print(f"{PROG}: {len(records) - done} of {len(records)} runs did not complete ({failed} "
+          f"failed; errors above, worker logs in {out / 'logs'}); {rerun}", file=sys.stderr)
+    return 1
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from .harness.store import export_trials
-    from .harness.sweep import run_local, validate_spec
+    from .harness.local import enqueue_progress, run_local
+    from .harness.spec import check_study_name, plan_sweep
+    from .harness.store import export_trials, sqlite_url
+    from .harness.study import create_sweep
 
-    spec = validate_spec(_spec_from_flags(args))
-    study = args.study or spec.get("name")
+    plan = plan_sweep(_spec_from_flags(args), max_runs=args.max_runs)
+    study = args.study or plan.name
     if not study:
         raise UsageError("the spec has no 'name'; give --study NAME")
-    out, storage = _resolve_out_and_storage(args, study)
+    check_study_name(study)
+    out = _check_dir(args.out if args.out else Path("runs") / study, "--out")
+    if args.storage:
+        _check_storage(args.storage)
+    storage = args.storage or sqlite_url(out / "store.db")  # in --out, checked above
+    if args.plan_only:
+        if not args.storage:
+            out.mkdir(parents=True, exist_ok=True)
+        result = create_sweep(plan, storage, study, progress=enqueue_progress())
+        print(f"sweep {study!r}: {len(result.runs)} runs planned, {result.enqueued} enqueued; "
+              "none run here. Run them with (on any machine that reaches the store):")
+        print(_worker_command(storage, study, out if args.out else None))
+        return 0
+    _check_devices(plan)
     out.mkdir(parents=True, exist_ok=True)
-    run_local(spec, storage, study, workers=args.workers, out_dir=out,
-              progress=not args.no_progress)
+    records = run_local(plan, storage, study, workers=args.workers, out_dir=out,
+                        progress=not args.no_progress)
+    _summary(records)
     path = out / "trials.csv"
     export_trials(storage, study, "csv", path)
-    print(f"trials: {path}")
-    return 0
+    print(f"trials: {path}", flush=True)
+    return _exit_code(records, out, "run the same command again to retry them")
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
-    from .harness import store
-    from .harness.sweep import run_worker
+    from .harness.store import sqlite_path
+    from .harness.worker import default_out_dir, run_worker
 
-    store.check_storage(args.storage)
+    _check_storage(args.storage, must_exist=sqlite_path(args.storage) is not None)
+    out = _check_dir(args.out if args.out else default_out_dir(args.storage, args.study),
+                     "--out")
     if args.download:
         _download_cifar10()
-    kwargs: dict[str, Any] = {}
-    if args.heartbeat_interval is not None:
-        kwargs["heartbeat_interval"] = args.heartbeat_interval
-    if args.grace_period is not None:
-        kwargs["grace_period"] = args.grace_period
-    n = run_worker(args.storage, args.study, out_dir=args.out, max_trials=args.max_trials,
-                   wait=not args.no_wait, threads=args.threads, **kwargs)
-    print(f"worker ran {n} trial(s)")
-    return 0
+    result = run_worker(args.storage, args.study, out_dir=out, max_trials=args.max_trials,
+                        wait=not args.no_wait, threads=args.threads,
+                        heartbeat_interval=args.heartbeat_interval,
+                        grace_period=args.grace_period)
+    print(f"worker ran {result.ran} trial(s): {result.completed} complete, {result.failed} "
+          f"failed, {result.lost} taken over by other workers")
+    return 1 if result.failed else 0
 
 
 def _write_report(storage: str, study: str, out: Path) -> Path | None:
@@ -361,15 +548,13 @@ def _write_report(storage: str, study: str, out: Path) -> Path | None:
     except ImportError as exc:
         print(f"{PROG}: warning: no report written ({exc})", file=sys.stderr)
         return None
+    out.mkdir(parents=True, exist_ok=True)
     return write_report(records, out, spec=attrs.get("spec"), versions=attrs.get("versions"))
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from .harness.store import check_storage
-
-    check_storage(args.storage)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    _check_storage(args.storage, must_exist=True)
+    out = _check_dir(args.out, "--out")
     path = _write_report(args.storage, args.study, out)
     if path is not None:
         print(f"report: {path}")
@@ -377,9 +562,11 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from .harness.store import check_storage, export_trials
+    from .harness.store import export_trials
 
-    check_storage(args.storage)
+    _check_storage(args.storage, must_exist=True)
+    if args.output is not None:
+        _check_file(args.output, "-o")
     text = export_trials(args.storage, args.study, args.format, args.output)
     if args.output is None:
         sys.stdout.write(text)
@@ -389,30 +576,30 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from .harness.local import run_local
     from .harness.presets import get_preset
+    from .harness.spec import plan_sweep, with_seeds
     from .harness.store import export_trials, sqlite_url
-    from .harness.sweep import run_local
 
     spec = get_preset(args.preset)
+    plan = (plan_sweep(spec, max_runs=None) if args.seeds is None
+            else with_seeds(spec, args.seeds))
+    study = plan.name
+    out = _check_dir(args.out, "--out")
+    _check_devices(plan)
     if args.download and args.preset == "cifar10":
         _download_cifar10()
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     storage = sqlite_url(out / "store.db")
-    study = spec["name"]
-    records = run_local(spec, storage, study, workers=args.workers, out_dir=out,
+    records = run_local(plan, storage, study, workers=args.workers, out_dir=out,
                         progress=not args.no_progress)
+    _summary(records)
     export_trials(storage, study, "csv", out / "trials.csv")
     print(f"trials: {out / 'trials.csv'}")
-    done = sum(1 for r in records if r["state"] == "COMPLETE")
     path = _write_report(storage, study, out)
     if path is not None:
         print(f"report: {path}")
-    if done < len(records):
-        print(f"{PROG}: warning: {len(records) - done} of {len(records)} runs did not complete;"
-              " run the same command again to resume", file=sys.stderr)
-        return 1
-    return 0
+    return _exit_code(records, out, "run the same command again to resume")
 
 
 _COMMANDS = {
@@ -440,14 +627,14 @@ def _check_harness_installed(command: str) -> None:
                              "installed: pip install 'weightdecay[harness]'")
 
 
-def _one_line(message: str) -> str:
+def _one_line(message: object) -> str:
     return " ".join(str(message).split())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``weightdecay`` command line; return the exit code (2: bad input)."""
+    from .harness.spec import SpecError
     from .harness.store import StoreError
-    from .harness.sweep import SpecError
 
     warnings.filterwarnings("ignore", module="optuna")
     warnings.filterwarnings("ignore", message=".*experimental.*")
@@ -461,6 +648,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except BrokenPipeError:  # e.g. `weightdecay export ... | head`
         return 0
+    except OSError as exc:  # the environment failed (disk full, a file vanished): one line
+        print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -27,7 +27,8 @@ from typing import Any
 
 __all__ = [
     "DATASETS",
-    "DECAY_CONVENTIONS",
+    "MAX_EPOCHS",
+    "MAX_T_MULT",
     "MODELS",
     "OPTIMIZERS",
     "SCHEDULES",
@@ -43,18 +44,35 @@ MODELS = ("cnn1d_bn", "cnn1d", "mlp", "resnet_small", "shakeshake26_2x64d")
 OPTIMIZERS = ("sgd", "sgdw", "adam", "adamw")
 #: eta_t schedules; "restarts" is cosine annealing with warm restarts (SGDR)
 SCHEDULES = ("fixed", "step", "linear", "cosine", "restarts")
-#: what lambda is multiplied by per update (PAPER.md Sec. 5); "schedule" is the paper's
-#: eta_t * lambda. Kept in sync with ``weightdecay.DECAY_CONVENTIONS`` (checked in tests).
-DECAY_CONVENTIONS = ("schedule", "lr", "constant")
 #: figure tags of the paper's experiments (sweep specs tag runs; the report draws by tag)
 FIGURES = ("fig1", "fig2", "fig3", "fig4", "supp1", "supp3")
 
 #: the largest held-out test sample (``test_size``) of a generated data set (mnist1d)
 MAX_TEST_SIZE = 100_000
+#: the longest budget [epochs] (``epochs``, ``T_0``, ``milestones``): far beyond any run of
+#: the paper (1800 epochs at most), and small enough that epochs * updates per epoch stays an
+#: exact float
+MAX_EPOCHS = 1_000_000
+#: the largest restart-period growth factor: a period 1000x the previous one is longer than
+#: any run; larger factors overflow the period arithmetic (T_mult**i) of the schedules
+MAX_T_MULT = 1000.0
+#: seeds are what ``numpy.random.seed`` (and ``torch.manual_seed``) take: [0, 2**32)
+SEED_LIMIT = 2**32
+#: the largest batch [examples]: an int32 index
+MAX_BATCH_SIZE = 2**31 - 1
 
 # Fig. 1 of the paper drops the step schedule at epochs 30, 60, 80 of 100.
 _DEFAULT_MILESTONE_FRACTIONS = (0.3, 0.6, 0.8)
 _DEVICE_RE = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
+
+
+def _decay_conventions() -> tuple[str, ...]:
+    # the library owns the decay conventions (weightdecay.DECAY_CONVENTIONS); imported here,
+    # not at the top: the library loads torch, which importing this module must not do (the
+    # CLI parser and spec checking read it)
+    from weightdecay.optim._decay import DECAY_CONVENTIONS
+
+    return tuple(DECAY_CONVENTIONS)
 
 
 def default_milestones(epochs: int) -> tuple[int, ...]:
@@ -78,6 +96,16 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def is_finite_number(value: Any) -> bool:
+    """A real number (not a bool) that is finite as a float (an int past 1e308 is not)."""
+    if not _is_number(value):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 @dataclass
 class RunConfig:
     """One training run (paper Sec. 4 setup, scaled down by default to MNIST-1D).
@@ -93,14 +121,18 @@ class RunConfig:
     - ``weight_decay_norm``: lambda_norm of App. B.1 (>= 0) or ``None``. When set, lambda
       = lambda_norm * sqrt(b / (B * T)) with T the run length, or the current restart
       period T_i for ``schedule="restarts"`` (recomputed at each restart).
-    - ``decay_convention``: what lambda is multiplied by (:data:`DECAY_CONVENTIONS`).
+    - ``decay_convention``: what lambda is multiplied by per update, one of the library's
+      ``weightdecay.DECAY_CONVENTIONS`` (``"schedule"``: eta_t * lambda, the paper's
+      Algorithms 1-2).
     - ``schedule``: eta_t schedule, one of :data:`SCHEDULES`, applied per update.
-    - ``T_0`` [epochs, may be fractional]: first restart period; required for
-      ``"restarts"``, ignored otherwise. ``T_mult`` (>= 1): period growth factor.
+    - ``T_0`` [epochs, may be fractional, at most :data:`MAX_EPOCHS`]: first restart
+      period; required for ``"restarts"``, ignored otherwise. ``T_mult`` (in [1,
+      :data:`MAX_T_MULT`]): period growth factor.
     - ``milestones`` [epochs]: step-drop epochs for ``"step"``; ``None`` means 30/60/80 %
-      of ``epochs`` (:func:`default_milestones`). ``drop_factor``: multiplier per drop
-      (the paper does not state it; 0.1 is the usual choice).
-    - ``epochs`` [epochs] (> 0), ``batch_size`` [examples] (> 0), ``seed`` (>= 0).
+      of ``epochs`` (:func:`default_milestones`). ``drop_factor`` (in (0, 1]): multiplier
+      per drop (the paper does not state it; 0.1 is the usual choice).
+    - ``epochs`` [epochs] (1 .. :data:`MAX_EPOCHS`), ``batch_size`` [examples] (> 0),
+      ``seed`` (in [0, 2**32): what ``numpy.random.seed`` takes).
     - ``device``: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
     - ``momentum``: beta1 in [0, 1): SGD/SGDW's momentum and Adam/AdamW's first-moment
       decay (the paper uses one beta1 = 0.9 for both; Adam's beta2 stays 0.999).
@@ -159,7 +191,7 @@ class RunConfig:
             ("model", MODELS),
             ("optimizer", OPTIMIZERS),
             ("schedule", SCHEDULES),
-            ("decay_convention", DECAY_CONVENTIONS),
+            ("decay_convention", _decay_conventions()),
         ):
             value = getattr(self, name)
             if value not in valid:
@@ -171,14 +203,17 @@ class RunConfig:
         self._check_real("weight_decay", low=0.0)
         if self.weight_decay_norm is not None:
             self._check_real("weight_decay_norm", low=0.0)
-        self._check_real("T_mult", low=1.0)
-        self._check_real("drop_factor", low=0.0, low_open=True)
+        self._check_real("T_mult", low=1.0, high=MAX_T_MULT, high_open=False)
+        self._check_real("drop_factor", low=0.0, low_open=True, high=1.0, high_open=False)
         self._check_real("momentum", low=0.0, high=1.0)
 
-        for name in ("epochs", "batch_size", "eval_every"):
+        for name, high in (("epochs", MAX_EPOCHS), ("batch_size", MAX_BATCH_SIZE),
+                           ("eval_every", MAX_EPOCHS)):
             value = getattr(self, name)
             if not _is_int(value) or value <= 0:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            if value > high:
+                raise ValueError(f"{name} must be <= {high}, got {value!r}")
         if self.width is not None and (not _is_int(self.width) or not 1 <= self.width <= 4096):
             raise ValueError(f"width must be None or an integer in [1, 4096], got {self.width!r}")
         if self.test_size is not None:
@@ -188,11 +223,11 @@ class RunConfig:
             if self.dataset != "mnist1d":
                 raise ValueError(f"test_size is only available for dataset 'mnist1d' (a "
                                  f"generated data set), not {self.dataset!r}")
-        if not _is_int(self.seed) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if not _is_int(self.seed) or not 0 <= self.seed < SEED_LIMIT:
+            raise ValueError(f"seed must be an integer in [0, 2**32), got {self.seed!r}")
 
         if self.T_0 is not None:
-            self._check_real("T_0", low=0.0, low_open=True)
+            self._check_real("T_0", low=0.0, low_open=True, high=MAX_EPOCHS, high_open=False)
         if self.schedule == "restarts" and self.T_0 is None:
             raise ValueError(
                 "T_0=None is not valid with schedule='restarts'; give the first period in "
@@ -202,8 +237,8 @@ class RunConfig:
             ms = self.milestones
             if not isinstance(ms, tuple) or not all(_is_number(m) for m in ms):
                 raise ValueError(f"milestones must be a sequence of epochs, got {ms!r}")
-            if not all(math.isfinite(m) and m > 0 for m in ms):
-                raise ValueError(f"milestones must be positive finite epochs, got {ms!r}")
+            if not all(is_finite_number(m) and 0 < m <= MAX_EPOCHS for m in ms):
+                raise ValueError(f"milestones must be epochs in (0, {MAX_EPOCHS}], got {ms!r}")
             if any(b <= a for a, b in zip(ms, ms[1:])):
                 raise ValueError(f"milestones must be strictly increasing, got {ms!r}")
 
@@ -222,15 +257,17 @@ class RunConfig:
         low: float,
         high: float | None = None,
         low_open: bool = False,
+        high_open: bool = True,
     ) -> None:
         value = getattr(self, name)
-        if not _is_number(value) or not math.isfinite(value):
+        if not is_finite_number(value):
             raise ValueError(f"{name} must be a finite number, got {value!r}")
         if value < low or (low_open and value == low):
             op = ">" if low_open else ">="
             raise ValueError(f"{name} must be {op} {low}, got {value!r}")
-        if high is not None and value >= high:
-            raise ValueError(f"{name} must be < {high}, got {value!r}")
+        if high is not None and (value > high or (high_open and value == high)):
+            op = "<" if high_open else "<="
+            raise ValueError(f"{name} must be {op} {high}, got {value!r}")
 
     # -- derived values -----------------------------------------------------------------------
 
@@ -241,6 +278,15 @@ class RunConfig:
         return default_milestones(self.epochs)
 
     # -- serialisation -------------------------------------------------------------------------
+
+    @classmethod
+    def default(cls, name: str) -> Any:
+        """The default value of field ``name`` (the one place run defaults are written)."""
+        for f in dataclasses.fields(cls):
+            if f.name == name:
+                return f.default
+        raise ValueError(f"{name!r} is not a RunConfig field; valid: "
+                         f"{', '.join(cls.field_names())}")
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:

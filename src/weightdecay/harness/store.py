@@ -6,8 +6,8 @@ experiment name). A finished trial holds, in its user attributes, everything the
 reads: ``"config"``, ``"experiment"``, ``"figure"``, ``"history"``, ``"final_test_error"``,
 ``"best_test_error"``, ``"final_train_loss"``, ``"diverged"``, ``"wall_seconds"``,
 ``"key"``. The study's user attributes hold ``"spec"`` (the sweep spec) and
-``"versions"``. Figures are drawn only from what :func:`load_records` returns
-(ARCHITECTURE.md: results live in a store).
+``"versions"``. Figures are drawn only from what :func:`load_records` returns: the
+results live in the store, and the report reads nothing else.
 
 Storage is any SQLAlchemy URL that Optuna's :class:`optuna.storages.RDBStorage` accepts:
 ``sqlite:///DIR/store.db`` by default, ``postgresql+psycopg2://user@host/db`` for many
@@ -20,6 +20,10 @@ machines. Two things are added on top of Optuna:
 - :func:`sweep_lock`, an inter-process lock (a lock file beside a SQLite database, an
   advisory lock on PostgreSQL) held while a sweep's trials are enqueued, so concurrent
   creators never enqueue a key twice.
+
+Length (~490 lines): storage access (URLs, opening, the lock) and the record contract the
+report reads (records, export) share the URL handling and the study loading; the
+report imports this one module.
 
 Paper: Loshchilov & Hutter, "Decoupled Weight Decay Regularization", ICLR 2019 (the
 experiments of Sec. 4 / Figs. 1-4 are sweeps of such runs).
@@ -36,7 +40,6 @@ import json
 import math
 import os
 import platform
-import threading
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -44,13 +47,14 @@ from typing import Any
 
 __all__ = [
     "EXPORT_COLUMNS",
-    "Heartbeat",
     "StoreError",
     "check_storage",
+    "describe_url",
     "export_trials",
     "load_records",
     "load_spec_attrs",
     "open_storage",
+    "sqlite_path",
     "sqlite_url",
     "sweep_lock",
     "trial_record",
@@ -126,17 +130,26 @@ def _parse_url(url: str):
     return parsed
 
 
-def _sqlite_path(url: str) -> Path | None:
+def sqlite_path(url: str) -> Path | None:
+    """The database file of a ``sqlite:///PATH`` URL; ``None`` for any other backend.
+
+    Raises:
+        StoreError: a malformed URL, or an in-memory / URI-style SQLite database (it is
+            not shared between processes and vanishes on exit: give a file).
+    """
     parsed = _parse_url(url)
     if parsed.get_backend_name() != "sqlite":
         return None
     db = parsed.database
-    if not db or db == ":memory:" or db.startswith("file:"):
-        return None
+    if not db or db == ":memory:" or db.startswith("file:") or "mode=memory" in str(url):
+        raise StoreError(
+            f"storage URL {url!r} is an in-memory SQLite database, which workers cannot "
+            "share and which vanishes on exit; give a file, e.g. sqlite:///runs/x/store.db"
+        )
     return Path(db)
 
 
-def _describe(url: str) -> str:
+def describe_url(url: str) -> str:
     """The URL with any password hidden (safe to print)."""
     try:
         return _parse_url(url).render_as_string(hide_password=True)
@@ -144,21 +157,26 @@ def _describe(url: str) -> str:
         return repr(url)
 
 
-def check_storage(url: str) -> None:
+def check_storage(url: str, *, must_exist: bool = False) -> None:
     """Raise :class:`StoreError` unless ``url`` is a well-formed, reachable database.
 
-    Nothing is created: a SQLite file must already exist or its directory must exist (the
-    file is created later, by :func:`open_storage`); a server database is connected to and
-    disconnected from at once.
+    Nothing is created: a SQLite file must already exist (``must_exist``: commands that
+    only read a store) or its directory must exist (the file is created later, by
+    :func:`open_storage`); a server database is connected to and disconnected from at once.
     """
     import sqlalchemy
     from sqlalchemy.exc import SQLAlchemyError
 
     parsed = _parse_url(url)
     backend = parsed.get_backend_name()
-    path = _sqlite_path(url)
-    if backend == "sqlite":
-        if path is not None and not path.exists() and not path.parent.is_dir():
+    path = sqlite_path(url)
+    if path is not None:
+        if path.exists():
+            if not path.is_file():
+                raise StoreError(f"storage URL {url!r}: {str(path)!r} is not a file")
+        elif must_exist:
+            raise StoreError(f"storage URL {url!r}: the database {str(path)!r} does not exist")
+        elif not path.parent.is_dir():
             raise StoreError(
                 f"storage URL {url!r}: directory {str(path.parent)!r} does not exist"
             )
@@ -167,14 +185,14 @@ def check_storage(url: str) -> None:
         engine = sqlalchemy.create_engine(parsed, connect_args=_connect_args(backend))
     except (SQLAlchemyError, ImportError, ValueError, TypeError) as exc:
         raise StoreError(
-            f"storage URL {_describe(url)} is not usable: {_first_line(exc)}"
+            f"storage URL {describe_url(url)} is not usable: {_first_line(exc)}"
         ) from None
     try:
         with engine.connect() as conn:
             conn.exec_driver_sql("SELECT 1")
     except Exception as exc:  # driver errors do not share a base class
         raise StoreError(
-            f"cannot connect to storage {_describe(url)}: {_first_line(exc)}"
+            f"cannot connect to storage {describe_url(url)}: {_first_line(exc)}"
         ) from None
     finally:
         engine.dispose()
@@ -240,7 +258,7 @@ def open_storage(
             heartbeat_stale_trial_callback=callback,
         )
     except (SQLAlchemyError, ImportError, RuntimeError) as exc:
-        raise StoreError(f"cannot open storage {_describe(url)}: {_first_line(exc)}") from None
+        raise StoreError(f"cannot open storage {describe_url(url)}: {_first_line(exc)}") from None
     if backend == "sqlite":
 
         def _begin_immediate(conn) -> None:
@@ -266,10 +284,8 @@ def sweep_lock(url: str, study_name: str, *, timeout: float = 600.0) -> Iterator
     digest = hashlib.sha256(f"weightdecay-sweep:{study_name}".encode()).digest()
     lock_id = int.from_bytes(digest[:8], "big", signed=True)
     if backend == "sqlite":
-        path = _sqlite_path(url)
-        if path is None:  # in-memory: one process only
-            yield
-            return
+        path = sqlite_path(url)
+        assert path is not None  # in-memory databases are refused by sqlite_path
         with open(f"{path}.lock", "a+") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             try:
@@ -331,6 +347,7 @@ def versions() -> dict[str, str]:
 def _load_study(url: str, study_name: str, storage=None):
     optuna = _optuna()
     if storage is None:
+        check_storage(url, must_exist=True)  # reading a store never creates one
         storage = open_storage(url, heartbeat_interval=None, grace_period=None)
     try:
         return optuna.load_study(study_name=study_name, storage=storage)
@@ -338,7 +355,7 @@ def _load_study(url: str, study_name: str, storage=None):
         names = optuna.get_all_study_names(storage)
         known = ", ".join(names) if names else "none"
         raise StoreError(
-            f"study {study_name!r} not found in {_describe(url)} (studies there: {known})"
+            f"study {study_name!r} not found in {describe_url(url)} (studies there: {known})"
         ) from None
 
 
@@ -476,38 +493,3 @@ def export_trials(
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(text)
     return text
-
-
-class Heartbeat:
-    """Record a trial's heartbeat every ``storage.heartbeat_interval`` seconds in a thread.
-
-    (Optuna starts such a thread only inside ``Study.optimize``; the harness drives trials
-    with its own loop.) Use as a context manager.
-    """
-
-    def __init__(self, storage, trial_id: int) -> None:
-        self._storage = storage
-        self._trial_id = trial_id
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def __enter__(self) -> Heartbeat:
-        interval = self._storage.get_heartbeat_interval()
-        if interval is None:
-            return self
-        self._storage.record_heartbeat(self._trial_id)
-
-        def beat() -> None:
-            while not self._stop.wait(interval):
-                with contextlib.suppress(Exception):  # a missed beat is retried next time
-                    self._storage.record_heartbeat(self._trial_id)
-
-        self._thread = threading.Thread(target=beat, name="weightdecay-heartbeat", daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-

@@ -1,0 +1,165 @@
+"""What a :class:`RunConfig` builds: data set, model, optimizer, eta_t schedule in updates.
+
+Epochs become updates here, with the library's arithmetic
+(``weightdecay.schedules.updates_per_epoch`` = ceil(N / batch_size) and
+``weightdecay.schedules.epochs_to_updates``, halves rounded up), before the library's
+schedules, which count updates, are built. The training loop itself is
+:mod:`weightdecay.harness.train`.
+
+Paper: Loshchilov & Hutter, "Decoupled Weight Decay Regularization", ICLR 2019 (Sec. 2,
+Algorithms 1-2; App. B.1 normalized weight decay; SGDR, ICLR 2017, warm restarts).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .config import RunConfig
+
+__all__ = [
+    "build_model",
+    "build_normalized_decay",
+    "build_optimizer",
+    "build_schedule",
+    "check_device",
+    "get_dataset",
+    "steps_per_epoch",
+]
+
+_OPTIMIZER_CLASSES = {"sgd": "SGD", "sgdw": "SGDW", "adam": "Adam", "adamw": "AdamW"}
+# (dataset name, device, test_size) -> Dataset; loading a data set once per process suffices
+_DATASET_CACHE: dict[tuple[str, str, int | None], Any] = {}
+# the model option that config.width sets, per model name
+_WIDTH_OPTION = {"cnn1d_bn": "channels", "cnn1d": "channels", "mlp": "hidden",
+                 "resnet_small": "width", "shakeshake26_2x64d": "width"}
+
+
+def get_dataset(name: str, device: str = "cpu", test_size: int | None = None) -> Any:
+    """``weightdecay.harness.data.load_dataset(name, device=device, test_size=test_size)``,
+    cached per process.
+
+    Never downloads (``download=False``): fetch data sets beforehand.
+    """
+    cache_key = (name, str(device), test_size)
+    if cache_key not in _DATASET_CACHE:
+        from .data import load_dataset
+
+        _DATASET_CACHE[cache_key] = load_dataset(
+            name, download=False, device=device, test_size=test_size
+        )
+    return _DATASET_CACHE[cache_key]
+
+
+def steps_per_epoch(num_train: int, batch_size: int) -> int:
+    """Updates per epoch, ``ceil(num_train / batch_size)`` (the last batch may be short):
+    the library's ``weightdecay.schedules.updates_per_epoch``."""
+    from weightdecay.schedules import updates_per_epoch
+
+    return updates_per_epoch(num_train, batch_size)
+
+
+def _epochs_to_updates(epochs: float, spe: int) -> int:
+    """The library's ``epochs_to_updates`` (halves round up), and at least one update so
+    that a tiny fractional T_0 or milestone still gives a valid period."""
+    from weightdecay.schedules import epochs_to_updates
+
+    return max(1, epochs_to_updates(epochs, spe))
+
+
+def build_schedule(config: RunConfig, spe: int) -> Any:
+    """The eta_t schedule of ``config`` in UPDATES (``spe`` = updates per epoch).
+
+    fixed -> ``constant()``; step -> ``step_drop`` at the (resolved) milestone epochs times
+    ``spe`` with ``drop_factor``; linear / cosine -> over the whole run
+    (``epochs * spe`` updates, eta_min = 0); restarts -> ``cosine_restarts(T_0 * spe,
+    T_mult)`` (SGDR, eta_max = 1, eta_min = 0 in every period, as in the paper).
+    """
+    from weightdecay import schedules
+
+    total = config.epochs * spe
+    name = config.schedule
+    if name == "fixed":
+        return schedules.constant()
+    if name == "step":
+        ms = [_epochs_to_updates(m, spe) for m in config.resolved_milestones()]
+        ms = sorted(set(ms))
+        return schedules.step_drop(ms, factor=config.drop_factor)
+    if name == "linear":
+        return schedules.linear(total)
+    if name == "cosine":
+        return schedules.cosine(total)
+    if name == "restarts":
+        return schedules.cosine_restarts(
+            T_0=_epochs_to_updates(config.T_0, spe), T_mult=config.T_mult
+        )
+    raise ValueError(f"schedule={name!r} is not valid")  # pragma: no cover - validated
+
+
+def build_optimizer(
+    config: RunConfig, model: torch.nn.Module, weight_decay: float | None = None
+) -> torch.optim.Optimizer:
+    """The optimizer of ``config`` over ``model``'s parameters.
+
+    ``weight_decay`` overrides ``config.weight_decay`` (the training loop passes
+    lambda_norm to mark the decayed groups for :class:`weightdecay.NormalizedDecay`, which
+    then sets them).
+    With ``config.decay_all`` (the paper) every parameter is decayed; otherwise biases and
+    1-D tensors go to a group with ``weight_decay=0`` via
+    :func:`weightdecay.param_groups_weight_decay`. ``config.momentum`` is SGD's momentum and
+    Adam's beta1 (the paper uses one beta1 = 0.9 for both); beta2 = 0.999, eps = 1e-8.
+    """
+    import weightdecay
+
+    lam = config.weight_decay if weight_decay is None else weight_decay
+    cls = getattr(weightdecay, _OPTIMIZER_CLASSES[config.optimizer])
+    if config.decay_all:
+        params: Any = list(model.parameters())
+    else:
+        params = weightdecay.param_groups_weight_decay(model, lam, verbose=False)
+    common = {"lr": config.lr, "weight_decay": lam, "decay_convention": config.decay_convention}
+    if config.optimizer in ("sgd", "sgdw"):
+        return cls(params, momentum=config.momentum, **common)
+    return cls(params, betas=(config.momentum, 0.999), eps=1e-8, **common)
+
+
+def build_model(config: RunConfig, dataset: Any) -> torch.nn.Module:
+    """The network of ``config`` for ``dataset`` (``config.width``: its width option)."""
+    from .models import build_model as build
+
+    options = {} if config.width is None else {_WIDTH_OPTION[config.model]: config.width}
+    return build(config.model, dataset, **options)
+
+
+def build_normalized_decay(
+    config: RunConfig, optimizer: torch.optim.Optimizer, schedule: Any, n_train: int, spe: int
+) -> Any:
+    """``weightdecay.NormalizedDecay`` for ``config.weight_decay_norm`` (App. B.1): lambda =
+    lambda_norm * sqrt(b / (B * T)), T = run length or current restart period in epochs."""
+    import weightdecay
+
+    total = config.epochs * spe
+    return weightdecay.NormalizedDecay(
+        optimizer,
+        config.weight_decay_norm,
+        config.batch_size,
+        n_train,
+        schedule=schedule,
+        total_updates=total,
+        updates_per_epoch=spe,
+    )
+
+
+def check_device(device: str) -> None:
+    """Raise :class:`ValueError` unless this torch can use ``device`` here."""
+    kind, _, index = device.partition(":")
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device={device!r} is not available: this torch has no CUDA "
+                             "support or sees no GPU; use --device cpu")
+        if index and int(index) >= torch.cuda.device_count():
+            raise ValueError(f"device={device!r} is not available: torch sees "
+                             f"{torch.cuda.device_count()} GPU(s)")
+    elif kind == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device={device!r} is not available on this machine; use cpu")

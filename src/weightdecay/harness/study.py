@@ -1,0 +1,245 @@
+"""The Optuna study of a sweep: exactly-once enqueue, claiming, heartbeats, status.
+
+One sweep is one Optuna study (see :mod:`weightdecay.harness.store`). Each planned run is
+enqueued once as a WAITING trial carrying the user attributes ``key``, ``config``,
+``experiment`` and ``figure``; :func:`create_sweep` holds an inter-process lock
+(:func:`weightdecay.harness.store.sweep_lock`) while it enqueues the keys the study lacks,
+so running it twice, or from two processes at once, never duplicates a run.
+
+Workers claim WAITING trials with :func:`claim_trial` (Optuna's atomic WAITING -> RUNNING
+transition, made safe on SQLite by ``BEGIN IMMEDIATE``) and keep a :class:`Heartbeat`
+while training. A worker that dies mid-trial stops beating; after the grace period
+another worker's :func:`optuna.storages.fail_stale_trials` fails its trial and
+re-enqueues a copy (same key), which resumes from the checkpoint.
+
+**The one exception to Optuna's public API** is :class:`ClaimedTrial` / :func:`claim_trial`
+and :class:`Heartbeat` below: they call the storage interface
+(:class:`optuna.storages.BaseStorage` methods, which Optuna documents as internal) because
+the public ``Study.ask`` creates a new trial when none is WAITING and starts no heartbeat,
+and Optuna beats a trial only inside ``Study.optimize``. No raw SQL and no private
+attribute is used; a claimed trial is told through the public ``Study.tell``. The claim
+records a heartbeat *before* it moves a trial to RUNNING, so a worker killed between the
+claim and its first regular beat still leaves a trial that goes stale (tested in
+``tests/test_study.py``).
+
+Paper: Loshchilov & Hutter, "Decoupled Weight Decay Regularization", ICLR 2019, Sec. 4
+(each figure is a sweep of such runs).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .spec import DEFAULT_MAX_RUNS, PlannedRun, SpecError, SweepPlan, check_study_name, plan_sweep
+from .store import StoreError, check_storage, open_storage, sweep_lock, versions
+
+__all__ = [
+    "ENQUEUE_BATCH",
+    "ClaimedTrial",
+    "Heartbeat",
+    "SweepResult",
+    "claim_trial",
+    "create_sweep",
+    "sweep_status",
+]
+
+#: runs enqueued between two progress reports (Optuna enqueues one trial per transaction)
+ENQUEUE_BATCH = 250
+
+
+@dataclass
+class SweepResult:
+    """What :func:`create_sweep` did: the study, its planned runs, how many were enqueued."""
+
+    study_name: str
+    runs: list[PlannedRun]
+    enqueued: int
+
+
+def _spec_blob(spec: Mapping[str, Any]) -> str:
+    return json.dumps(spec, sort_keys=True)
+
+
+def create_sweep(
+    spec: Mapping[str, Any] | SweepPlan,
+    storage_url: str,
+    study_name: str | None = None,
+    *,
+    max_runs: int | None = DEFAULT_MAX_RUNS,
+    progress: Callable[[int, int], None] | None = None,
+) -> SweepResult:
+    """Create (or resume) the study of ``spec`` in ``storage_url``; enqueue missing runs.
+
+    The spec is checked completely (or taken as planned, a :class:`SweepPlan`) and the
+    storage is reached before anything is written. The study records ``spec`` and
+    ``versions`` in its user attributes. Under the sweep lock, every planned key that has
+    no COMPLETE, RUNNING or WAITING trial is enqueued once (keys whose trials all FAILed
+    are retried), in batches of :data:`ENQUEUE_BATCH`; an interrupted enqueue is
+    completed by the next call.
+
+    Args:
+        spec: the sweep spec (see :mod:`weightdecay.harness.spec`) or its plan.
+        storage_url: SQLAlchemy URL of the store.
+        study_name: defaults to ``spec["name"]``; letters, digits, ``. _ -``.
+        max_runs: refuse a spec planning more runs (``None``: no limit).
+        progress: called as ``progress(enqueued, to_enqueue)`` after each batch.
+
+    Raises:
+        SpecError: bad spec or study name; StoreError: bad or unreachable storage, or the
+        study already holds a different spec.
+    """
+    import optuna
+
+    plan = spec if isinstance(spec, SweepPlan) else plan_sweep(spec, max_runs=max_runs)
+    study_name = study_name or plan.name
+    if not study_name:
+        raise SpecError("the spec has no 'name'; give a study name")
+    check_study_name(study_name)
+    check_storage(storage_url)
+    with sweep_lock(storage_url, study_name):
+        storage = open_storage(storage_url)
+        if study_name in optuna.get_all_study_names(storage):
+            study = optuna.load_study(study_name=study_name, storage=storage)
+            old = study.user_attrs.get("spec")
+            if old is not None and _spec_blob(old) != _spec_blob(plan.spec):
+                raise StoreError(
+                    f"study {study_name!r} already holds a different sweep spec; "
+                    "use another study name (--study) or the spec it was created with"
+                )
+        else:
+            study = optuna.create_study(
+                study_name=study_name, storage=storage, direction="minimize",
+                load_if_exists=True,
+            )
+        if "spec" not in study.user_attrs:
+            study.set_user_attr("spec", plan.spec)
+            study.set_user_attr("versions", versions())
+        optuna.storages.fail_stale_trials(study)
+        present = {
+            t.user_attrs.get("key")
+            for t in study.get_trials(deepcopy=False)
+            if t.state.name in ("COMPLETE", "RUNNING", "WAITING")
+        }
+        missing = [run for run in plan.runs if run.key not in present]
+        for start in range(0, len(missing), ENQUEUE_BATCH):
+            for run in missing[start:start + ENQUEUE_BATCH]:
+                study.enqueue_trial(params={}, user_attrs=run.user_attrs())
+            if progress is not None:
+                progress(min(start + ENQUEUE_BATCH, len(missing)), len(missing))
+    return SweepResult(study_name=study_name, runs=plan.runs, enqueued=len(missing))
+
+
+def sweep_status(storage_url: str, study_name: str, storage=None) -> dict[str, int]:
+    """Counts per key: ``total`` planned keys, ``complete``, ``running``, ``waiting``,
+    ``failed`` (keys whose trials all failed), ``diverged`` (complete but diverged)."""
+    import optuna
+
+    if storage is None:
+        storage = open_storage(storage_url, heartbeat_interval=None, grace_period=None)
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    by_key: dict[str, set[str]] = {}
+    diverged = set()
+    for t in study.get_trials(deepcopy=False):
+        key = t.user_attrs.get("key")
+        if key is None:
+            continue
+        by_key.setdefault(key, set()).add(t.state.name)
+        if t.state.name == "COMPLETE" and t.user_attrs.get("diverged"):
+            diverged.add(key)
+    counts = {"total": len(by_key), "complete": 0, "running": 0, "waiting": 0, "failed": 0,
+              "diverged": len(diverged)}
+    for states in by_key.values():
+        if "COMPLETE" in states:
+            counts["complete"] += 1
+        elif "RUNNING" in states:
+            counts["running"] += 1
+        elif "WAITING" in states:
+            counts["waiting"] += 1
+        else:
+            counts["failed"] += 1
+    return counts
+
+
+# ------------------------------------------------------------------------------ claiming
+# The isolated use of Optuna's storage interface (see the module docstring).
+
+
+@dataclass(frozen=True)
+class ClaimedTrial:
+    """A trial this worker moved from WAITING to RUNNING: its number (for ``Study.tell``),
+    its enqueued user attributes, and the storage handle to annotate and beat it."""
+
+    storage: Any
+    trial_id: int
+    number: int
+    user_attrs: dict[str, Any]
+
+    def set_user_attr(self, key: str, value: Any) -> None:
+        """Store a user attribute of the running trial."""
+        self.storage.set_trial_user_attr(self.trial_id, key, value)
+
+    def heartbeat(self) -> Heartbeat:
+        """A :class:`Heartbeat` of this trial (a context manager)."""
+        return Heartbeat(self.storage, self.trial_id)
+
+
+def claim_trial(storage, study_name: str) -> ClaimedTrial | None:
+    """Atomically move one WAITING trial of ``study_name`` to RUNNING (``None``: none left).
+
+    A heartbeat is recorded just before the transition (a WAITING trial's beat is ignored
+    by Optuna's staleness check), so the claimed trial can go stale from its first moment.
+    """
+    import optuna
+    from optuna.trial import TrialState
+
+    study_id = storage.get_study_id_from_name(study_name)
+    beats = storage.get_heartbeat_interval() is not None
+    for trial in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.WAITING,)):
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+        try:
+            if beats:
+                storage.record_heartbeat(trial_id)
+            if storage.set_trial_state_values(trial_id, state=TrialState.RUNNING):
+                return ClaimedTrial(storage, trial_id, trial.number, dict(trial.user_attrs))
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another worker claimed it first
+    return None
+
+
+class Heartbeat:
+    """Record a trial's heartbeat every ``storage.heartbeat_interval`` seconds in a thread.
+
+    (Optuna starts such a thread only inside ``Study.optimize``; the harness drives trials
+    with its own loop.) Use as a context manager.
+    """
+
+    def __init__(self, storage, trial_id: int) -> None:
+        self._storage = storage
+        self._trial_id = trial_id
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> Heartbeat:
+        interval = self._storage.get_heartbeat_interval()
+        if interval is None:
+            return self
+        self._storage.record_heartbeat(self._trial_id)
+
+        def beat() -> None:
+            while not self._stop.wait(interval):
+                with contextlib.suppress(Exception):  # a missed beat is retried next time
+                    self._storage.record_heartbeat(self._trial_id)
+
+        self._thread = threading.Thread(target=beat, name="weightdecay-heartbeat", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
