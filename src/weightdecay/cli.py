@@ -538,18 +538,44 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     return 1 if result.failed else 0
 
 
-def _write_report(storage: str, study: str, out: Path) -> Path | None:
-    from .harness.store import load_records, load_spec_attrs
+def _write_report(storage: str, study: str, out: Path,
+                  original_study: str | None = None) -> Path | None:
+    """report.html (scorecard first) from the store; prints one line per scored claim.
+
+    ``original_study``: a study of the same design on other seeds in the same storage (a
+    replication's original); the report then says which verdicts replicated.
+    """
+    from .harness.store import load_records, load_spec_attrs, study_names
 
     records = load_records(storage, study)
     attrs = load_spec_attrs(storage, study)
     try:
-        from .report import write_report
+        from .report import scorecard, write_report
     except ImportError as exc:
         print(f"{PROG}: warning: no report written ({exc})", file=sys.stderr)
         return None
+    original = None
+    if original_study is not None:
+        if original_study in study_names(storage):
+            claims = scorecard(load_records(storage, original_study))
+            original = {"scorecard": [c.to_dict() for c in claims]}
+        else:
+            print(f"{PROG}: note: no study {original_study!r} in this store to compare the "
+                  "verdicts with (run the preset on its own seeds into the same --out first)",
+                  file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
-    return write_report(records, out, spec=attrs.get("spec"), versions=attrs.get("versions"))
+    path = write_report(records, out, spec=attrs.get("spec"), versions=attrs.get("versions"),
+                        original=original)
+    stats = json.loads((out / "stats.json").read_text(encoding="utf-8"))
+    for c in stats["scorecard"]:
+        if c["verdict"] != "not run":
+            print(f"[{c['verdict']:>12}] {c['source']}: {c['claim']} — {c['estimate_text']}")
+    rep = stats.get("replication")
+    if rep:
+        print(f"replication: {rep['replicated']} of {rep['compared']} verdicts as on the "
+              f"original seeds" + (f"; differ: {', '.join(rep['differ'])}" if rep["differ"]
+                                   else ""))
+    return path
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -585,18 +611,21 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     plan = (plan_sweep(spec, max_runs=None) if args.seeds is None
             else with_seeds(spec, args.seeds))
     study = plan.name
-    out = _check_dir(args.out, "--out")
+    root = _check_dir(args.out, "--out")
+    # a replication on other seeds shares the store but writes its files beside it
+    out = root if args.seeds is None else root / study
     _check_devices(plan)
     if args.download and args.preset == "cifar10":
         _download_cifar10()
     out.mkdir(parents=True, exist_ok=True)
-    storage = sqlite_url(out / "store.db")
+    storage = sqlite_url(root / "store.db")
     records = run_local(plan, storage, study, workers=args.workers, out_dir=out,
                         progress=not args.no_progress)
     _summary(records)
     export_trials(storage, study, "csv", out / "trials.csv")
     print(f"trials: {out / 'trials.csv'}")
-    path = _write_report(storage, study, out)
+    path = _write_report(storage, study, out,
+                         original_study=None if args.seeds is None else spec["name"])
     if path is not None:
         print(f"report: {path}")
     return _exit_code(records, out, "run the same command again to resume")

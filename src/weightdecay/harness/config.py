@@ -44,8 +44,11 @@ MODELS = ("cnn1d_bn", "cnn1d", "mlp", "resnet_small", "shakeshake26_2x64d")
 OPTIMIZERS = ("sgd", "sgdw", "adam", "adamw")
 #: eta_t schedules; "restarts" is cosine annealing with warm restarts (SGDR)
 SCHEDULES = ("fixed", "step", "linear", "cosine", "restarts")
-#: figure tags of the paper's experiments (sweep specs tag runs; the report draws by tag)
-FIGURES = ("fig1", "fig2", "fig3", "fig4", "supp1", "supp3")
+#: experiment tags (sweep specs tag runs; the report draws and scores by tag): the paper's
+#: figures, then this project's experiments around them (decay conventions, the mechanism
+#: ablation, the decay variants)
+FIGURES = ("fig1", "fig2", "fig3", "fig4", "supp1", "supp3", "conventions", "ablation",
+           "variants")
 
 #: the largest held-out test sample (``test_size``) of a generated data set (mnist1d)
 MAX_TEST_SIZE = 100_000

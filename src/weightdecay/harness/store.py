@@ -53,6 +53,7 @@ __all__ = [
     "export_trials",
     "load_records",
     "load_spec_attrs",
+    "study_names",
     "open_storage",
     "sqlite_path",
     "sqlite_url",
@@ -357,6 +358,13 @@ def _load_study(url: str, study_name: str, storage=None):
         raise StoreError(
             f"study {study_name!r} not found in {describe_url(url)} (studies there: {known})"
         ) from None
+
+
+def study_names(url: str) -> list[str]:
+    """Names of the studies in the store at ``url`` (which must exist)."""
+    check_storage(url, must_exist=True)
+    storage = open_storage(url, heartbeat_interval=None, grace_period=None)
+    return list(_optuna().get_all_study_names(storage))
 
 
 def load_spec_attrs(url: str, study_name: str) -> dict[str, Any]:
