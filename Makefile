@@ -4,7 +4,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: venv quick test lint bench clean docs wheel wheel-smoke integrations
+.PHONY: venv quick quick-check results test lint bench clean docs wheel wheel-smoke integrations
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -16,6 +16,19 @@ venv: $(STAMP)
 
 quick: $(STAMP)
 	$(BIN)/weightdecay reproduce --preset quick --out runs/quick
+
+# CI: the main job's scorecard must be what docs/results/quick.json (committed) says:
+# verdicts exactly, estimates and interval bounds within a tolerance
+quick-check: quick
+	$(BIN)/python -m weightdecay.report.publish check runs/quick --name quick
+
+# docs/results/ and the README's result blocks, regenerated from the runs (never typed)
+results: $(STAMP)
+	$(BIN)/python -m weightdecay.report.publish write runs/quick --name quick
+	test ! -f runs/quick/quick-seeds-100-101/stats.json || $(BIN)/python -m \
+	  weightdecay.report.publish write runs/quick/quick-seeds-100-101 --name quick-replication
+	test ! -f runs/full/stats.json || $(BIN)/python -m weightdecay.report.publish write \
+	  runs/full --name full
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks examples docs/_hooks

@@ -1,6 +1,7 @@
 """Analyse a Fig. 2 pilot sweep: what each design would have measured, on pilot seeds.
 
-    python experiments/analyze_pilot.py runs/pilot_fig2 [--study pilot_fig2] [--out FILE]
+    python experiments/analyze_pilot.py runs/pilot_fig2 [--study pilot_fig2]
+        [--out docs/results/pilot_fig2.json] [--no-designs]
 
 The pilot runs a wide grid (64x in alpha, 10 lambda values) with a 10,000-example held-out
 test sample and 2 pilot seeds. Smaller designs are *sub-designs* of it: fewer alpha rows,
@@ -8,7 +9,8 @@ every other lambda, one seed, the first n test examples. For each, the script co
 slope s = d log lambda* / d log alpha of every optimizer and the paired differences
 Delta = s(L2) - s(decoupled), with 90 % bootstrap intervals, so that the presets' designs
 are chosen on seeds that their reported results never use (docs/experiment-design.md).
-Writes a JSON file and prints a markdown table.
+Writes a JSON file and, beside it, the same numbers as markdown (``.md``), which
+docs/experiment-design.md includes; ``--no-designs`` skips the sub-designs.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ def truncate(records, n):
     return out
 
 
-def design(records, *, rows_per_opt, lam_step, seeds, n_test, n_boot):
+def design(records, *, rows_per_opt, lam_step, seeds, n_test, n_boot, lam_offset=0):
     recs = [r for r in records if int(r["seed"]) in seeds]
     keep = []
     for r in recs:
@@ -56,7 +58,7 @@ def design(records, *, rows_per_opt, lam_step, seeds, n_test, n_boot):
     by_opt = {}
     for r in keep:
         by_opt.setdefault(r["optimizer"], set()).add(float(r["weight_decay"]))
-    lam_keep = {o: sorted(v)[::lam_step] for o, v in by_opt.items()}
+    lam_keep = {o: sorted(v)[lam_offset::lam_step] for o, v in by_opt.items()}
     keep = [r for r in keep if float(r["weight_decay"]) in lam_keep[r["optimizer"]]]
     if n_test is not None:
         keep = truncate(keep, n_test)
@@ -82,6 +84,7 @@ def main(argv=None):
     ap.add_argument("--study", default="pilot_fig2")
     ap.add_argument("--out", default="docs/results/pilot_fig2.json")
     ap.add_argument("--boot", type=int, default=1000)
+    ap.add_argument("--no-designs", action="store_true", help="only the full pilot design")
     args = ap.parse_args(argv)
     url = sqlite_url(Path(args.folder) / "store.db")
     records = [r for r in load_records(url, args.study) if r["state"] == "COMPLETE"]
@@ -94,59 +97,73 @@ def main(argv=None):
     full, maps, fits = design(records, rows_per_opt=lrs, lam_step=1, seeds=seeds,
                               n_test=None, n_boot=args.boot)
     print(f"full pilot design: {full['runs']} runs, {time.time() - t0:.1f} s", file=sys.stderr)
+    md = [f"**{args.study}**: {full['runs']} runs, seeds {seeds}, {n_full} held-out test "
+          f"examples, {args.boot} bootstrap replicates.", ""]
     for o in OPTS:
-        hm = maps[o]
-        print(f"\n{o}: mean final test error % (rows lr, cols weight_decay); best λ per row")
-        print("lr \\ wd  " + " ".join(f"{np.log2(c):6.0f}" for c in hm.cols))
+        hm, fit = maps[o], fits[o]
+        md += [f"*{o}* — mean final test error (%) per (α, λ); last column: the row's best "
+               "λ (log2; *edge*: optimum at the grid's edge, *out*: row outside the basin)", "",
+               "| α \\ log2 λ | " + " | ".join(f"{np.log2(c):.0f}" for c in hm.cols)
+               + " | best |", "|---" * (len(hm.cols) + 2) + "|"]
         for i, lr in enumerate(hm.rows):
-            cells = " ".join("   div" if hm.diverged[i, j] else f"{100 * hm.mean[i, j]:6.2f}"
-                             for j in range(len(hm.cols)))
-            ll = fits[o].log_lambda[0, i]
-            lam = f"{np.log2(np.exp(ll)):6.2f}" if np.isfinite(ll) else (
-                "  edge" if fits[o].edge[i] else "   out")
-            print(f"2^{np.log2(lr):<5.0f} {cells} | {lam}")
-        print(f"slope {fits[o].slope.format()} -> {fits[o].reading}")
+            cells = ["div" if hm.diverged[i, j] else f"{100 * hm.mean[i, j]:.2f}"
+                     for j in range(len(hm.cols))]
+            ll = fit.log_lambda[0, i]
+            best = f"{np.log2(np.exp(ll)):.2f}" if np.isfinite(ll) else (
+                "edge" if fit.edge[i] else "out")
+            md.append(f"| 2^{np.log2(lr):.0f} | " + " | ".join(cells) + f" | {best} |")
+        md += ["", f"slope {fit.slope.format()}: **{fit.reading}**", ""]
     for a, b in PAIRS:
-        print(f"Delta {a}-{b}: {full[f'delta_{a}_{b}']}")
+        d = full[f"delta_{a}_{b}"]
+        md.append(f"- Δ = s({a}) − s({b}): {d['estimate']:+.2f} [{d['lo']:+.2f}, "
+                  f"{d['hi']:+.2f}]" if d["lo"] is not None else f"- Δ {a}−{b}: n/a")
+    results = {"full": full}
+    if not args.no_designs:
+        results.update(_sub_designs(records, lrs, seeds, n_full, maps, args.boot, md))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
+    Path(args.out).with_suffix(".md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
 
-    # sub-designs: alpha span (rows centred on the best rows), lambda step, seeds, test size
+
+def _sub_designs(records, lrs, seeds, n_full, maps, n_boot, md):
+    """Sub-designs of the pilot: alpha span (rows centred on the best rows), lambda step,
+    seeds, test size; appends their table to ``md``."""
     def centred(o, k):
         all_rows = lrs[o]
         best = np.nanargmin(np.nanmin(maps[o].mean, axis=1))
         lo = int(np.clip(best - k // 2, 0, len(all_rows) - k))
         return all_rows[lo:lo + k]
 
-    results = {"full": full}
-    table = []
-    for k in (5, 6, 7):
-        for step in (1, 2):
-            for ns in ((1, 2) if len(seeds) > 1 else (1,)):
-                for n in (1000, 2000, 5000, n_full):
-                    rows = {o: centred(o, k) for o in OPTS}
-                    name = f"rows{k}_step{step}_seeds{ns}_n{n}"
-                    res, _, _ = design(records, rows_per_opt=rows, lam_step=step,
-                                       seeds=seeds[:ns], n_test=n, n_boot=args.boot)
-                    results[name] = res
-                    table.append((k, step, ns, n, res))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=1))
-
     def w(d):
         return "n/a" if d["lo"] is None else f"{d['hi'] - d['lo']:.2f}"
 
-    print("\n| α rows (span) | λ step | seeds | test n | runs | slope widths SGD/SGDW/Adam/AdamW"
-          " | readings | Δ SGD−SGDW | Δ Adam−AdamW |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for k, step, ns, n, res in table:
-        widths = "/".join(w(res[o]["slope"]) for o in OPTS)
-        reads = "/".join(res[o]["reading"] for o in OPTS)
-        d1, d2 = res["delta_sgd_sgdw"], res["delta_adam_adamw"]
+    def f(d):
+        if d["lo"] is None:
+            return "n/a"
+        return f"{d['estimate']:+.2f} [{d['lo']:+.2f}, {d['hi']:+.2f}]"
 
-        def f(d):
-            return "n/a" if d["lo"] is None else (
-                f"{d['estimate']:+.2f} [{d['lo']:+.2f}, {d['hi']:+.2f}]")
-        print(f"| {k} ({2 ** (k - 1)}×) | ×{2 ** step} | {ns} | {n} | {res['runs']} | {widths} "
-              f"| {reads} | {f(d1)} | {f(d2)} |")
+    out = {}
+    md += ["", "| α rows (span) | λ step (offset) | seeds | test n | runs | slope interval "
+           "widths SGD/SGDW/Adam/AdamW | readings | Δ SGD−SGDW | Δ Adam−AdamW |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for k in (5, 6, 7):
+        for step, offset in ((1, 0), (2, 0), (2, 1)):
+            for ns in ((1, 2) if len(seeds) > 1 else (1,)):
+                for n in (1000, 2000, 5000, n_full):
+                    if offset and (ns, n) != (len(seeds), n_full):
+                        continue  # the offset only matters for the grid's placement
+                    rows = {o: centred(o, k) for o in OPTS}
+                    res, _, _ = design(records, rows_per_opt=rows, lam_step=step,
+                                       seeds=seeds[:ns], n_test=n, n_boot=n_boot,
+                                       lam_offset=offset)
+                    out[f"rows{k}_step{step}_offset{offset}_seeds{ns}_n{n}"] = res
+                    widths = "/".join(w(res[o]["slope"]) for o in OPTS)
+                    reads = "/".join(res[o]["reading"] for o in OPTS)
+                    md.append(f"| {k} ({2 ** (k - 1)}×) | ×{2 ** step} ({offset}) | {ns} | "
+                              f"{n} | {res['runs']} | {widths} | {reads} | "
+                              f"{f(res['delta_sgd_sgdw'])} | {f(res['delta_adam_adamw'])} |")
+    return out
 
 
 if __name__ == "__main__":

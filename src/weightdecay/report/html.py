@@ -208,7 +208,8 @@ def _scorecard_html(claims: Sequence[Claim], replicated: Mapping[str, Any] | Non
             + "<th class='l'>rule · detail</th></tr>")
     rows = []
     for c in claims:
-        cls = c.verdict.replace(" ", "")
+        if c.verdict == "not run":
+            continue
         orig = ""
         if replicated:
             o = replicated["claims"].get(c.key)
@@ -217,10 +218,16 @@ def _scorecard_html(claims: Sequence[Claim], replicated: Mapping[str, Any] | Non
         rows.append(
             f"<tr><td class='l'>{_e(c.source)}</td><td class='l'>{_e(c.claim)}</td>"
             f"<td class='l'>{_e(c.metric)}</td><td>{_e(c.estimate_text())}</td>"
-            f"<td class='{cls}'>{_e(c.verdict)}</td>{orig}"
+            f"<td class='{_e(c.verdict)}'>{_e(c.verdict)}</td>{orig}"
             f"<td class='l'>{_e(c.rule)}<br><span class='meta'>{_e(c.detail)}</span></td>"
             "</tr>")
-    return "<table>" + head + "\n".join(rows) + "</table>"
+    not_run = [c for c in claims if c.verdict == "not run"]
+    tail = ""
+    if not_run:
+        tail = ("<p class='meta'>Not scored by these trials (their experiments are in the "
+                "<code>full</code> preset): " + _e("; ".join(f"{c.source}: {c.claim}"
+                                                             for c in not_run)) + ".</p>")
+    return "<table>" + head + "\n".join(rows) + "</table>" + tail
 
 
 def _design_html(ev: Evidence) -> str:
