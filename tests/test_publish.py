@@ -38,9 +38,13 @@ def test_write_makes_results_and_regenerates_the_readme_block(tmp_path):
     assert saved["scorecard"][0]["verdict"] == "holds" and "fig2_slopes" in saved
     assert (tmp_path / "results" / "quick-fig2.png").read_bytes() == b"png"
     assert (tmp_path / "results" / "quick.md").read_text().startswith("| source")
-    readme.write_text("no block here\n")
-    with pytest.raises(SystemExit, match="no <!-- results:quick -->"):
+    readme.write_text("a <!-- results:other -->\nx\n<!-- /results:other --> b\n")
+    with pytest.raises(SystemExit, match="block 'other' has no"):
         publish.write(run, "quick", tmp_path / "results", readme)
+    (tmp_path / "results" / "other.txt").write_text("bench output\n")
+    publish.fill_readme(readme.read_text(), tmp_path / "results")
+    assert "```text\nbench output\n```" in publish.fill_readme(readme.read_text(),
+                                                                tmp_path / "results")
 
 
 def test_check_compares_verdicts_exactly_and_numbers_with_a_tolerance(tmp_path):
@@ -57,3 +61,15 @@ def test_check_compares_verdicts_exactly_and_numbers_with_a_tolerance(tmp_path):
     assert publish.check(run, ref) == ["fig2.sgd: verdict 'refuted', committed 'holds'"]
     assert publish.main(["check", str(run), "--name", "quick", "--results",
                          str(tmp_path)]) == 1
+
+
+def test_the_readme_says_what_the_committed_results_say():
+    """Every results block of README.md is the committed file it names, verbatim."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    assert "<!-- results:" in readme
+    assert publish.fill_readme(readme, root / "docs" / "results") == readme, (
+        "README.md results blocks differ from docs/results/: run "
+        "`python -m weightdecay.report.publish readme`")

@@ -602,11 +602,14 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
+    import time
+
     from .harness.local import run_local
     from .harness.presets import get_preset
     from .harness.spec import plan_sweep, with_seeds
     from .harness.store import export_trials, sqlite_url
 
+    started = time.perf_counter()
     spec = get_preset(args.preset)
     plan = (plan_sweep(spec, max_runs=None) if args.seeds is None
             else with_seeds(spec, args.seeds))
@@ -628,6 +631,14 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
                          original_study=None if args.seeds is None else spec["name"])
     if path is not None:
         print(f"report: {path}")
+    wall = time.perf_counter() - started
+    # the wall time of this invocation (sweep + report), for the published results
+    (out / "reproduce.json").write_text(json.dumps({
+        "preset": args.preset, "study": study, "runs": len(records), "workers": args.workers,
+        "cpu_count": os.cpu_count(), "wall_seconds": round(wall, 1),
+        "complete": sum(r.get("state") == "COMPLETE" for r in records)}, indent=1) + "\n",
+        encoding="utf-8")
+    print(f"reproduce: {len(records)} runs, {wall / 60:.1f} min wall")
     return _exit_code(records, out, "run the same command again to resume")
 
 

@@ -3,12 +3,17 @@ regenerate the README's result blocks from them, and check a fresh run against t
 
     python -m weightdecay.report.publish write runs/quick --name quick
     python -m weightdecay.report.publish check runs/quick --name quick
+    python -m weightdecay.report.publish readme
 
 ``write`` reads ``RUN/stats.json`` (written by ``weightdecay report``/``reproduce``) and
 writes ``docs/results/NAME.json`` (the scorecard and the Fig. 2 slopes), ``NAME.md`` (the
 scorecard as a markdown table, included by the docs site) and copies ``fig2.png`` and
-``slopes.png``; then it replaces the README block between ``<!-- results:NAME -->`` and
-``<!-- /results:NAME -->`` with the same table. Nothing in the README's results is typed.
+``slopes.png``; then it regenerates the README.
+
+``readme`` fills every README block between ``<!-- results:NAME -->`` and
+``<!-- /results:NAME -->`` with ``docs/results/NAME.md`` (or ``NAME.txt``, a benchmark's
+printed output, in a code fence). Nothing in the README's results is typed; a test checks
+that the README and the files agree.
 
 ``check`` compares a fresh run with the committed file: every verdict must be equal, every
 estimate and interval bound within ``--tol`` (absolute, in the metric's units); it prints
@@ -19,13 +24,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["check", "markdown_table", "write"]
+__all__ = ["check", "fill_readme", "markdown_table", "write"]
 
 #: estimates may differ this much (absolute) between machines before ``check`` fails: the
 #: runs are deterministic on one CPU type, but float reductions differ across instruction sets
@@ -67,36 +73,54 @@ def _summary(stats: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _replace_block(text: str, name: str, block: str) -> str:
-    start, end = f"<!-- results:{name} -->", f"<!-- /results:{name} -->"
-    if start not in text or end not in text:
-        raise SystemExit(f"publish: error: the README has no {start} ... {end} block")
-    a, b = text.index(start) + len(start), text.index(end)
-    return text[:a] + "\n" + block + "\n" + text[b:]
+_BLOCK = re.compile(r"(<!-- results:([\w.-]+) -->)\n.*?(<!-- /results:\2 -->)", re.S)
+
+
+def fill_readme(text: str, results: Path) -> str:
+    """``text`` with every results block filled from ``results/NAME.md`` or ``NAME.txt``."""
+    def fill(m: re.Match) -> str:
+        name = m.group(2)
+        md, txt = results / f"{name}.md", results / f"{name}.txt"
+        if md.exists():
+            body = md.read_text(encoding="utf-8").strip()
+        elif txt.exists():
+            body = "```text\n" + txt.read_text(encoding="utf-8").strip() + "\n```"
+        else:
+            raise SystemExit(f"publish: error: README block {name!r} has no {md} or {txt}")
+        return f"{m.group(1)}\n{body}\n{m.group(3)}"
+
+    return _BLOCK.sub(fill, text)
 
 
 def write(run: Path, name: str, results: Path, readme: Path | None) -> None:
-    """Write ``results/NAME.json``, ``NAME.md`` and the figures; update the README block."""
+    """Write ``results/NAME.json``, ``NAME.md`` and the figures; regenerate the README."""
     stats = _load(run / "stats.json")
     results.mkdir(parents=True, exist_ok=True)
     summary = _summary(stats)
-    (results / f"{name}.json").write_text(json.dumps(summary, indent=1) + "\n",
-                                          encoding="utf-8")
-    table = markdown_table(stats["scorecard"])
+    lines = [markdown_table(stats["scorecard"])]
     rep = stats.get("replication")
-    lines = [table]
     if rep:
         lines.append(f"\nReplication on other seeds: {rep['replicated']} of {rep['compared']} "
                      "verdicts as on the original seeds"
                      + (f" (differ: {', '.join(rep['differ'])})" if rep["differ"] else "")
                      + ".")
+    timing = run / "reproduce.json"
+    if timing.exists():
+        t = _load(timing)
+        summary["reproduce"] = t
+        lines.append(f"\nMeasured by `weightdecay reproduce --preset {t['preset']}`: "
+                     f"{t['complete']} of {t['runs']} runs in {int(t['wall_seconds'] // 60)} min "
+                     f"{int(t['wall_seconds'] % 60)} s wall (sweep and report), {t['workers']} "
+                     f"workers on {t['cpu_count']} CPU cores.")
+    (results / f"{name}.json").write_text(json.dumps(summary, indent=1) + "\n",
+                                          encoding="utf-8")
     (results / f"{name}.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     for fig in ("fig2", "slopes"):
         if (run / f"{fig}.png").exists():
             shutil.copyfile(run / f"{fig}.png", results / f"{name}-{fig}.png")
     if readme is not None:
-        readme.write_text(_replace_block(readme.read_text(encoding="utf-8"), name,
-                                         "\n".join(lines)), encoding="utf-8")
+        readme.write_text(fill_readme(readme.read_text(encoding="utf-8"), results),
+                          encoding="utf-8")
 
 
 def check(run: Path, reference: Path, tol: float = DEFAULT_TOL) -> list[str]:
@@ -125,14 +149,21 @@ def check(run: Path, reference: Path, tol: float = DEFAULT_TOL) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m weightdecay.report.publish",
                                  description=__doc__.splitlines()[0])
-    ap.add_argument("action", choices=("write", "check"))
-    ap.add_argument("run", type=Path, help="the run's output folder (with stats.json)")
-    ap.add_argument("--name", required=True, help="results name, e.g. quick")
+    ap.add_argument("action", choices=("write", "check", "readme"))
+    ap.add_argument("run", type=Path, nargs="?", help="the run's output folder (stats.json)")
+    ap.add_argument("--name", help="results name, e.g. quick")
     ap.add_argument("--results", type=Path, default=Path("docs/results"))
     ap.add_argument("--readme", type=Path, default=Path("README.md"))
     ap.add_argument("--no-readme", action="store_true")
     ap.add_argument("--tol", type=float, default=DEFAULT_TOL)
     args = ap.parse_args(argv)
+    if args.action == "readme":
+        args.readme.write_text(fill_readme(args.readme.read_text(encoding="utf-8"),
+                                           args.results), encoding="utf-8")
+        print(f"{args.readme}: results blocks regenerated from {args.results}")
+        return 0
+    if args.run is None or args.name is None:
+        ap.error(f"{args.action} needs RUN and --name")
     if args.action == "write":
         write(args.run, args.name, args.results, None if args.no_readme else args.readme)
         print(f"wrote {args.results / (args.name + '.json')} and "
