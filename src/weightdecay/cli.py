@@ -154,6 +154,8 @@ _RUN_OPTIONS: dict[str, tuple[Any, str]] = {
     "test_size": (int, "mnist1d: N held-out test signals from the generator instead of the "
                        "canonical 1000"),
     "eval_every": (int, "evaluate the test error every N epochs (and after the last)"),
+    "l1": (_number, "L1 factor (sgd/adam: l1*sign(theta) in the gradient; sgdw/adamw: "
+                    "soft-threshold after the update)"),
 }
 
 
@@ -175,6 +177,11 @@ def _add_run_config(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-decay-all", dest="decay_all", action="store_false",
                    default=argparse.SUPPRESS,
                    help="exempt biases and 1-D tensors from decay (the paper decays all)")
+    p.add_argument("--cautious", action="store_true", default=argparse.SUPPRESS,
+                   help="cautious decay: only where update and weight agree in sign "
+                        "(sgdw/adamw)")
+    p.add_argument("--scale-invariant-only", action="store_true", default=argparse.SUPPRESS,
+                   help="decay only the weights a normalization makes scale-invariant")
 
 
 _DOWNLOAD_HELP = ("fetch CIFAR-10 (the official archive, md5-checked) into the cache "

@@ -149,6 +149,15 @@ class RunConfig:
       binomial noise shrinks as 1/sqrt(n)); ``None`` = the canonical split.
     - ``eval_every`` [epochs] (> 0): the test error is computed every ``eval_every``
       epochs and after the last one (NaN in the history in between); 1 = every epoch.
+    - ``cautious``: cautious weight decay (arXiv 2510.12402): decay only the coordinates
+      where the update and the weight agree in sign (decoupled optimizers only).
+    - ``l1`` (>= 0): an L1 factor beside ``weight_decay``: added as l1*sign(theta) to the
+      gradient for ``sgd``/``adam``, a soft-threshold after the update for
+      ``sgdw``/``adamw`` (scaled by the decay convention).
+    - ``scale_invariant_only``: decay only the weights that a following normalization makes
+      scale-invariant (found on the first training batch,
+      :func:`weightdecay.find_scale_invariant_weights`); every other parameter gets none.
+      Overrides ``decay_all``.
 
     Invalid values raise :class:`ValueError` naming the field and the value.
     """
@@ -174,6 +183,9 @@ class RunConfig:
     width: int | None = None
     test_size: int | None = None
     eval_every: int = 1
+    cautious: bool = False
+    l1: float = 0.0
+    scale_invariant_only: bool = False
 
     # -- validation -------------------------------------------------------------------------
 
@@ -249,8 +261,13 @@ class RunConfig:
             raise ValueError(
                 f"device={self.device!r} is not valid; use 'cpu', 'cuda', 'cuda:N' or 'mps'"
             )
-        if not isinstance(self.decay_all, bool):
-            raise ValueError(f"decay_all must be a bool, got {self.decay_all!r}")
+        for name in ("decay_all", "cautious", "scale_invariant_only"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
+        self._check_real("l1", low=0.0)
+        if self.cautious and self.optimizer not in ("sgdw", "adamw"):
+            raise ValueError(f"cautious=True is a decoupled decay (sgdw, adamw), not "
+                             f"{self.optimizer!r}")
         return self
 
     def _check_real(
@@ -344,10 +361,11 @@ class RunConfig:
 
 # fields that enter the key only when they differ from these defaults, so that the keys of
 # runs planned before the fields existed (stores, checkpoints) do not change
-_KEY_OPTIONAL = {"width": None, "test_size": None, "eval_every": 1}
+_KEY_OPTIONAL = {"width": None, "test_size": None, "eval_every": 1, "cautious": False,
+                 "l1": 0.0, "scale_invariant_only": False}
 
 _REAL_FIELDS = (
-    "lr", "weight_decay", "weight_decay_norm", "T_0", "T_mult", "drop_factor", "momentum"
+    "lr", "weight_decay", "weight_decay_norm", "T_0", "T_mult", "drop_factor", "momentum", "l1"
 )
 
 
