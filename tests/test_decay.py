@@ -23,7 +23,8 @@ def _sig(x: float, digits: int = 3) -> float:
 
 @pytest.mark.parametrize("epochs,expected", [(100, 1.26e-4), (1800, 2.98e-5)])
 def test_normalized_weight_decay_paper_example(epochs, expected):
-    # PAPER.md Sec. 6: b = 128, B = 50,000, lambda_norm = 0.025.
+    # paper App. B.1 (lambda = lambda_norm * sqrt(b / (B*T))): b = 128, B = 50,000,
+    # lambda_norm = 0.025.
     lam = D.normalized_weight_decay(0.025, batch_size=128, dataset_size=50_000, epochs=epochs)
     assert _sig(lam) == expected
 

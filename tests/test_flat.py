@@ -344,3 +344,127 @@ def test_flat_checkpoint_moves_between_cuda_and_cpu():
     for key in ("exp_avg", "exp_avg_sq"):
         for p, q in zip(params, cpu):
             torch.testing.assert_close(opt.state[p][key].cpu(), regular.state[q][key])
+
+
+# ------------------------------------------------------------------ parameters without a gradient
+
+
+class TwoHeads(torch.nn.Module):
+    """A trunk and two heads; head ``b`` (registered between trunk and ``a``, so that its
+    parameters lie in the middle of the flat buffer) gets a gradient only at some steps."""
+
+    def __init__(self):
+        super().__init__()
+        self.trunk = torch.nn.Linear(6, 6)
+        self.b = torch.nn.Linear(6, 2)
+        self.a = torch.nn.Linear(6, 2)
+
+    def forward(self, x, use_b):
+        h = torch.tanh(self.trunk(x))
+        return self.a(h) + self.b(h) if use_b else self.a(h)
+
+
+USES_B = [False, False, True, False, True, True, False, False, False, True] * 3
+
+
+def _train_two_heads(model, opt, zero=lambda o: o.zero_grad(), etas=None):
+    sched = (torch.optim.lr_scheduler.LambdaLR(opt, lambda t: eta_restarts(t, T_0=8))
+             if etas else None)
+    for i, use_b in enumerate(USES_B):
+        g = torch.Generator().manual_seed(i)
+        x, y = torch.randn(8, 6, generator=g), torch.randn(8, 2, generator=g)
+        zero(opt)
+        torch.nn.functional.mse_loss(model(x, use_b), y).backward()
+        opt.step()
+        if sched:
+            sched.step()
+
+
+NO_GRAD_CASES = [
+    # id, flat optimizer, what it must equal (torch's where it exists), under any lr schedule
+    ("AdamW-vs-torch", lambda ps: wd.AdamW(ps, lr=1e-2, weight_decay=0.05, flat=True),
+     lambda ps: torch.optim.AdamW(ps, lr=1e-2, weight_decay=5.0), True),
+    ("AdamW-amsgrad-constant",
+     lambda ps: wd.AdamW(ps, lr=1e-2, weight_decay=0.05, amsgrad=True, flat=True,
+                         decay_convention="constant"),
+     lambda ps: wd.AdamW(ps, lr=1e-2, weight_decay=0.05, amsgrad=True, impl="reference",
+                         decay_convention="constant"), True),
+    ("Adam-vs-torch", lambda ps: wd.Adam(ps, lr=1e-2, weight_decay=1e-2, flat=True),
+     lambda ps: torch.optim.Adam(ps, lr=1e-2, weight_decay=1e-2), True),
+    # the paper's SGD momentum equals torch's only at a constant lr
+    ("SGD-vs-torch", lambda ps: wd.SGD(ps, lr=0.05, weight_decay=1e-2, flat=True),
+     lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9, weight_decay=1e-2), False),
+    ("SGDW", lambda ps: wd.SGDW(ps, lr=0.05, weight_decay=1e-2, nesterov=True, flat=True),
+     lambda ps: wd.SGDW(ps, lr=0.05, weight_decay=1e-2, nesterov=True, impl="reference"), True),
+]
+
+
+@pytest.mark.parametrize("schedule", [False, True])
+@pytest.mark.parametrize("name,ours,theirs,any_schedule", NO_GRAD_CASES,
+                         ids=[c[0] for c in NO_GRAD_CASES])
+def test_parameters_without_a_gradient_are_skipped_as_torch_does(name, ours, theirs,
+                                                                 any_schedule, schedule):
+    """Head b gets no gradient at most steps: torch (and the regular mode) skip it — no decay,
+    no moment update, no step count — and so must flat mode, whose gradient views stay
+    attached (its counts then differ from the trunk's, so the buffer splits into runs)."""
+    if schedule and not any_schedule:
+        pytest.skip("equal at a constant learning rate only")
+    torch.manual_seed(0)
+    a = TwoHeads()
+    b = copy.deepcopy(a)
+    oa, ob = ours(a.parameters()), theirs(b.parameters())
+    _train_two_heads(a, oa, etas=schedule)
+    _train_two_heads(b, ob, etas=schedule)
+    assert rel_err_all(list(a.parameters()), list(b.parameters())) <= 1e-6
+    moved = (a.b.weight - TwoHeads().b.weight).abs().max()  # (b's weights did move at all)
+    assert moved > 0
+    if "step" in ob.state[b.b.weight]:
+        steps_a = [float(oa.state[p]["step"]) for p in a.parameters()]
+        steps_b = [float(ob.state[p]["step"]) for p in b.parameters()]
+        assert steps_a == steps_b and steps_a[2] < steps_a[0]  # b counted only its own steps
+
+
+@pytest.mark.parametrize("cls", [wd.SGDW, wd.AdamW])
+def test_a_step_before_any_backward_changes_nothing(cls):
+    torch.manual_seed(0)
+    model = TwoHeads()
+    before = [p.detach().clone() for p in model.parameters()]
+    opt = cls(model.parameters(), lr=0.1, weight_decay=0.1, flat=True)
+    opt.step()
+    opt.zero_grad()
+    opt.step()
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before))
+    if cls is wd.AdamW:
+        assert {float(s["step"]) for s in opt.state_dict()["state"].values()} == {0.0}
+
+
+def test_zero_grad_keeping_zeros_updates_as_torch_does():
+    """zero_grad(set_to_none=False): torch keeps the zeroed gradients and updates (decays)
+    those parameters; a parameter that never had a gradient stays skipped."""
+    torch.manual_seed(0)
+    a = TwoHeads()
+    b = copy.deepcopy(a)
+    oa = wd.AdamW(a.parameters(), lr=1e-2, weight_decay=0.05, flat=True)
+    ob = torch.optim.AdamW(b.parameters(), lr=1e-2, weight_decay=5.0)
+    _train_two_heads(a, oa, zero=lambda o: o.zero_grad(set_to_none=False))
+    _train_two_heads(b, ob, zero=lambda o: o.zero_grad(set_to_none=False))
+    assert rel_err_all(list(a.parameters()), list(b.parameters())) <= 1e-6
+
+
+@pytest.mark.parametrize("direction", ["flat->regular", "regular->flat"])
+def test_checkpoints_keep_per_parameter_step_counts(direction):
+    src_flat = direction.startswith("flat")
+    torch.manual_seed(0)
+    model = TwoHeads()
+    opt = wd.AdamW(model.parameters(), lr=1e-2, weight_decay=0.05, flat=src_flat)
+    _train_two_heads(model, opt)
+    sd = copy.deepcopy(opt.state_dict())  # (flat state is views into the buffers)
+    other = copy.deepcopy(model)
+    opt2 = wd.AdamW(other.parameters(), lr=1e-2, weight_decay=0.05, flat=not src_flat)
+    opt2.load_state_dict(sd)
+    counts = [float(opt2.state[p]["step"]) for p in other.parameters()]
+    assert counts == [float(opt.state[p]["step"]) for p in model.parameters()]
+    assert len(set(counts)) == 2
+    _train_two_heads(model, opt)
+    _train_two_heads(other, opt2)
+    assert rel_err_all(list(other.parameters()), list(model.parameters())) <= 1e-6

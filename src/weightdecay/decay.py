@@ -1,8 +1,9 @@
 """Weight-decay arithmetic: normalized decay (paper App. B.1) and convention conversions.
 
-Conventions (PAPER.md Sec. 5). This library's optimizers follow the paper: the decay
-applied per update is ``eta_t * lambda`` (``lambda`` = the paper's weight decay factor,
-NOT multiplied by the base learning rate alpha). ``torch.optim.AdamW``, optax and Keras
+Conventions (see :mod:`weightdecay.optim._decay`). This library's optimizers follow the
+paper (Algorithm 1, line 9; Algorithm 2, line 12): the decay applied per update is
+``eta_t * lambda`` (``lambda`` = the paper's weight decay factor, NOT multiplied by the base
+learning rate alpha). ``torch.optim.AdamW``, optax and Keras
 apply ``lr_t * lambda_torch = alpha * eta_t * lambda_torch``. Hence, at base lr ``alpha``::
 
     lambda_torch = lambda / alpha            (torch_weight_decay)

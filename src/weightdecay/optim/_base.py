@@ -92,6 +92,9 @@ class DecayOptimizer(torch.optim.Optimizer):
 
     def __setstate__(self, state: dict) -> None:
         super().__setstate__(state)
+        # torch pickles only defaults, state and param_groups: an unpickled (or deep-copied)
+        # optimizer is in the regular mode, its state a copy of the buffers' values
+        self.__dict__.setdefault("_flat", None)
         for group in self.param_groups:  # old checkpoints keep loading
             group.setdefault("decay_convention", "schedule")
             group.setdefault("impl", None)
@@ -130,7 +133,14 @@ class DecayOptimizer(torch.optim.Optimizer):
             if self._flat is not None:
                 for group, fg in zip(self.param_groups, self._flat.groups):
                     fg.check()
-                    self._update_flat(group, fg)
+                    if not fg.all_marked():
+                        fg.mark_written()
+                    if fg.all_marked():  # the common case: one kernel over the buffer
+                        self._update_flat(group, fg)
+                        continue
+                    runs = fg.runs()  # parameters without a gradient are skipped
+                    if runs:
+                        self._update_flat(group, fg, runs)
                 return loss
             for group in self.param_groups:
                 params = self._params_with_grad(group, type(self).__name__)
@@ -143,7 +153,8 @@ class DecayOptimizer(torch.optim.Optimizer):
     def _update_group(self, group: dict, params: list[torch.Tensor]) -> None:
         raise NotImplementedError
 
-    def _update_flat(self, group: dict, fg) -> None:
+    def _update_flat(self, group: dict, fg, runs=None) -> None:
+        """Update a flat group: the whole buffer, or the ``runs`` of ``fg.runs()``."""
         raise NotImplementedError
 
     def _state_keys(self, group: dict) -> tuple[str, ...]:
@@ -157,7 +168,7 @@ class DecayOptimizer(torch.optim.Optimizer):
     def zero_grad(self, set_to_none: bool = True) -> None:
         if self._flat is None:
             return super().zero_grad(set_to_none)
-        self._flat.zero_grad()  # one pass over each gradient buffer; the views stay
+        self._flat.zero_grad(set_to_none)  # one pass over each gradient buffer; views stay
         return None
 
     def state_dict(self) -> dict:
@@ -165,14 +176,67 @@ class DecayOptimizer(torch.optim.Optimizer):
         if self._flat is not None and self._has_step_count():
             # the group shares one step counter: give each entry its own tensor, so that a
             # regular-mode optimizer loading this dict does not count one step many times
-            sd["state"] = {k: {**v, "step": v["step"].clone()} if "step" in v else v
-                           for k, v in sd["state"].items()}
+            # (entries that are not dicts can come from torch's state-dict pre-hooks: kept)
+            sd["state"] = {k: {**v, "step": v["step"].clone()}
+                           if isinstance(v, dict) and isinstance(v.get("step"), torch.Tensor)
+                           else v for k, v in sd["state"].items()}
         return sd
 
     def load_state_dict(self, state_dict: dict) -> None:
+        """Load a state dict (torch's format), then check it against the parameters.
+
+        Every state tensor must have its parameter's shape (torch casts dtype and device as it
+        loads), ``step`` must be one finite count >= 0 (a Python number, as older torch
+        checkpoints store it, becomes a float32 tensor on the parameter's device), and the
+        loaded hyperparameters must be valid. Otherwise a ``ValueError`` names the parameter
+        (``param_groups[g]['params'][i]``) and the optimizer keeps its previous state: a
+        wrongly sized buffer would make the fused kernels write past its end."""
+        previous = {"state": self.state, "param_groups": self.param_groups}
         super().load_state_dict(state_dict)
+        try:
+            for index, group in enumerate(self.param_groups):
+                self._check_group(group, index)
+            self._check_state()
+        except (ValueError, TypeError):
+            torch.optim.Optimizer.__setstate__(self, previous)
+            raise
         if self._flat is not None:
             self._flat.reattach()
+
+    def _check_group(self, group: dict, index: int) -> None:
+        for key, checker in self._checks.items():
+            group[key] = checker(f"param_groups[{index}]['{key}']", group[key])
+        check_convention(group["decay_convention"])
+        check_impl(group["impl"])
+        group.setdefault("initial_lr", group["lr"])
+
+    def _check_state(self) -> None:
+        """Every state entry of every parameter matches the parameter (see load_state_dict)."""
+        for g, group in enumerate(self.param_groups):
+            keys = self._state_keys(group)
+            for i, p in enumerate(group["params"]):
+                if p not in self.state:
+                    continue
+                where = f"param_groups[{g}]['params'][{i}] (shape {tuple(p.shape)}, {p.dtype})"
+                state = self.state[p]
+                if not isinstance(state, dict):
+                    raise ValueError(f"state of {where} is a {type(state).__name__}, "
+                                     "expected a dict")
+                for key in keys:
+                    if key not in state:
+                        continue
+                    value = state[key]
+                    if not isinstance(value, torch.Tensor):
+                        raise ValueError(f"state[{key!r}] of {where} is a "
+                                         f"{type(value).__name__}, expected a tensor")
+                    if (value.shape != p.shape or value.dtype != p.dtype
+                            or value.device != p.device or value.is_sparse):
+                        raise ValueError(
+                            f"state[{key!r}] of {where} is a {tuple(value.shape)} "
+                            f"{value.dtype} tensor on {value.device}; expected the "
+                            f"parameter's shape, dtype and device ({p.device})")
+                if self._has_step_count() and "step" in state:
+                    state["step"] = _check_step(state["step"], where, p.device)
 
     def clip_grad_norm_(self, max_norm: float, norm_type: float = 2.0) -> torch.Tensor:
         """Clip the gradients of all groups to a total ``norm_type`` norm of ``max_norm``
@@ -202,6 +266,30 @@ def _hooks_or_profiler(opt: DecayOptimizer) -> bool:
 # overrides step() is wrapped by torch as usual, and then this step never runs the hooks twice.
 _hooked_step = torch.optim.Optimizer.profile_hook_step(DecayOptimizer._step)
 DecayOptimizer.step.hooked = True
+
+
+def _check_step(value: Any, where: str, device: torch.device) -> torch.Tensor:
+    """A loaded ``step``: one finite count >= 0 (a tensor or, from older torch checkpoints, a
+    Python number) as a float32 0-d tensor on the parameter's device (torch's fused kernels
+    take it there)."""
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1 or value.is_complex():
+            raise ValueError(f"state['step'] of {where} has shape {tuple(value.shape)}; "
+                             "expected a single update count")
+        number = value.item()
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = value
+    else:
+        raise ValueError(f"state['step'] of {where} is {value!r}; expected an update count")
+    if not (math.isfinite(number) and number >= 0):
+        raise ValueError(f"state['step'] of {where} is {number!r}; expected a finite count >= 0")
+    return torch.tensor(float(number), dtype=torch.float32, device=device)
+
+
+def as_real(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Complex tensors as real views with a trailing dimension of 2 (torch.view_as_real): the
+    optimizers treat the real and imaginary parts as two real parameters, as torch's do."""
+    return [torch.view_as_real(t) if torch.is_complex(t) else t for t in tensors]
 
 
 def foreach_ok(params: list[torch.Tensor]) -> bool:

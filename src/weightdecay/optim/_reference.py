@@ -1,7 +1,8 @@
 """Algorithms 1 and 2 of Loshchilov & Hutter (ICLR 2019), literally, one tensor at a time.
 
 These functions are the readable reference: every line mirrors a line of the paper's
-pseudocode (numbers in the comments). They are the ``impl="reference"`` path of the
+pseudocode ("Alg. 1, line 8" in the comments: the line numbers of the paper's Algorithms 1
+and 2). They are the ``impl="reference"`` path of the
 optimizers and, run in float64, the oracle that every fast path is tested against.
 
 Conventions: ``lr_t = alpha * eta_t`` is the scheduled learning rate, ``decay_t`` the factor
@@ -32,11 +33,11 @@ def sgd_step(
     ``m`` holds the paper's m_{t-1} (the step size lives inside the buffer) and is updated
     in place to m_t; ``theta`` is updated in place to theta_t.
     """
-    g = grad + l2 * theta  # 1. g_t = grad f_t(theta_{t-1}) (+ lambda*theta_{t-1}: SGD + L2)
-    # 2. eta_t = schedule(t) is folded into lr_t = eta_t * alpha
-    m.mul_(momentum).add_(lr_t * g)  # 3. m_t = beta1*m_{t-1} + eta_t*alpha*g_t
+    g = grad + l2 * theta  # Alg. 1, line 6: g_t = grad f_t(theta_{t-1}) (+ lambda*theta_{t-1})
+    # line 7: eta_t = SetScheduleMultiplier(t), folded into lr_t = eta_t * alpha
+    m.mul_(momentum).add_(lr_t * g)  # line 8: m_t = beta1*m_{t-1} + eta_t*alpha*g_t
     step = momentum * m + lr_t * g if nesterov else m  # Nesterov look-ahead (torch's form)
-    # 4. theta_t = theta_{t-1} - m_t (- eta_t*lambda*theta_{t-1}: SGDW, uses theta_{t-1})
+    # line 9: theta_t = theta_{t-1} - m_t (- eta_t*lambda*theta_{t-1}: SGDW, uses theta_{t-1})
     theta.sub_(step + decay_t * theta)
 
 
@@ -61,16 +62,16 @@ def adam_step(
     AMSGrad when ``v_max`` is given: the running maximum of v_t replaces v_t before bias
     correction (the form torch uses, so that the fused kernels agree with it).
     """
-    g = grad + l2 * theta  # 1. g_t (+ lambda*theta_{t-1}: Adam + L2)
-    m.mul_(beta1).add_((1 - beta1) * g)  # 2. m_t = beta1*m_{t-1} + (1-beta1)*g_t
-    v.mul_(beta2).add_((1 - beta2) * g * g)  #    v_t = beta2*v_{t-1} + (1-beta2)*g_t^2
+    g = grad + l2 * theta  # Alg. 2, line 6: g_t (+ lambda*theta_{t-1}: Adam with L2)
+    m.mul_(beta1).add_((1 - beta1) * g)  # line 7: m_t = beta1*m_{t-1} + (1-beta1)*g_t
+    v.mul_(beta2).add_((1 - beta2) * g * g)  # line 8: v_t = beta2*v_{t-1} + (1-beta2)*g_t^2
     if v_max is not None:
         torch.maximum(v_max, v, out=v_max)  # AMSGrad: v_t <- max(v_max, v_t)
         v_used = v_max
     else:
         v_used = v
-    m_hat = m / (1 - beta1**t)  # 3. m_hat_t = m_t / (1 - beta1^t)
-    v_hat = v_used / (1 - beta2**t)  #    v_hat_t = v_t / (1 - beta2^t)
-    # 4. eta_t folded into lr_t = eta_t*alpha and decay_t = eta_t*lambda
-    # 5. theta_t = theta_{t-1} - eta_t*(alpha*m_hat/(sqrt(v_hat)+eps) + lambda*theta_{t-1})
+    m_hat = m / (1 - beta1**t)  # line 9: m_hat_t = m_t / (1 - beta1^t)
+    v_hat = v_used / (1 - beta2**t)  # line 10: v_hat_t = v_t / (1 - beta2^t)
+    # line 11: eta_t, folded into lr_t = eta_t*alpha and decay_t = eta_t*lambda
+    # line 12: theta_t = theta_{t-1} - eta_t*(alpha*m_hat/(sqrt(v_hat)+eps) + lambda*theta_{t-1})
     theta.sub_(lr_t * m_hat / (v_hat.sqrt() + eps) + decay_t * theta)

@@ -25,8 +25,16 @@ import torch
 import torch.optim.adam as _torch_adam
 
 from . import _compiled, _reference
-from ._base import DecayOptimizer, check_nonneg, check_positive, check_unit, foreach_ok
+from ._base import (
+    DecayOptimizer,
+    as_real,
+    check_nonneg,
+    check_positive,
+    check_unit,
+    foreach_ok,
+)
 from ._decay import decay_per_update, torch_weight_decay
+from .flat import COMPILE_MIN_NUMEL as COMPILE_MIN_NUMEL_FLAT
 
 _FUSED_DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
 
@@ -148,13 +156,29 @@ class Adam(DecayOptimizer):
                     state[key] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 lists[key].append(state[key])
             steps.append(state["step"])
-        self._apply(group, params, [p.grad for p in params], lists["exp_avg"],
+        grads = [p.grad for p in params]
+        if any(map(torch.is_complex, params)):
+            # as torch: a complex number is two real ones (real and imaginary part), each with
+            # its own moments; squaring the complex gradient itself would be wrong
+            params, grads = as_real(params), as_real(grads)
+            lists = {key: as_real(tensors) for key, tensors in lists.items()}
+        self._apply(group, params, grads, lists["exp_avg"],
                     lists["exp_avg_sq"], lists.get("max_exp_avg_sq", []), steps)
 
     def _has_step_count(self) -> bool:
         return True
 
-    def _update_flat(self, group: dict, fg) -> None:
+    def _update_flat(self, group: dict, fg, runs=None) -> None:
+        if runs is None:  # the whole buffer, one count
+            fg.steps.add_(1)
+            params, grads, steps = fg.param_list, fg.grad_list, fg.step_list
+            states = fg.state_lists
+            big = fg.compiled
+        else:  # the runs of parameters that have a gradient (fg.runs() advanced their counts)
+            params, grads = fg.run_views(fg.param, runs), fg.run_views(fg.grad, runs)
+            states = {key: fg.run_views(buf, runs) for key, buf in fg.state.items()}
+            steps = [fg.steps[a] for a, _, _ in runs]
+            big = max(p.numel() for p in params) >= COMPILE_MIN_NUMEL_FLAT
         impl = group["impl"]
         if impl is None or impl == "fused":
             # the common case in few lines: this runs every step, and at ~1e5 parameters the
@@ -163,27 +187,26 @@ class Adam(DecayOptimizer):
             if (wd is not None and (impl == "fused" or _fused_is_precise(group))
                     and _fused_kernel_takes(fg.param)):
                 beta1, beta2 = group["betas"]
-                fg.step.add_(1)
                 kernel = torch._fused_adamw_ if self.decoupled else torch._fused_adam_
-                kernel(fg.param_list, fg.grad_list, fg.state_lists["exp_avg"],
-                       fg.state_lists["exp_avg_sq"], fg.state_lists.get("max_exp_avg_sq", []),
-                       fg.step_list, amsgrad=group["amsgrad"], lr=group["lr"], beta1=beta1,
-                       beta2=beta2, weight_decay=wd, eps=group["eps"], maximize=False)
+                kernel(params, grads, states["exp_avg"], states["exp_avg_sq"],
+                       states.get("max_exp_avg_sq", []), steps, amsgrad=group["amsgrad"],
+                       lr=group["lr"], beta1=beta1, beta2=beta2, weight_decay=wd,
+                       eps=group["eps"], maximize=False)
                 return
             impl = self._choose_impl(group, [fg.param])  # raises for an inexact "fused"
             if impl != "fused":  # one buffer: a single-pass kernel where fused is not exact
-                impl = "compiled" if fg.compiled else "foreach"
-        vmax = [fg.state["max_exp_avg_sq"]] if group["amsgrad"] else []
-        self._apply(group, [fg.param], [fg.grad], [fg.state["exp_avg"]],
-                    [fg.state["exp_avg_sq"]], vmax, [fg.step], impl=impl)
+                impl = "compiled" if big else "foreach"
+        self._apply(group, params, grads, states["exp_avg"], states["exp_avg_sq"],
+                    states.get("max_exp_avg_sq", []), steps, impl=impl, counted=True)
 
     def _apply(self, group, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps,
-               impl=None):
-        """Algorithm 2 on lists of tensors (per-parameter tensors, or one flat buffer)."""
+               impl=None, counted=False):
+        """Algorithm 2 on lists of tensors (per-parameter tensors, or flat buffers); with
+        ``counted`` the caller has advanced ``steps`` already."""
         impl = impl or self._choose_impl(group, params)
         amsgrad = group["amsgrad"]
         beta1, beta2 = group["betas"]
-        if impl == "fused":
+        if impl == "fused":  # (flat groups call the fused kernel directly: never counted)
             _torch_adam.adam(
                 params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps,
                 fused=True, decoupled_weight_decay=self.decoupled, amsgrad=amsgrad,
@@ -191,7 +214,8 @@ class Adam(DecayOptimizer):
                 weight_decay=self._fused_weight_decay(group), eps=group["eps"], maximize=False,
             )
             return
-        torch._foreach_add_(steps, 1)
+        if not counted:
+            torch._foreach_add_(steps, 1)
         kw = dict(lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"],
                   l2=0.0 if self.decoupled else group["weight_decay"],
                   decay=decay_per_update(group) if self.decoupled else 0.0)

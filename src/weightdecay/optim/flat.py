@@ -21,9 +21,15 @@ It stays a drop-in ``torch.optim.Optimizer``:
   at the next step, with a one-time warning since that costs a copy.
 - Gradient clipping: ``torch.nn.utils.clip_grad_norm_`` works on the views, and
   ``optimizer.clip_grad_norm_(max_norm)`` does it over the buffers in a few kernels.
-- Every parameter of a flat group is updated at every step; one that received no gradient is
-  updated with g = 0 (its moments decay, and decoupled weight decay applies), unlike the
-  regular mode, which skips parameters whose ``.grad`` is None.
+- Parameters without a gradient are skipped, as torch's optimizers (and the regular mode) skip
+  parameters whose ``.grad`` is None: no decay, no moment update, no step count. The gradient
+  views stay attached, so "has a gradient" is tracked instead: a parameter has one when
+  backward accumulated into it (a post-accumulate-grad hook marks it), when its ``.grad`` was
+  assigned, or when its gradient view is nonzero (written in place), since the last
+  ``zero_grad()``; ``zero_grad(set_to_none=False)`` keeps the marks, as torch keeps zeroed
+  gradients. When every parameter of a group has a gradient (the common case) the step is one
+  kernel over the whole buffer; otherwise one kernel call covers the contiguous runs of
+  parameters that have one (and the same step count).
 
 Refused with a clear error: sparse parameters, parameters of different dtypes or devices in one
 group, parameters that do not require grad, a parameter listed twice, and a parameter whose
@@ -34,6 +40,7 @@ from __future__ import annotations
 
 import operator
 import warnings
+import weakref
 
 import torch
 
@@ -71,6 +78,10 @@ class FlatGroup:
             if not p.requires_grad:
                 raise ValueError(f"flat=True: {where} does not require grad; pass only "
                                  "trainable parameters")
+            if torch.is_complex(p):
+                raise ValueError(f"flat=True does not support complex parameters: {where}; "
+                                 "use flat=False (complex parameters are updated as torch "
+                                 "does, as pairs of real numbers)")
         self.index = index
         self.params = params
         self.numels = [p.numel() for p in params]
@@ -83,17 +94,30 @@ class FlatGroup:
         # one-element lists, as the fused kernels take them (built once, not every step)
         self.param_list, self.grad_list = [self.param], [self.grad]
         self.state_lists = {key: [buf] for key, buf in self.state.items()}
-        self.step: torch.Tensor | None = None
-        self.step_list: list[torch.Tensor] = []
+        # update counts, one per parameter (torch counts per parameter, and a parameter without
+        # a gradient does not count); state["step"] of each parameter is a 0-d view into this
+        self.steps: torch.Tensor | None = None
+        self.step_list: list[torch.Tensor] = []  # [steps[0]]: the count of a uniform group
+        self.uniform = True  # all counts equal: one kernel call with one count
+        self.offsets = [0]
+        for n in self.numels:
+            self.offsets.append(self.offsets[-1] + n)
+        # marks[i] = 1: parameter i has a gradient since the last zero_grad()
+        self.marks = bytearray(len(params))
         with torch.no_grad():
             for p, view in zip(params, self.views(self.param)):
                 view.copy_(p)
                 p.data = view
         self.grad_views = self.views(self.grad)
-        for p, g in zip(params, self.grad_views):
+        for i, (p, g) in enumerate(zip(params, self.grad_views)):
             if p.grad is not None:
                 g.copy_(p.grad)
+                self.marks[i] = 1
             p.grad = g
+        handles = [p.register_post_accumulate_grad_hook(_Mark(self.marks, i))
+                   for i, p in enumerate(params)]
+        # the hooks hold only the marks: they go when this group goes
+        weakref.finalize(self, _remove_hooks, handles)
         self.data_ptrs = [p.data_ptr() for p in params]
         self.warned = False
 
@@ -131,16 +155,64 @@ class FlatGroup:
                 "call optimizer.zero_grad() instead", RuntimeWarning, stacklevel=5)
             self.warned = True
         with torch.no_grad():
-            for p, g in zip(self.params, self.grad_views):
+            for i, (p, g) in enumerate(zip(self.params, self.grad_views)):
                 if p.grad is g:
                     continue
-                if p.grad is None:
+                if p.grad is None:  # no gradient: skipped at this step, as torch skips it
                     g.zero_()
+                    self.marks[i] = 0
                 else:
                     if p.grad.is_sparse:
                         raise ValueError("flat=True does not support sparse gradients")
+                    if p.grad.shape != p.shape:
+                        raise ValueError(
+                            f"flat=True: the gradient of parameter {i} of param group "
+                            f"{self.index} has shape {tuple(p.grad.shape)}, expected "
+                            f"{tuple(p.shape)}")
                     g.copy_(p.grad)
+                    self.marks[i] = 1
                 p.grad = g
+
+    def all_marked(self) -> bool:
+        """Every parameter has a gradient and all counts are equal: one whole-buffer kernel."""
+        return self.uniform and 0 not in self.marks
+
+    def mark_written(self) -> None:
+        """A parameter not marked by a hook or an assignment has a gradient when its gradient
+        view is nonzero (written in place, e.g. ``p.grad.copy_(g)``)."""
+        marks = self.marks
+        with torch.no_grad():
+            for i, g in enumerate(self.grad_views):
+                if not marks[i] and bool(g.any()):
+                    marks[i] = 1
+
+    def runs(self) -> list[tuple[int, int, int]]:
+        """Contiguous runs ``(first, stop, count)`` of the parameters that have a gradient and
+        the same update count; advances those counts by one (``count`` is the new value, 0
+        for an optimizer without counts)."""
+        marks = self.marks
+        counts = self.steps.tolist() if self.steps is not None else [0.0] * len(marks)
+        runs: list[tuple[int, int, int]] = []
+        i, n = 0, len(marks)
+        while i < n:
+            if not marks[i]:
+                i += 1
+                continue
+            j = i + 1
+            while j < n and marks[j] and counts[j] == counts[i]:
+                j += 1
+            runs.append((i, j, int(counts[i]) + 1 if self.steps is not None else 0))
+            i = j
+        if self.steps is not None and runs:
+            new = [c + 1 if m else c for c, m in zip(counts, marks)]
+            self.steps.copy_(torch.tensor(new, dtype=torch.float32))
+            self.uniform = len(set(new)) == 1
+        return runs
+
+    def run_views(self, buffer: torch.Tensor, runs) -> list[torch.Tensor]:
+        """The slices of ``buffer`` that ``runs`` cover, one per run."""
+        off = self.offsets
+        return [buffer[off[a]:off[b]] for a, b, _ in runs]
 
 
 class FlatParams:
@@ -160,33 +232,37 @@ class FlatParams:
     def attach_state(self, fg: FlatGroup) -> None:
         """Point the per-parameter state at views of the buffers (copying any loaded values)."""
         state = self.optimizer.state
-        step = None
-        if self.optimizer._has_step_count():
-            steps = [state[p]["step"] for p in fg.params if "step" in state[p]]
-            value = max((float(s) for s in steps), default=0.0)
-            step = torch.tensor(value, dtype=torch.float32, device=fg.param.device)
         with torch.no_grad():
             for key, views in fg.state_views().items():
                 for p, view in zip(fg.params, views):
                     if key in state[p] and state[p][key] is not view:
                         view.copy_(state[p][key])
                     state[p][key] = view
-        if step is not None:
-            for p in fg.params:  # one step counter per group, shared by its parameters
-                state[p]["step"] = step
-        fg.step = step
-        fg.step_list = [step] if step is not None else []
+            if self.optimizer._has_step_count():
+                counts = [float(state[p]["step"]) if "step" in state[p] else 0.0
+                          for p in fg.params]
+                fg.steps = torch.tensor(counts, dtype=torch.float32, device=fg.param.device)
+                for p, step in zip(fg.params, fg.steps.unbind()):
+                    state[p]["step"] = step  # a 0-d view into the group's counts
+                fg.step_list = [fg.steps[0]]
+                fg.uniform = len(set(counts)) == 1
 
     def reattach(self) -> None:
         """After ``load_state_dict``: copy the loaded state into the buffers."""
         for fg in self.groups:
             self.attach_state(fg)
 
-    def zero_grad(self) -> None:
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Zero the gradient buffers. The views stay attached; with ``set_to_none`` (the
+        default) the parameters count as having no gradient until backward reaches them, as
+        with torch's ``zero_grad``; without it they keep their marks (torch keeps zeroed
+        gradients, and updates those parameters)."""
         for fg in self.groups:
             fg.grad.zero_()
             for p, g in zip(fg.params, fg.grad_views):
                 p.grad = g
+            if set_to_none:
+                fg.marks[:] = bytes(len(fg.marks))
 
     def clip_grad_norm_(self, max_norm: float, norm_type: float = 2.0) -> torch.Tensor:
         norms = [torch.linalg.vector_norm(fg.grad, norm_type) for fg in self.groups]
@@ -195,3 +271,20 @@ class FlatParams:
         for fg in self.groups:
             fg.grad.mul_(coef)
         return total
+
+
+class _Mark:
+    """Post-accumulate-grad hook: marks parameter ``index`` as having a gradient."""
+
+    __slots__ = ("marks", "index")
+
+    def __init__(self, marks: bytearray, index: int) -> None:
+        self.marks, self.index = marks, index
+
+    def __call__(self, param: torch.Tensor) -> None:
+        self.marks[self.index] = 1
+
+
+def _remove_hooks(handles) -> None:
+    for handle in handles:
+        handle.remove()

@@ -8,6 +8,9 @@ Algorithm 1 of Loshchilov & Hutter (ICLR 2019), in the paper's momentum form::
 
 ``alpha * eta_t`` is ``group["lr"]``, so an LR scheduler changes both the step and the decay.
 torch's momentum (buf = mu*buf + g; theta -= lr_t*buf) equals this only while lr is constant.
+By design, since the step size lives in the buffer: when the learning rate reaches 0 (the end
+of a cosine period) SGD keeps moving theta by the remaining momentum, beta1^k * m_t after k
+more updates, where torch.optim.SGD stops at once.
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ from collections.abc import Iterable
 import torch
 
 from . import _compiled, _reference
-from ._base import DecayOptimizer, check_nonneg, check_unit, foreach_ok
+from ._base import DecayOptimizer, as_real, check_nonneg, check_unit, foreach_ok
 from ._decay import decay_per_update
+from .flat import COMPILE_MIN_NUMEL as COMPILE_MIN_NUMEL_FLAT
 
 #: tensors with at least this many elements get the compiled single-pass kernel when
 #: ``impl=None`` (16 MB in float32: the step saves milliseconds, the compilation is paid once)
@@ -90,13 +94,23 @@ class SGD(DecayOptimizer):
             if "momentum" not in state:  # m_0 = 0
                 state["momentum"] = torch.zeros_like(p, memory_format=torch.preserve_format)
             bufs.append(state["momentum"])
-        self._apply(group, params, [p.grad for p in params], bufs)
+        grads = [p.grad for p in params]
+        if any(map(torch.is_complex, params)):  # as torch: real and imaginary parts
+            params, grads, bufs = as_real(params), as_real(grads), as_real(bufs)
+        self._apply(group, params, grads, bufs)
 
-    def _update_flat(self, group: dict, fg) -> None:
+    def _update_flat(self, group: dict, fg, runs=None) -> None:
         # one buffer: a single-pass compiled kernel (torch has no fused Algorithm 1), or the
         # foreach kernels for a buffer too small for the kernel's dispatch to pay off
-        impl = group["impl"] or ("compiled" if fg.compiled else "foreach")
-        self._apply(group, [fg.param], [fg.grad], [fg.state["momentum"]], impl=impl)
+        if runs is None:
+            impl = group["impl"] or ("compiled" if fg.compiled else "foreach")
+            self._apply(group, [fg.param], [fg.grad], [fg.state["momentum"]], impl=impl)
+            return
+        params = fg.run_views(fg.param, runs)  # the runs of parameters that have a gradient
+        numel = max(p.numel() for p in params)
+        impl = group["impl"] or ("compiled" if numel >= COMPILE_MIN_NUMEL_FLAT else "foreach")
+        self._apply(group, params, fg.run_views(fg.grad, runs),
+                    fg.run_views(fg.state["momentum"], runs), impl=impl)
 
     def _apply(self, group, params, grads, bufs, impl=None) -> None:
         """Algorithm 1 on lists of tensors (per-parameter tensors, or one flat buffer)."""

@@ -1,5 +1,6 @@
 """``decoupled_weight_decay(OptimizerClass)``: the decoupled variant of any element-wise
-torch optimizer (RMSprop, Adagrad, Adamax, NAdam, ...) — the paper's future work (§9).
+torch optimizer (RMSprop, Adagrad, Adamax, NAdam, ...), which the paper's Sec. 5 (Conclusion
+and Future Work) expects to benefit alike.
 
 The returned class takes the same arguments plus ``decay_convention``; its ``weight_decay``
 is the decoupled factor lambda, applied per update as ``theta -= d_t * theta_{t-1}`` with
