@@ -1,4 +1,4 @@
-# Two commands matter:  `make quick` (the main job)  and  `make test` (the whole suite).
+# Two commands matter:  `make quick` (the main job)  and  `make test` (lint, then the whole suite).
 PY      ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
@@ -17,8 +17,11 @@ venv: $(STAMP)
 quick: $(STAMP)
 	$(BIN)/weightdecay reproduce --preset quick --out runs/quick
 
-test: $(STAMP)
+lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy  # the paths are [tool.mypy] files in pyproject.toml
+
+test: lint
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)

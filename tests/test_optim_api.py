@@ -82,14 +82,25 @@ def test_sparse_gradients_are_rejected(cls):
         opt.step()
 
 
-def test_fused_sgd_is_refused_with_reason():
-    opt = wd.SGDW(_model().parameters(), lr=0.1, impl="fused")
-    loss = _model()(torch.randn(2, 6)).sum()
-    for p in opt.param_groups[0]["params"]:
-        p.grad = torch.ones_like(p)
-    del loss
+@pytest.mark.parametrize("cls", [wd.SGD, wd.SGDW])
+def test_fused_sgd_is_refused_with_reason(cls):
+    with pytest.raises(ValueError, match="fused.*not Algorithm 1"):
+        cls(_model().parameters(), lr=0.1, impl="fused")
+    opt = cls(_model().parameters(), lr=0.1)
     with pytest.raises(ValueError, match="fused"):
+        opt.add_param_group({"params": [torch.nn.Parameter(torch.ones(2))], "impl": "fused"})
+
+
+def test_inexact_fused_adamw_is_refused_at_step():
+    """decay_convention='constant' at lr = 0: no finite torch weight_decay gives lambda."""
+    model = _model()
+    opt = wd.AdamW(model.parameters(), lr=0.0, weight_decay=0.1, impl="fused",
+                   decay_convention="constant")
+    model(torch.randn(2, 6)).sum().backward()
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(ValueError, match="impl='fused' cannot compute this update exactly"):
         opt.step()
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
 
 
 # ------------------------------------------------------------------ resume
@@ -194,26 +205,38 @@ def test_grad_scaler_skips_inf_and_matches_unscaled(cls):
         assert torch.equal(a, b)
 
 
-def test_auto_impl_picks_fused_adamw_and_foreach_sgd(monkeypatch):
-    import torch.optim.adam as torch_adam
-
-    seen = {}
-    real = torch_adam.adam
-
-    def spy(*args, **kwargs):
-        seen["fused"] = kwargs.get("fused")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(torch_adam, "adam", spy)
+def test_auto_impl_picks_fused_adamw_and_foreach_sgd():
     model = _model()
-    opt = wd.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1)
     model(torch.randn(2, 6)).sum().backward()
-    opt.step()
-    assert seen == {"fused": True}
-    seen.clear()
+    opt = wd.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1)
+    assert opt.kernel_plan() == [{"fused": 4}]
     opt = wd.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1, decay_convention="constant")
-    opt.step()
-    assert seen == {}  # constant decay: the precise foreach path
+    assert opt.kernel_plan() == [{"foreach": 4}]  # constant decay: the precise foreach path
+    opt = wd.SGDW(model.parameters(), lr=1e-3, weight_decay=0.1)
+    assert opt.kernel_plan() == [{"foreach": 4}]
+    model[0].weight.grad = None  # parameters without a gradient are not planned
+    assert opt.kernel_plan() == [{"foreach": 3}]
+    assert opt.state == {}  # planning changed nothing
+
+
+def test_parameters_of_several_dtypes_are_planned_apart():
+    a = torch.nn.Parameter(torch.randn(5))
+    b = torch.nn.Parameter(torch.randn(4, dtype=torch.float64))
+    c = torch.nn.Parameter(torch.randn(3, dtype=torch.complex64))
+    for p in (a, b, c):
+        p.grad = torch.ones_like(p)
+    refs = [q.detach().clone().requires_grad_() for q in (a, b, c)]
+    for q in refs:
+        q.grad = torch.ones_like(q)
+    opt = wd.AdamW([a, b, c], lr=1e-2, weight_decay=0.1)
+    assert opt.kernel_plan() == [{"fused": 3}]  # three subsets, each of one dtype
+    ref = wd.AdamW(refs, lr=1e-2, weight_decay=0.1, impl="reference")
+    for _ in range(3):
+        opt.step()
+        ref.step()
+    for p, q in zip((a, b, c), refs):
+        torch.testing.assert_close(p, q)
+    assert all(s["step"].item() == 3 for s in opt.state.values())
 
 
 # ------------------------------------------------------------------ wrapper
@@ -278,21 +301,30 @@ def test_wrapper_rejects_non_optimizers_and_bad_decay():
 # ------------------------------------------------------------------ param groups
 
 
-def test_param_groups_weight_decay_split(capsys):
+def test_param_groups_weight_decay_split(caplog):
     model = torch.nn.Sequential(torch.nn.Conv1d(1, 4, 3), torch.nn.BatchNorm1d(4),
                                 torch.nn.Flatten(), torch.nn.Linear(8, 2))
-    groups = wd.param_groups_weight_decay(model, 0.05, no_decay=["3.weight"])
+    with caplog.at_level("INFO", logger="weightdecay"):
+        groups = wd.param_groups_weight_decay(model, 0.05, no_decay=["3.weight"], verbose=True)
     assert groups[0]["param_names"] == ["0.weight"]
     assert groups[0]["weight_decay"] == 0.05
     assert sorted(groups[1]["param_names"]) == sorted(
         ["0.bias", "1.weight", "1.bias", "3.weight", "3.bias"])
     assert groups[1]["weight_decay"] == 0.0
-    out = capsys.readouterr().out
-    assert "decay: 1 tensors, 12 parameters" in out and "no decay: 5 tensors" in out
+    summary = str(groups.summary)
+    assert "decay: 1 tensors, 12 parameters" in summary and "no decay: 5 tensors" in summary
+    assert summary in caplog.text  # logged, never printed
     opt = wd.AdamW(groups, lr=1e-3)
     assert [g["weight_decay"] for g in opt.param_groups] == [0.05, 0.0]
     with pytest.raises(ValueError, match="match no parameter"):
-        wd.param_groups_weight_decay(model, 0.05, no_decay=["nope"], verbose=False)
+        wd.param_groups_weight_decay(model, 0.05, no_decay=["nope"])
+    with pytest.raises(ValueError, match="weight_decay"):
+        wd.param_groups_weight_decay(model, -1.0)
+
+
+def test_param_groups_weight_decay_prints_nothing(capsys):
+    wd.param_groups_weight_decay(_model(), 0.05)
+    assert capsys.readouterr() == ("", "")
 
 
 # ------------------------------------------------------------------ memory

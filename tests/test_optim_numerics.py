@@ -8,45 +8,35 @@ import pytest
 import torch
 
 import weightdecay as wd
-from _optim_util import eta_restarts, grad_stream, make_params, rel_err, rel_err_all, run
-from weightdecay.optim import _reference
+from _optim_util import (
+    ADAM_CASES,
+    N_STEPS,
+    SGD_CASES,
+    case_id,
+    eta_schedule,
+    grad_stream,
+    make_params,
+    rel_err,
+    rel_err_all,
+    run,
+)
+from weightdecay.optim import _reference  # the subject of the by-hand tests below
 
-N_STEPS = 120
-ETAS = [eta_restarts(t) for t in range(N_STEPS)]  # restarts at 20, 60: eta_t changes every step
+ETAS = eta_schedule(N_STEPS)  # restarts at 20, 60: eta_t changes every step
 GRADS = grad_stream(N_STEPS)
 
-SGD_CASES = [
-    # (class, kwargs)
-    (wd.SGD, dict(lr=0.05, momentum=0.9, weight_decay=1e-2)),
-    (wd.SGD, dict(lr=0.05, momentum=0.9, weight_decay=1e-2, nesterov=True)),
-    (wd.SGD, dict(lr=0.05, momentum=0.0, weight_decay=1e-2)),
-    (wd.SGDW, dict(lr=0.05, momentum=0.9, weight_decay=5e-3)),
-    (wd.SGDW, dict(lr=0.05, momentum=0.9, weight_decay=5e-3, nesterov=True)),
-    (wd.SGDW, dict(lr=0.05, momentum=0.0, weight_decay=5e-3)),
-    (wd.SGDW, dict(lr=0.05, weight_decay=5e-2, decay_convention="lr")),
-    (wd.SGDW, dict(lr=0.05, weight_decay=5e-3, decay_convention="constant")),
-]
-ADAM_CASES = [
-    (wd.Adam, dict(lr=1e-2, weight_decay=1e-2)),
-    (wd.Adam, dict(lr=1e-2, weight_decay=1e-2, amsgrad=True)),
-    (wd.AdamW, dict(lr=1e-2, weight_decay=2.5e-2)),
-    (wd.AdamW, dict(lr=1e-2, weight_decay=2.5e-2, amsgrad=True)),
-    (wd.AdamW, dict(lr=1e-2, weight_decay=1.0, decay_convention="lr")),
-    (wd.AdamW, dict(lr=1e-2, weight_decay=1e-3, decay_convention="constant")),
-    (wd.AdamW, dict(lr=1e-2, betas=(0.5, 0.9), eps=1e-6, weight_decay=1e-2)),
-]
-CASES = [(c, k, impl) for c, k in SGD_CASES for impl in ("reference", "foreach")] + [
-    (c, k, impl) for c, k in ADAM_CASES for impl in ("reference", "foreach", "fused")
-]
+IMPL_CASES = [(c, k, impl) for c, k in SGD_CASES
+              for impl in ("reference", "foreach", "compiled", None)] + [
+    (c, k, impl) for c, k in ADAM_CASES
+    for impl in ("reference", "foreach", "fused", "compiled", None)]
 
 
 def _ids(case):
     cls, kw, impl = case
-    extra = ",".join(f"{k}={v}" for k, v in kw.items() if k not in ("lr",))
-    return f"{cls.__name__}[{impl}]({extra})"
+    return f"{case_id(cls, kw)}[{impl}]"
 
 
-@pytest.mark.parametrize("case", CASES, ids=[_ids(c) for c in CASES])
+@pytest.mark.parametrize("case", IMPL_CASES, ids=[_ids(c) for c in IMPL_CASES])
 def test_float32_paths_match_float64_pseudocode(case):
     cls, kw, impl = case
     p32, _ = run(lambda ps: cls(ps, impl=impl, **kw), make_params(torch.float32), GRADS, ETAS)

@@ -24,9 +24,9 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
+from ._validate import non_negative, positive, positive_int
 from .schedules import Schedule, as_schedule
 from .schedules import updates_per_epoch as _updates_per_epoch
-from .schedules._functions import _non_negative, _positive, _positive_int
 
 __all__ = [
     "NormalizedDecay",
@@ -59,10 +59,10 @@ def normalized_weight_decay(
         >>> round(normalized_weight_decay(0.025, 128, 50_000, 100), 7)
         0.0001265
     """
-    lambda_norm = _non_negative("lambda_norm", lambda_norm)
-    b = _positive_int("batch_size", batch_size)
-    B = _positive_int("dataset_size", dataset_size)
-    T = _positive("epochs", epochs)
+    lambda_norm = non_negative("lambda_norm", lambda_norm)
+    b = positive_int("batch_size", batch_size)
+    B = positive_int("dataset_size", dataset_size)
+    T = positive("epochs", epochs)
     return lambda_norm * math.sqrt(b / (B * T))
 
 
@@ -72,15 +72,15 @@ def torch_weight_decay(lam: float, lr: float) -> float:
     torch.optim.AdamW multiplies its ``weight_decay`` by the learning rate; the paper does
     not. ``lr`` is the base learning rate alpha (``> 0``), ``lam >= 0``.
     """
-    lam = _non_negative("lam", lam)
-    lr = _positive("lr", lr)
+    lam = non_negative("lam", lam)
+    lr = positive("lr", lr)
     return lam / lr
 
 
 def paper_weight_decay(torch_wd: float, lr: float) -> float:
     """torch-convention weight decay -> paper ``lambda``: ``torch_wd * lr`` (``lr`` = alpha)."""
-    torch_wd = _non_negative("torch_wd", torch_wd)
-    lr = _positive("lr", lr)
+    torch_wd = non_negative("torch_wd", torch_wd)
+    lr = positive("lr", lr)
     return torch_wd * lr
 
 
@@ -115,8 +115,8 @@ def ema_timescale(
     Returns:
         :class:`Timescale` with ``tau_iter`` (updates) and ``tau_epoch`` (epochs or None).
     """
-    lr = _positive("lr", lr)
-    torch_wd = _non_negative("torch_wd", torch_wd)
+    lr = positive("lr", lr)
+    torch_wd = non_negative("torch_wd", torch_wd)
     if (batch_size is None) != (dataset_size is None):
         raise ValueError(
             "batch_size and dataset_size must be given together, got "
@@ -125,8 +125,8 @@ def ema_timescale(
     tau_iter = math.inf if torch_wd == 0 else 1.0 / (lr * torch_wd)
     if batch_size is None:
         return Timescale(tau_iter)
-    b = _positive_int("batch_size", batch_size)
-    B = _positive_int("dataset_size", dataset_size)
+    b = positive_int("batch_size", batch_size)
+    B = positive_int("dataset_size", dataset_size)
     return Timescale(tau_iter, tau_iter * b / B)
 
 
@@ -139,10 +139,10 @@ def weight_decay_for_timescale(
     ``tau_iter = tau_epochs * B / b`` updates. Multiply by ``lr`` (:func:`paper_weight_decay`)
     for the paper's ``lambda``.
     """
-    tau_epochs = _positive("tau_epochs", tau_epochs)
-    lr = _positive("lr", lr)
-    b = _positive_int("batch_size", batch_size)
-    B = _positive_int("dataset_size", dataset_size)
+    tau_epochs = positive("tau_epochs", tau_epochs)
+    lr = positive("lr", lr)
+    b = positive_int("batch_size", batch_size)
+    B = positive_int("dataset_size", dataset_size)
     tau_iter = tau_epochs * B / b
     return 1.0 / (lr * tau_iter)
 
@@ -194,9 +194,9 @@ class NormalizedDecay:
         if not hasattr(optimizer, "param_groups"):
             raise ValueError(f"optimizer must have param_groups, got {optimizer!r}")
         self.optimizer = optimizer
-        self.lambda_norm = _non_negative("lambda_norm", lambda_norm)
-        self.batch_size = _positive_int("batch_size", batch_size)
-        self.dataset_size = _positive_int("dataset_size", dataset_size)
+        self.lambda_norm = non_negative("lambda_norm", lambda_norm)
+        self.batch_size = positive_int("batch_size", batch_size)
+        self.dataset_size = positive_int("dataset_size", dataset_size)
         self.schedule = None if schedule is None else as_schedule(schedule)
         restarts = self.schedule is not None and self.schedule.has_restarts
         if not restarts:
@@ -205,16 +205,16 @@ class NormalizedDecay:
                     "total_updates is required when the schedule has no warm restarts, "
                     f"got total_updates=None with schedule={schedule!r}"
                 )
-            _positive("total_updates", total_updates)
+            positive("total_updates", total_updates)
         self.total_updates = total_updates
         if updates_per_epoch is None:
             updates_per_epoch = _updates_per_epoch(self.dataset_size, self.batch_size)
-        self.updates_per_epoch = _positive_int("updates_per_epoch", updates_per_epoch)
+        self.updates_per_epoch = positive_int("updates_per_epoch", updates_per_epoch)
 
         self.lambda_norms: list[float] = []
         for k, group in enumerate(optimizer.param_groups):
             if "lambda_norm" in group:
-                value = _non_negative(f"param_groups[{k}]['lambda_norm']", group["lambda_norm"])
+                value = non_negative(f"param_groups[{k}]['lambda_norm']", group["lambda_norm"])
             elif group.get("weight_decay", 0) == 0:
                 value = 0.0  # no-decay group (biases, norms)
             else:
@@ -236,8 +236,10 @@ class NormalizedDecay:
         t = self.step_count if t is None else t
         schedule = self.schedule
         if schedule is not None and schedule.has_restarts:
-            period_updates = float(schedule.period_length(t))  # pure-math scalar path
+            # (has_restarts: the schedule has the period helpers; pure-math scalar path)
+            period_updates = float(schedule.period_length(t))  # type: ignore[attr-defined]
         else:
+            assert self.total_updates is not None  # required at construction without restarts
             period_updates = float(self.total_updates)
         return period_updates / self.updates_per_epoch
 
@@ -270,7 +272,7 @@ class NormalizedDecay:
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore the step count and per-group values, then re-apply the decay."""
         norms = [
-            _non_negative(f"state_dict['lambda_norms'][{k}]", v)
+            non_negative(f"state_dict['lambda_norms'][{k}]", v)
             for k, v in enumerate(state_dict["lambda_norms"])
         ]
         if len(norms) != len(self.optimizer.param_groups):

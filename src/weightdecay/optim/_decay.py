@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import math
 
+from .. import _validate
+
+#: the names ``decay_convention`` takes (the one definition: the harness imports it)
 DECAY_CONVENTIONS = ("schedule", "lr", "constant")
 
 
 def check_convention(name: str) -> str:
-    if name not in DECAY_CONVENTIONS:
-        raise ValueError(
-            f"Invalid decay_convention: {name!r}; expected one of {', '.join(DECAY_CONVENTIONS)}"
-        )
-    return name
+    return _validate.one_of("decay_convention", name, DECAY_CONVENTIONS)
 
 
 def eta(group: dict) -> float:

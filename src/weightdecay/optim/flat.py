@@ -6,10 +6,11 @@ are re-homed as views into one contiguous buffer, their gradients are views into
 buffer (set as ``.grad`` before the first backward, so autograd accumulates into it), and the
 optimizer state (momentum, Adam moments) lives in contiguous buffers too. One update is then a
 single fused pass over each buffer: torch's fused Adam/AdamW kernel where it computes exactly
-the paper's update, otherwise — for buffers of at least ``COMPILE_MIN_NUMEL`` elements — a
-``torch.compile``d single-pass kernel (falling back to the foreach kernels where compilation is
-unavailable). Smaller buffers get the foreach kernels: a few passes over one small buffer cost
-less than the compiled kernel's dispatch, and need no compilation.
+the paper's update, otherwise — for buffers of at least ``COMPILE_MIN_NUMEL_FLAT`` elements — a
+``torch.compile``d single-pass kernel (the foreach kernels where compilation is unavailable).
+Smaller buffers get the foreach kernels: a few passes over one small buffer cost less than the
+compiled kernel's dispatch, and need no compilation. (The choice is the optimizer's planning
+function, ``DecayOptimizer._plan``, as for regular tensors.)
 
 It stays a drop-in ``torch.optim.Optimizer``:
 
@@ -43,14 +44,6 @@ import warnings
 import weakref
 
 import torch
-
-#: Flat buffers at least this large use the compiled single-pass kernel where no fused kernel is
-#: exact. Below it the foreach kernels (4-5 passes over one buffer) are faster than the compiled
-#: kernel's ~0.1-0.2 ms of dispatch: flat SGDW on 200 tensors, back to back on a 2-core CPU,
-#: foreach vs compiled: 1e5 0.11-0.16 vs 0.17-0.26 ms, 5e5 0.32-0.51 vs 0.63-0.65 ms, 1e6
-#: 0.84-0.98 vs 0.72-0.81 ms, 3e6 2.4-2.6 vs 1.5-2.0 ms (two runs); the crossover lies between
-#: 5e5 and 1e6 elements.
-COMPILE_MIN_NUMEL = 3 * 2**18  # 786,432
 
 _DATA_PTR = torch.Tensor.data_ptr  # C-level map() over these keeps the per-step check cheap
 _GRAD = operator.attrgetter("grad")
@@ -86,17 +79,19 @@ class FlatGroup:
         self.params = params
         self.numels = [p.numel() for p in params]
         total = sum(self.numels)
-        kw = dict(dtype=first.dtype, device=first.device)
-        self.param = torch.empty(total, **kw)
-        self.grad = torch.zeros(total, **kw)
-        self.state = {key: torch.zeros(total, **kw) for key in state_keys}
-        self.compiled = total >= COMPILE_MIN_NUMEL  # see COMPILE_MIN_NUMEL
-        # one-element lists, as the fused kernels take them (built once, not every step)
-        self.param_list, self.grad_list = [self.param], [self.grad]
-        self.state_lists = {key: [buf] for key, buf in self.state.items()}
+        dtype, device = first.dtype, first.device
+        self.kind = (device, dtype)
+        self.param = torch.empty(total, dtype=dtype, device=device)
+        self.grad = torch.zeros(total, dtype=dtype, device=device)
+        self.state = {key: torch.zeros(total, dtype=dtype, device=device) for key in state_keys}
+        # [param, grad, *state] buffers, and the kernels' tensor lists over them (one-element
+        # lists, as the kernels take them; built once, not every step)
+        self.buffers = [self.param, self.grad, *self.state.values()]
+        self.lists = [[buf] for buf in self.buffers]
         # update counts, one per parameter (torch counts per parameter, and a parameter without
         # a gradient does not count); state["step"] of each parameter is a 0-d view into this
         self.steps: torch.Tensor | None = None
+        self.step_views: list[torch.Tensor] = []  # 0-d views, one per parameter
         self.step_list: list[torch.Tensor] = []  # [steps[0]]: the count of a uniform group
         self.uniform = True  # all counts equal: one kernel call with one count
         self.offsets = [0]
@@ -186,13 +181,34 @@ class FlatGroup:
                 if not marks[i] and bool(g.any()):
                     marks[i] = 1
 
-    def runs(self) -> list[tuple[int, int, int]]:
-        """Contiguous runs ``(first, stop, count)`` of the parameters that have a gradient and
-        the same update count; advances those counts by one (``count`` is the new value, 0
-        for an optimizer without counts)."""
+    def batch(self, advance: bool = True):
+        """What this step updates: ``(tensor lists [params, grads, *state], update counts)``
+        over the whole buffers when every parameter has a gradient (the common case), else
+        over the contiguous runs of parameters that have one and share an update count;
+        None when no parameter has a gradient. ``advance``: check the parameters and count
+        this update (the kernels receive the advanced counts)."""
+        if advance:
+            self.check()
+        if not self.all_marked():
+            self.mark_written()
+        if self.all_marked():
+            if advance and self.steps is not None:
+                self.steps.add_(1)
+            return self.lists, (self.step_list if self.steps is not None else None)
+        runs = self.runs(advance)
+        if not runs:
+            return None
+        off = self.offsets
+        tensors = [[buf[off[a]:off[b]] for a, b in runs] for buf in self.buffers]
+        steps = [self.step_views[a] for a, _ in runs] if self.steps is not None else None
+        return tensors, steps
+
+    def runs(self, advance: bool = True) -> list[tuple[int, int]]:
+        """Contiguous runs ``(first, stop)`` of the parameters that have a gradient and the
+        same update count; ``advance`` adds one to those counts."""
         marks = self.marks
         counts = self.steps.tolist() if self.steps is not None else [0.0] * len(marks)
-        runs: list[tuple[int, int, int]] = []
+        runs: list[tuple[int, int]] = []
         i, n = 0, len(marks)
         while i < n:
             if not marks[i]:
@@ -201,18 +217,13 @@ class FlatGroup:
             j = i + 1
             while j < n and marks[j] and counts[j] == counts[i]:
                 j += 1
-            runs.append((i, j, int(counts[i]) + 1 if self.steps is not None else 0))
+            runs.append((i, j))
             i = j
-        if self.steps is not None and runs:
+        if advance and self.steps is not None and runs:
             new = [c + 1 if m else c for c, m in zip(counts, marks)]
             self.steps.copy_(torch.tensor(new, dtype=torch.float32))
             self.uniform = len(set(new)) == 1
         return runs
-
-    def run_views(self, buffer: torch.Tensor, runs) -> list[torch.Tensor]:
-        """The slices of ``buffer`` that ``runs`` cover, one per run."""
-        off = self.offsets
-        return [buffer[off[a]:off[b]] for a, b, _ in runs]
 
 
 class FlatParams:
@@ -242,9 +253,10 @@ class FlatParams:
                 counts = [float(state[p]["step"]) if "step" in state[p] else 0.0
                           for p in fg.params]
                 fg.steps = torch.tensor(counts, dtype=torch.float32, device=fg.param.device)
-                for p, step in zip(fg.params, fg.steps.unbind()):
+                fg.step_views = list(fg.steps.unbind())
+                for p, step in zip(fg.params, fg.step_views):
                     state[p]["step"] = step  # a 0-d view into the group's counts
-                fg.step_list = [fg.steps[0]]
+                fg.step_list = [fg.step_views[0]]
                 fg.uniform = len(set(counts)) == 1
 
     def reattach(self) -> None:

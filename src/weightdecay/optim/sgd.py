@@ -19,14 +19,10 @@ from collections.abc import Iterable
 
 import torch
 
+from .. import _validate
 from . import _compiled, _reference
-from ._base import DecayOptimizer, as_real, check_nonneg, check_unit, foreach_ok
+from ._base import DecayOptimizer, Tensors
 from ._decay import decay_per_update
-from .flat import COMPILE_MIN_NUMEL as COMPILE_MIN_NUMEL_FLAT
-
-#: tensors with at least this many elements get the compiled single-pass kernel when
-#: ``impl=None`` (16 MB in float32: the step saves milliseconds, the compilation is paid once)
-COMPILE_MIN_NUMEL = 2**22
 
 
 class SGD(DecayOptimizer):
@@ -44,7 +40,8 @@ class SGD(DecayOptimizer):
         decay_convention: what SGDW's lambda is multiplied by: ``"schedule"`` (eta_t, the
             paper's; default), ``"lr"`` (lr_t, torch's), ``"constant"`` (1). Ignored by SGD.
         impl: ``None`` (automatic: foreach; the compiled kernel for tensors of at least
-            ``COMPILE_MIN_NUMEL`` = 2**22 elements), ``"reference"`` (the pseudocode per tensor),
+            ``COMPILE_MIN_NUMEL_TENSOR`` = 2**22 elements, flat buffers of at least
+            ``COMPILE_MIN_NUMEL_FLAT``), ``"reference"`` (the pseudocode per tensor),
             ``"foreach"`` (multi-tensor kernels) or ``"compiled"`` (a single-pass
             ``torch.compile`` kernel per tensor; compiles once, best for few large tensors).
         flat: keep the group's parameters, gradients and state in one contiguous buffer each
@@ -57,7 +54,9 @@ class SGD(DecayOptimizer):
     """
 
     decoupled = False
-    _checks = {"lr": check_nonneg, "momentum": check_unit, "weight_decay": check_nonneg}
+    _checks = {"lr": _validate.non_negative, "momentum": _validate.fraction,
+               "weight_decay": _validate.non_negative}
+    _COMPILED = "sgd"
 
     def __init__(
         self,
@@ -71,8 +70,8 @@ class SGD(DecayOptimizer):
         impl: str | None = None,
         flat: bool = False,
     ) -> None:
-        if nesterov and check_unit("momentum", momentum) == 0:
-            raise ValueError("Invalid nesterov=True with momentum=0; Nesterov needs momentum > 0")
+        if nesterov and _validate.fraction("momentum", momentum) == 0:
+            raise ValueError("nesterov=True needs momentum > 0, got momentum=0")
         defaults = dict(
             lr=lr,
             momentum=momentum,
@@ -83,79 +82,22 @@ class SGD(DecayOptimizer):
         )
         super().__init__(params, defaults, flat=flat)
 
-    #: state tensors shaped like the parameter (flat mode keeps them in one buffer)
     def _state_keys(self, group: dict) -> tuple[str, ...]:
         return ("momentum",)
 
-    def _update_group(self, group: dict, params: list[torch.Tensor]) -> None:
-        bufs = []
-        for p in params:
-            state = self.state[p]
-            if "momentum" not in state:  # m_0 = 0
-                state["momentum"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            bufs.append(state["momentum"])
-        grads = [p.grad for p in params]
-        if any(map(torch.is_complex, params)):  # as torch: real and imaginary parts
-            params, grads, bufs = as_real(params), as_real(grads), as_real(bufs)
-        self._apply(group, params, grads, bufs)
+    def _hyper(self, group: dict) -> dict:
+        return dict(lr=group["lr"], momentum=group["momentum"],
+                    l2=0.0 if self.decoupled else group["weight_decay"],
+                    decay=decay_per_update(group) if self.decoupled else 0.0,
+                    nesterov=group["nesterov"])
 
-    def _update_flat(self, group: dict, fg, runs=None) -> None:
-        # one buffer: a single-pass compiled kernel (torch has no fused Algorithm 1), or the
-        # foreach kernels for a buffer too small for the kernel's dispatch to pay off
-        if runs is None:
-            impl = group["impl"] or ("compiled" if fg.compiled else "foreach")
-            self._apply(group, [fg.param], [fg.grad], [fg.state["momentum"]], impl=impl)
-            return
-        params = fg.run_views(fg.param, runs)  # the runs of parameters that have a gradient
-        numel = max(p.numel() for p in params)
-        impl = group["impl"] or ("compiled" if numel >= COMPILE_MIN_NUMEL_FLAT else "foreach")
-        self._apply(group, params, fg.run_views(fg.grad, runs),
-                    fg.run_views(fg.state["momentum"], runs), impl=impl)
+    def _flags(self, group: dict) -> dict:
+        return dict(nesterov=bool(group["nesterov"]))
 
-    def _apply(self, group, params, grads, bufs, impl=None) -> None:
-        """Algorithm 1 on lists of tensors (per-parameter tensors, or one flat buffer)."""
-        impl = impl or group["impl"]
-        if impl == "fused":
-            raise ValueError(
-                f"impl='fused' is not available for {type(self).__name__}: torch's fused SGD "
-                "uses torch-style momentum, not Algorithm 1; use 'compiled', 'foreach' or None"
-            )
-        kw = dict(lr=group["lr"], momentum=group["momentum"],
-                  l2=0.0 if self.decoupled else group["weight_decay"],
-                  decay=decay_per_update(group) if self.decoupled else 0.0,
-                  nesterov=group["nesterov"])
-        if impl is None:
-            if not foreach_ok(params):
-                impl = "reference"
-            else:
-                # torch has no fused Algorithm 1; foreach needs 4 passes over memory, the
-                # compiled kernel 1. For tensors large enough that the one-time compilation
-                # (~20 s cold, ~5 s with Inductor's disk cache) pays off, use the kernel.
-                big = [i for i, p in enumerate(params) if p.numel() >= COMPILE_MIN_NUMEL]
-                if big and _compiled.available():
-                    self._apply(group, *([x[i] for i in big] for x in (params, grads, bufs)),
-                                impl="compiled")
-                    bigset = set(big)
-                    small = [i for i in range(len(params)) if i not in bigset]
-                    params, grads, bufs = ([x[i] for i in small] for x in (params, grads, bufs))
-                    if not params:
-                        return
-                impl = "foreach"
-        if impl == "compiled":
-            # tensors the compiled kernel cannot take (compilation unavailable, warned once;
-            # non-contiguous) get the foreach kernel, each tensor updated exactly once
-            rest = [i for i, (p, g, m) in enumerate(zip(params, grads, bufs))
-                    if not _compiled.sgd_update(p, g, m, **kw)]
-            if not rest:
-                return
-            params, grads, bufs = ([x[i] for i in rest] for x in (params, grads, bufs))
-            impl = "foreach"
-        if impl == "reference":
-            for p, g, m in zip(params, grads, bufs):
-                _reference.sgd_step(p, g, m, lr_t=kw["lr"], momentum=kw["momentum"],
-                                    l2=kw["l2"], decay_t=kw["decay"], nesterov=kw["nesterov"])
-        else:
-            _multi_tensor_sgd(params, grads, bufs, **kw)
+    @classmethod
+    def _fused_refusal(cls) -> str | None:
+        return (f"impl='fused' is not available for {cls.__name__}: torch's fused SGD uses "
+                "torch-style momentum, not Algorithm 1; use 'compiled', 'foreach' or None")
 
 
 class SGDW(SGD):
@@ -171,6 +113,27 @@ class SGDW(SGD):
     """
 
     decoupled = True
+
+
+# ---------------------------------------------------------------------------- the kernels
+# Each takes the tensor lists [params, grads, momentum buffers] (one device and dtype, real),
+# ``steps`` (None: SGD counts no updates) and the step's hyperparameters (SGD._hyper).
+
+
+@torch.no_grad()
+def _reference_kernel(tensors: Tensors, steps, hp: dict) -> None:
+    for p, g, m in zip(*tensors):
+        _reference.sgd_step(p, g, m, lr_t=hp["lr"], momentum=hp["momentum"], l2=hp["l2"],
+                            decay_t=hp["decay"], nesterov=hp["nesterov"])
+
+
+def _foreach_kernel(tensors: Tensors, steps, hp: dict) -> None:
+    _multi_tensor_sgd(*tensors, **hp)
+
+
+def _compiled_kernel(tensors: Tensors, steps, hp: dict) -> None:
+    for p, g, m in zip(*tensors):
+        _compiled.sgd_update(p, g, m, **hp)
 
 
 @torch.no_grad()
@@ -199,3 +162,7 @@ def _multi_tensor_sgd(params, grads, bufs, *, lr, momentum, l2, decay, nesterov)
     if decay != 0:
         torch._foreach_add_(params, params, alpha=-decay)  # decay theta_{t-1} (step precomputed)
     torch._foreach_sub_(params, step)
+
+
+SGD._KERNELS = {"reference": _reference_kernel, "foreach": _foreach_kernel,
+                "compiled": _compiled_kernel}

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from ._base import check_nonneg
+from .. import _validate
 from ._decay import check_convention, decay_per_update
 
 _CACHE: dict[type, type] = {}
@@ -34,7 +34,7 @@ def decoupled_weight_decay(optimizer_cls: type[torch.optim.Optimizer]) -> type:
     if optimizer_cls in _CACHE:
         return _CACHE[optimizer_cls]
 
-    class Decoupled(optimizer_cls):
+    class Decoupled(optimizer_cls):  # type: ignore[valid-type, misc]
         __doc__ = (
             f"{optimizer_cls.__name__} with decoupled weight decay: lambda is multiplied by "
             "eta_t (decay_convention='schedule'), lr_t ('lr') or 1 ('constant') and applied "
@@ -43,7 +43,7 @@ def decoupled_weight_decay(optimizer_cls: type[torch.optim.Optimizer]) -> type:
 
         def __init__(self, params, *args, weight_decay=0.0, decay_convention="schedule",
                      **kwargs):
-            check_nonneg("weight_decay", weight_decay)
+            _validate.non_negative("weight_decay", weight_decay)
             check_convention(decay_convention)
             params = list(params)
             ours = {"weight_decay": weight_decay, "decay_convention": decay_convention}
@@ -56,7 +56,7 @@ def decoupled_weight_decay(optimizer_cls: type[torch.optim.Optimizer]) -> type:
                     group.update(ours)
             self.defaults.update(ours)  # used by later add_param_group calls
             for group in self.param_groups:
-                check_nonneg("weight_decay", group["weight_decay"])
+                _validate.non_negative("weight_decay", group["weight_decay"])
                 check_convention(group["decay_convention"])
                 group.setdefault("initial_lr", group["lr"])
 
