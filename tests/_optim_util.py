@@ -22,6 +22,7 @@ SGD_CASES = [
     (wd.SGDW, dict(lr=0.05, weight_decay=5e-2, decay_convention="lr")),
     (wd.SGDW, dict(lr=0.05, weight_decay=5e-2, decay_convention="lr", nesterov=True)),
     (wd.SGDW, dict(lr=0.05, weight_decay=5e-3, decay_convention="constant")),
+    (wd.SGDW, dict(lr=0.05, weight_decay=5e-2, decay_convention="corrected", nesterov=True)),
 ]
 ADAM_CASES = [
     (wd.Adam, dict(lr=1e-2, weight_decay=1e-2)),
@@ -30,6 +31,8 @@ ADAM_CASES = [
     (wd.AdamW, dict(lr=1e-2, weight_decay=2.5e-2, amsgrad=True)),
     (wd.AdamW, dict(lr=1e-2, weight_decay=1.0, decay_convention="lr")),
     (wd.AdamW, dict(lr=1e-2, weight_decay=1e-3, decay_convention="constant")),
+    (wd.AdamW, dict(lr=1e-2, weight_decay=1.0, decay_convention="corrected")),
+    (wd.AdamW, dict(lr=1e-2, weight_decay=1.0, decay_convention="corrected", amsgrad=True)),
     (wd.AdamW, dict(lr=1e-2, betas=(0.5, 0.9), eps=1e-6, weight_decay=1e-2)),
 ]
 CASES = SGD_CASES + ADAM_CASES

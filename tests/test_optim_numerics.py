@@ -186,3 +186,58 @@ def test_decay_is_not_multiplied_by_alpha():
         q.grad = torch.zeros(3)
         opt.step()
         assert q.detach().tolist() == pytest.approx([1 - alpha * 0.1] * 3, rel=1e-6)
+
+
+# ---------------------------------------------------------------- corrected decay (AdamC)
+
+
+@pytest.mark.parametrize("cls", [wd.SGDW, wd.AdamW])
+def test_corrected_decay_uses_each_groups_own_peak_lr(cls):
+    """decay_convention="corrected": d_t = lr_t * (lr_t / lr_max) * lambda with lr_max the
+    group's own initial lr (timm's adamc takes the defaults' lr for every group)."""
+    lam, eta = 0.2, 0.5
+    a, b = torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(3))
+    opt = cls([dict(params=[a], lr=0.1), dict(params=[b], lr=0.01)], lr=1.0,
+              weight_decay=lam, decay_convention="corrected")
+    for group in opt.param_groups:
+        group["lr"] = group["initial_lr"] * eta
+    a.grad, b.grad = torch.zeros(3), torch.zeros(3)
+    opt.step()
+    for p, lr_max in ((a, 0.1), (b, 0.01)):
+        lr_t = lr_max * eta
+        expected = 1 - lr_t * (lr_t / lr_max) * lam
+        assert p.detach().tolist() == pytest.approx([expected] * 3, rel=1e-6)
+    # the defaults' lr (1.0) as the peak would have given a different decay
+    assert a.detach()[0].item() != pytest.approx(1 - 0.05 * (0.05 / 1.0) * lam, rel=1e-6)
+
+
+@pytest.mark.parametrize("impl", ["reference", "foreach", "fused", "compiled"])
+@pytest.mark.parametrize("cls", [wd.SGDW, wd.AdamW])
+def test_corrected_decay_with_two_groups_matches_reference(cls, impl):
+    if impl == "fused" and cls is wd.SGDW:
+        pytest.skip("SGD has no fused path")
+    split = (2, dict(lr=3e-2, weight_decay=0.5), dict(lr=3e-3, weight_decay=2.0))
+    kw = dict(lr=0.5, decay_convention="corrected")
+    p32, _ = run(lambda g: cls(g, impl=impl, **kw), make_params(torch.float32), GRADS, ETAS,
+                 split)
+    p64, _ = run(lambda g: cls(g, impl="reference", **kw), make_params(torch.float64), GRADS,
+                 ETAS, split)
+    assert rel_err_all(p32, p64) <= 1e-6
+
+
+@pytest.mark.parametrize("impl", ["reference", "foreach", "fused", "compiled"])
+def test_corrected_adamw_equals_torch_adamw_with_decay_scaled_by_eta(impl):
+    """AdamC as torch.optim.AdamW whose weight_decay is lambda * lr_t / lr_max each update."""
+    lam, alpha = 0.5, 1e-2
+    ours = [p.clone().requires_grad_(True) for p in make_params(torch.float32)]
+    theirs = [p.clone().requires_grad_(True) for p in make_params(torch.float32)]
+    a = wd.AdamW(ours, lr=alpha, weight_decay=lam, decay_convention="corrected", impl=impl)
+    b = torch.optim.AdamW(theirs, lr=alpha, weight_decay=lam, foreach=False)
+    for step, gs in enumerate(GRADS):
+        a.param_groups[0]["lr"] = b.param_groups[0]["lr"] = alpha * ETAS[step]
+        b.param_groups[0]["weight_decay"] = lam * ETAS[step]
+        for p, q, g in zip(ours, theirs, gs):
+            p.grad, q.grad = g.clone(), g.clone()
+        a.step()
+        b.step()
+    assert rel_err_all([p.detach() for p in ours], [q.detach() for q in theirs]) <= 2e-6

@@ -1,6 +1,6 @@
 """Optimizers of the paper: SGD/SGDW (Algorithm 1), Adam/AdamW (Algorithm 2), and helpers."""
 
-from ._decay import DECAY_CONVENTIONS
+from ._decay import DECAY_CONVENTIONS, decay_per_update
 from .adam import Adam, AdamW
 from .groups import param_groups_weight_decay
 from .sgd import SGD, SGDW
@@ -8,6 +8,7 @@ from .wrap import decoupled_weight_decay
 
 __all__ = [
     "DECAY_CONVENTIONS",
+    "decay_per_update",
     "SGD",
     "SGDW",
     "Adam",

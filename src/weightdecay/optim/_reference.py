@@ -12,8 +12,27 @@ see ``_decay.py``), ``l2`` the coefficient added to the gradient (SGD/Adam with 
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
+
+
+def decay_factor(convention: str, lam: float, lr_t: float, lr_max: float) -> float:
+    """d_t, the factor of the decoupled decay theta_{t-1} <- theta_{t-1} - d_t*theta_{t-1},
+    for each ``decay_convention``, written out (eta_t = lr_t / lr_max, lr_max = initial_lr)."""
+    if lam == 0:
+        return 0.0
+    eta_t = lr_t / lr_max if lr_max != 0 else (1.0 if lr_t == 0 else math.inf)
+    if convention == "schedule":  # the paper: eta_t * lambda (Alg. 2, line 12)
+        return eta_t * lam
+    if convention == "lr":  # torch: lr_t * lambda = alpha * eta_t * lambda
+        return lr_t * lam
+    if convention == "corrected":  # AdamC: lr_t * (lr_t / lr_max) * lambda
+        return lr_t * (lr_t / lr_max) * lam if lr_t != 0 else 0.0
+    if convention == "constant":  # lambda, scheduled by the user
+        return lam
+    raise ValueError(f"unknown decay_convention {convention!r}")
 
 
 @torch.no_grad()

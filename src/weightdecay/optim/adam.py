@@ -52,7 +52,8 @@ class Adam(DecayOptimizer):
         amsgrad: use the running maximum of v_t (AMSGrad, torch's form).
         decay_convention: what AdamW's lambda is multiplied by: ``"schedule"`` (eta_t, the
             paper's; default), ``"lr"`` (lr_t = alpha*eta_t, as torch.optim.AdamW),
-            ``"constant"`` (1). Ignored by Adam (L2).
+            ``"constant"`` (1), ``"corrected"`` (lr_t * lr_t / lr_max, lr_max = the group's
+            initial lr: AdamC, arXiv 2506.02285). Ignored by Adam (L2).
         impl: ``None`` (automatic: fused where exact and precise; else the compiled kernel for
             tensors of at least ``COMPILE_MIN_NUMEL_TENSOR`` = 2**22 elements, flat buffers of
             at least ``COMPILE_MIN_NUMEL_FLAT``, and foreach for the rest), ``"reference"``
@@ -106,7 +107,11 @@ class Adam(DecayOptimizer):
                     l2=0.0 if self.decoupled else group["weight_decay"],
                     decay=decay_per_update(group) if self.decoupled else 0.0,
                     amsgrad=group["amsgrad"], decoupled=self.decoupled,
-                    fused_weight_decay=self._fused_weight_decay(group))
+                    fused_weight_decay=self._fused_weight_decay(group),
+                    # for the reference kernel, which computes d_t itself
+                    convention=group["decay_convention"],
+                    lam=group["weight_decay"] if self.decoupled else 0.0,
+                    lr_max=group["initial_lr"])
 
     def _flags(self, group: dict) -> dict:
         return dict(amsgrad=bool(group["amsgrad"]))
@@ -131,8 +136,11 @@ class AdamW(Adam):
     Per update: ``theta_t = theta_{t-1} - lr_t * m_hat/(sqrt(v_hat)+eps) - d_t * theta_{t-1}``
     with ``d_t = eta_t * lambda`` by default (``decay_convention="schedule"``, the paper's;
     lambda is **not** multiplied by alpha, so the best lambda does not move with alpha),
-    ``lr_t * lambda`` with ``"lr"`` (what ``torch.optim.AdamW(weight_decay=lambda)`` does) or
-    ``lambda`` with ``"constant"``. See :class:`Adam` for the arguments.
+    ``lr_t * lambda`` with ``"lr"`` (what ``torch.optim.AdamW(weight_decay=lambda)`` does),
+    ``lambda`` with ``"constant"``, or ``lr_t * (lr_t / lr_max) * lambda`` with
+    ``"corrected"`` (AdamC, Defazio 2025: lr_max is each group's own initial lr, so a lambda
+    tuned for torch's AdamW carries over at the peak, and the decay falls with eta_t**2; see
+    :mod:`weightdecay.optim._decay`). See :class:`Adam` for the arguments.
 
     ``AdamW(lr=a, weight_decay=lam)`` equals ``torch.optim.AdamW(lr=a, weight_decay=lam/a)``
     under any LR schedule; the fused path uses exactly that identity.
@@ -152,11 +160,12 @@ class AdamW(Adam):
 
 @torch.no_grad()
 def _reference_kernel(tensors: Tensors, steps, hp: dict) -> None:
+    decay_t = _reference.decay_factor(hp["convention"], hp["lam"], hp["lr"], hp["lr_max"])
     vmaxes = tensors[4] if hp["amsgrad"] else [None] * len(tensors[0])
     for p, g, m, v, vmax, step in zip(*tensors[:4], vmaxes, steps):
         _reference.adam_step(p, g, m, v, vmax, t=int(step.item()), lr_t=hp["lr"],
                              beta1=hp["beta1"], beta2=hp["beta2"], eps=hp["eps"], l2=hp["l2"],
-                             decay_t=hp["decay"])
+                             decay_t=decay_t)
 
 
 def _foreach_kernel(tensors: Tensors, steps, hp: dict) -> None:

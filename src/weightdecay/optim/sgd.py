@@ -38,7 +38,8 @@ class SGD(DecayOptimizer):
             decay factor lambda (``SGDW``, multiplied per ``decay_convention``).
         nesterov: Nesterov momentum (theta -= beta1*m_t + lr_t*g_t).
         decay_convention: what SGDW's lambda is multiplied by: ``"schedule"`` (eta_t, the
-            paper's; default), ``"lr"`` (lr_t, torch's), ``"constant"`` (1). Ignored by SGD.
+            paper's; default), ``"lr"`` (lr_t, torch's), ``"constant"`` (1), ``"corrected"``
+            (lr_t * lr_t / lr_max, lr_max = the group's initial lr; AdamC). Ignored by SGD.
         impl: ``None`` (automatic: foreach; the compiled kernel for tensors of at least
             ``COMPILE_MIN_NUMEL_TENSOR`` = 2**22 elements, flat buffers of at least
             ``COMPILE_MIN_NUMEL_FLAT``), ``"reference"`` (the pseudocode per tensor),
@@ -86,10 +87,14 @@ class SGD(DecayOptimizer):
         return ("momentum",)
 
     def _hyper(self, group: dict) -> dict:
+        # decay: d_t for the fast kernels; the reference kernel computes its own from
+        # (convention, lam, lr, lr_max) by the formulas of _reference.decay_factor
         return dict(lr=group["lr"], momentum=group["momentum"],
                     l2=0.0 if self.decoupled else group["weight_decay"],
                     decay=decay_per_update(group) if self.decoupled else 0.0,
-                    nesterov=group["nesterov"])
+                    nesterov=group["nesterov"], convention=group["decay_convention"],
+                    lam=group["weight_decay"] if self.decoupled else 0.0,
+                    lr_max=group["initial_lr"])
 
     def _flags(self, group: dict) -> dict:
         return dict(nesterov=bool(group["nesterov"]))
@@ -105,8 +110,9 @@ class SGDW(SGD):
 
     Per update: ``theta_t = theta_{t-1} - m_t - d_t * theta_{t-1}`` where the decay
     ``d_t = eta_t * lambda`` by default (``decay_convention="schedule"``, the paper's: lambda
-    is **not** multiplied by alpha), ``lr_t * lambda`` with ``"lr"`` (torch's convention) or
-    ``lambda`` with ``"constant"``. See :class:`SGD` for the arguments.
+    is **not** multiplied by alpha), ``lr_t * lambda`` with ``"lr"`` (torch's convention),
+    ``lambda`` with ``"constant"`` or ``lr_t * (lr_t / lr_max) * lambda`` with ``"corrected"``
+    (see :mod:`weightdecay.optim._decay`). See :class:`SGD` for the arguments.
 
     Example:
         >>> opt = weightdecay.SGDW(model.parameters(), lr=0.1, weight_decay=1e-4)
@@ -122,18 +128,22 @@ class SGDW(SGD):
 
 @torch.no_grad()
 def _reference_kernel(tensors: Tensors, steps, hp: dict) -> None:
+    decay_t = _reference.decay_factor(hp["convention"], hp["lam"], hp["lr"], hp["lr_max"])
     for p, g, m in zip(*tensors):
         _reference.sgd_step(p, g, m, lr_t=hp["lr"], momentum=hp["momentum"], l2=hp["l2"],
-                            decay_t=hp["decay"], nesterov=hp["nesterov"])
+                            decay_t=decay_t, nesterov=hp["nesterov"])
 
 
 def _foreach_kernel(tensors: Tensors, steps, hp: dict) -> None:
-    _multi_tensor_sgd(*tensors, **hp)
+    params, grads, bufs = tensors
+    _multi_tensor_sgd(params, grads, bufs, lr=hp["lr"], momentum=hp["momentum"], l2=hp["l2"],
+                      decay=hp["decay"], nesterov=hp["nesterov"])
 
 
 def _compiled_kernel(tensors: Tensors, steps, hp: dict) -> None:
     for p, g, m in zip(*tensors):
-        _compiled.sgd_update(p, g, m, **hp)
+        _compiled.sgd_update(p, g, m, lr=hp["lr"], momentum=hp["momentum"], l2=hp["l2"],
+                             decay=hp["decay"], nesterov=hp["nesterov"])
 
 
 @torch.no_grad()

@@ -4,9 +4,10 @@ and Future Work) expects to benefit alike.
 
 The returned class takes the same arguments plus ``decay_convention``; its ``weight_decay``
 is the decoupled factor lambda, applied per update as ``theta -= d_t * theta_{t-1}`` with
-``d_t = eta_t * lambda`` (``"schedule"``, default), ``lr_t * lambda`` (``"lr"``) or
-``lambda`` (``"constant"``), and never reaches the wrapped optimizer (which would add it to
-the gradient as L2). At lambda = 0 the class is the wrapped optimizer, bit for bit.
+``d_t = eta_t * lambda`` (``"schedule"``, default), ``lr_t * lambda`` (``"lr"``),
+``lambda`` (``"constant"``) or ``lr_t * eta_t * lambda`` (``"corrected"``), and never
+reaches the wrapped optimizer (which would add it to the gradient as L2). At lambda = 0 the
+class is the wrapped optimizer, bit for bit.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ def decoupled_weight_decay(optimizer_cls: type[torch.optim.Optimizer]) -> type:
     class Decoupled(optimizer_cls):  # type: ignore[valid-type, misc]
         __doc__ = (
             f"{optimizer_cls.__name__} with decoupled weight decay: lambda is multiplied by "
-            "eta_t (decay_convention='schedule'), lr_t ('lr') or 1 ('constant') and applied "
+            "eta_t (decay_convention='schedule'), lr_t ('lr'), 1 ('constant') or lr_t*eta_t "
+            "('corrected') and applied "
             "to theta_{t-1} before the wrapped update; the wrapped optimizer sees no L2 term."
         )
 
