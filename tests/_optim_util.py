@@ -23,6 +23,11 @@ SGD_CASES = [
     (wd.SGDW, dict(lr=0.05, weight_decay=5e-2, decay_convention="lr", nesterov=True)),
     (wd.SGDW, dict(lr=0.05, weight_decay=5e-3, decay_convention="constant")),
     (wd.SGDW, dict(lr=0.05, weight_decay=5e-2, decay_convention="corrected", nesterov=True)),
+    (wd.SGDW, dict(lr=0.05, weight_decay=5e-2, cautious=True)),
+    (wd.SGDW, dict(lr=0.05, weight_decay=5e-2, cautious=True, nesterov=True,
+                   decay_convention="lr")),
+    (wd.SGDW, dict(lr=0.05, weight_decay=5e-3, cautious=True, decay_convention="constant",
+                   momentum=0.0)),
 ]
 ADAM_CASES = [
     (wd.Adam, dict(lr=1e-2, weight_decay=1e-2)),
@@ -33,6 +38,10 @@ ADAM_CASES = [
     (wd.AdamW, dict(lr=1e-2, weight_decay=1e-3, decay_convention="constant")),
     (wd.AdamW, dict(lr=1e-2, weight_decay=1.0, decay_convention="corrected")),
     (wd.AdamW, dict(lr=1e-2, weight_decay=1.0, decay_convention="corrected", amsgrad=True)),
+    (wd.AdamW, dict(lr=1e-2, weight_decay=5e-2, cautious=True)),
+    (wd.AdamW, dict(lr=1e-2, weight_decay=5e-2, cautious=True, amsgrad=True,
+                    decay_convention="corrected")),
+    (wd.AdamW, dict(lr=1e-2, weight_decay=1e-3, cautious=True, decay_convention="constant")),
     (wd.AdamW, dict(lr=1e-2, betas=(0.5, 0.9), eps=1e-6, weight_decay=1e-2)),
 ]
 CASES = SGD_CASES + ADAM_CASES

@@ -359,11 +359,15 @@ MEM_CASES = [(cls, impl, kw) for cls in (wd.SGD, wd.SGDW) for impl in ("foreach"
              for kw in (dict(lr=0.1, weight_decay=1e-3), dict(lr=0.1, weight_decay=1e-3,
                                                                nesterov=True))] + [
     (cls, impl, kw) for cls in (wd.Adam, wd.AdamW) for impl in ("foreach", "fused")
-    for kw in (dict(weight_decay=1e-3), dict(weight_decay=1e-3, amsgrad=True))]
+    for kw in (dict(weight_decay=1e-3), dict(weight_decay=1e-3, amsgrad=True))] + [
+    (wd.SGDW, "foreach", dict(lr=0.1, weight_decay=1e-3, cautious=True)),
+    (wd.SGDW, "foreach", dict(lr=0.1, weight_decay=1e-3, cautious=True, nesterov=True)),
+    (wd.AdamW, "foreach", dict(weight_decay=1e-3, cautious=True)),
+    (wd.AdamW, "foreach", dict(weight_decay=1e-3, cautious=True, amsgrad=True))]
 
 
 @pytest.mark.parametrize("cls,impl,kw", MEM_CASES,
-                         ids=[f"{c.__name__}-{i}-{len(k)}" for c, i, k in MEM_CASES])
+                         ids=[f"{c.__name__}-{i}-{sorted(k)}" for c, i, k in MEM_CASES])
 def test_at_most_one_parameter_sized_temporary(cls, impl, kw):
     params = [torch.nn.Parameter(torch.randn(256, 64)), torch.nn.Parameter(torch.randn(4096))]
     param_bytes = sum(p.numel() * p.element_size() for p in params)

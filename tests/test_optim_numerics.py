@@ -28,7 +28,8 @@ GRADS = grad_stream(N_STEPS)
 IMPL_CASES = [(c, k, impl) for c, k in SGD_CASES
               for impl in ("reference", "foreach", "compiled", None)] + [
     (c, k, impl) for c, k in ADAM_CASES
-    for impl in ("reference", "foreach", "fused", "compiled", None)]
+    for impl in ("reference", "foreach", "fused", "compiled", None)
+    if not (impl == "fused" and k.get("cautious"))]  # (refused: see test_cautious_* below)
 
 
 def _ids(case):
@@ -241,3 +242,65 @@ def test_corrected_adamw_equals_torch_adamw_with_decay_scaled_by_eta(impl):
         a.step()
         b.step()
     assert rel_err_all([p.detach() for p in ours], [q.detach() for q in theirs]) <= 2e-6
+
+
+# ---------------------------------------------------------------- cautious weight decay
+
+
+@pytest.mark.parametrize("impl", ["reference", "foreach", "compiled"])
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_cautious_sgdw_decays_only_where_update_and_weight_agree(impl, nesterov):
+    """One update by hand: m_1 = lr*g (m_0 = 0), u = m_1 (+ Nesterov: beta1*m_1 + lr*g),
+    theta_1 = theta_0 - u - d * 1[u * theta_0 >= 0] * theta_0."""
+    theta0 = torch.tensor([1.0, 1.0, -2.0, -2.0, 0.5, 3.0])
+    grad = torch.tensor([0.5, -0.5, -1.0, 1.0, 0.0, 2.0])
+    lr, lam, beta1 = 0.1, 0.2, 0.9
+    p = torch.nn.Parameter(theta0.clone())
+    opt = wd.SGDW([p], lr=lr, momentum=beta1, weight_decay=lam, cautious=True,
+                  nesterov=nesterov, impl=impl)
+    p.grad = grad.clone()
+    opt.step()
+    u = lr * grad * (1 + beta1 if nesterov else 1)
+    mask = (u * theta0 >= 0).float()
+    assert mask.tolist() == [1, 0, 1, 0, 1, 1]  # (u = 0 counts as agreeing)
+    torch.testing.assert_close(p.detach(), theta0 - u - lam * mask * theta0)
+
+
+@pytest.mark.parametrize("impl", ["reference", "foreach", "compiled"])
+def test_cautious_adamw_decays_only_where_update_and_weight_agree(impl):
+    """First AdamW update: m_hat = g, v_hat = g^2, u = lr * g / (|g| + eps)."""
+    theta0 = torch.tensor([1.0, 1.0, -2.0, -2.0, 0.5])
+    grad = torch.tensor([0.5, -0.5, -1.0, 1.0, 0.0])
+    lr, lam = 0.1, 0.2
+    p = torch.nn.Parameter(theta0.clone())
+    opt = wd.AdamW([p], lr=lr, weight_decay=lam, cautious=True, impl=impl)
+    p.grad = grad.clone()
+    opt.step()
+    u = lr * grad / (grad.abs() + 1e-8)
+    mask = (u * theta0 >= 0).float()
+    assert mask.tolist() == [1, 0, 1, 0, 1]
+    torch.testing.assert_close(p.detach(), theta0 - u - lam * mask * theta0)
+
+
+def test_cautious_is_refused_where_it_cannot_apply():
+    params = [torch.nn.Parameter(torch.ones(3))]
+    for cls in (wd.SGD, wd.Adam):  # L2: no decoupled decay to mask
+        with pytest.raises(ValueError, match="cautious"):
+            cls(params, lr=0.1, weight_decay=0.1, cautious=True)
+    with pytest.raises(ValueError, match="cautious must be a bool"):
+        wd.AdamW(params, cautious="yes")
+    opt = wd.AdamW(params, weight_decay=0.1, cautious=True, impl="fused")
+    params[0].grad = torch.ones(3)
+    with pytest.raises(ValueError, match="impl='fused' cannot compute this update exactly"):
+        opt.step()
+    assert wd.AdamW(params, weight_decay=0.1, cautious=True).kernel_plan() == [{"foreach": 1}]
+    assert wd.AdamW(params, weight_decay=0.0, cautious=True).kernel_plan() == [{"fused": 1}]
+
+
+def test_cautious_changes_the_update():
+    """The cautious cases of the table are not the plain update in disguise."""
+    cls, kw = wd.AdamW, dict(lr=1e-2, weight_decay=5e-2)
+    plain, _ = run(lambda ps: cls(ps, **kw), make_params(torch.float32), GRADS, ETAS)
+    cautious, _ = run(lambda ps: cls(ps, cautious=True, **kw), make_params(torch.float32),
+                      GRADS, ETAS)
+    assert rel_err_all(cautious, plain) > 1e-3

@@ -53,6 +53,8 @@ COMPILE_MIN_NUMEL_FLAT = 3 * 2**18
 FUSED_DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
 
 Tensors = list[list[torch.Tensor]]
+#: a list of tensors, or the tuple a foreach op returns
+TensorSeq = list[torch.Tensor] | tuple[torch.Tensor, ...]
 #: a kernel: (tensor lists [params, grads, *state], update counts or None, hyperparameters)
 Kernel = Callable[[Tensors, "list[torch.Tensor] | None", dict], None]
 #: a plan: (implementation, indices into the tensor lists or None for all of them, whether
@@ -115,6 +117,13 @@ class DecayOptimizer(torch.optim.Optimizer):
         check_impl(group["impl"])
         if group["impl"] == "fused" and self._fused_refusal() is not None:
             raise ValueError(self._fused_refusal())
+        cautious = group.setdefault("cautious", False)
+        if not isinstance(cautious, bool):
+            raise ValueError(f"cautious must be a bool, got {cautious!r}")
+        if cautious and not self.decoupled:
+            raise ValueError(f"cautious=True masks decoupled weight decay; {type(self).__name__}"
+                             f" adds weight_decay to the gradient (L2): use "
+                             f"{type(self).__name__}W")
         if "params" in group:
             group.setdefault("initial_lr", group["lr"])
 
@@ -123,6 +132,7 @@ class DecayOptimizer(torch.optim.Optimizer):
         for group in self.param_groups:  # old checkpoints keep loading
             group.setdefault("decay_convention", "schedule")
             group.setdefault("impl", None)
+            group.setdefault("cautious", False)
             group.setdefault("initial_lr", group["lr"])
         # torch pickles only defaults, state and param_groups: an unpickled (or deep-copied)
         # optimizer is in the regular mode, its state a copy of the buffers' values
@@ -434,3 +444,16 @@ def _check_step(value: Any, where: str, device: torch.device) -> torch.Tensor:
     if not (math.isfinite(number) and number >= 0):
         raise ValueError(f"state['step'] of {where} is {number!r}; expected a finite count >= 0")
     return torch.tensor(float(number), dtype=torch.float32, device=device)
+
+
+def masked_decay_(params: TensorSeq, products: TensorSeq, decay: float,
+                  scale: float = 1.0) -> None:
+    """Cautious decay with foreach kernels: theta <- theta - decay * 1[u * theta >= 0] * theta,
+    given ``products`` = direction * theta (a temporary, overwritten with the mask) and
+    u = scale * direction, ``scale`` >= 0 (only the sign of u matters)."""
+    if scale != 1.0:
+        torch._foreach_mul_(products, scale)
+    torch._foreach_sign_(products)  # -1, 0, 1 ...
+    torch._foreach_add_(products, 1.0)
+    torch._foreach_clamp_max_(products, 1.0)  # ... 0, 1, 1: 1[u * theta >= 0]
+    torch._foreach_addcmul_(params, params, products, value=-decay)

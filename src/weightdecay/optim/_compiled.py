@@ -32,23 +32,28 @@ _STATUS: dict[tuple, object] = {}
 # computation was measured to cost a second, serial pass.
 
 
-def _sgd(p, g, m, lr, momentum, l2, decay, nesterov: bool):
+def _sgd(p, g, m, lr, momentum, l2, decay, nesterov: bool, cautious: bool):
     g = g + l2 * p  # Alg. 1, line 6: g_t (+ lambda*theta_{t-1} for SGD with L2)
     m_new = momentum * m + lr * g  # line 8: m_t = beta1*m_{t-1} + eta_t*alpha*g_t
     step = momentum * m_new + lr * g if nesterov else m_new
+    if cautious:  # decay only where the step and theta_{t-1} have the same sign
+        decay = torch.where(step * p >= 0, decay, 0.0)
     p_new = p - (step + decay * p)  # line 9: theta_t = theta_{t-1} - m_t (- eta_t*lambda*theta)
     m.copy_(m_new)
     p.copy_(p_new)
 
 
 def _adam(p, g, m, v, vmax, lr, beta1, one_minus_beta1, beta2, one_minus_beta2, eps, l2,
-          decay, bias1, bias2_sqrt, amsgrad: bool):
+          decay, bias1, bias2_sqrt, amsgrad: bool, cautious: bool):
     g = g + l2 * p  # Alg. 2, line 6
     m_new = beta1 * m + one_minus_beta1 * g  # line 7 ((1 - beta) computed in float64)
     v_new = beta2 * v + one_minus_beta2 * g * g  # line 8
     v_used = torch.maximum(vmax, v_new) if amsgrad else v_new
     denom = v_used.sqrt() / bias2_sqrt + eps  # sqrt(v_hat_t) + eps (lines 9-10)
-    p_new = p - (lr / bias1 * m_new / denom + decay * p)  # line 12
+    u = lr / bias1 * m_new / denom
+    if cautious:  # decay only where the update and theta_{t-1} have the same sign
+        decay = torch.where(u * p >= 0, decay, 0.0)
+    p_new = p - (u + decay * p)  # line 12
     m.copy_(m_new)
     v.copy_(v_new)
     if amsgrad:
@@ -110,11 +115,11 @@ def available(name: str, device: torch.device, dtype: torch.dtype, **flags) -> b
                 if name == "sgd":
                     _compiled(name)(*_flat(scratch[:3]),
                                     *_scalars(device, _scalar_dtype(dtype), 0, 0, 0, 0),
-                                    flags["nesterov"])
+                                    flags["nesterov"], flags["cautious"])
                 else:
                     _compiled(name)(*_flat(scratch), *_scalars(
                         device, _scalar_dtype(dtype), 0, 0.9, 0.1, 0.9, 0.1, 1, 0, 0, 1, 1),
-                        flags["amsgrad"])
+                        flags["amsgrad"], flags["cautious"])
             status = True
         except Exception as exc:  # compilation unavailable here: fall back, warn once
             status = exc
@@ -126,16 +131,18 @@ def available(name: str, device: torch.device, dtype: torch.dtype, **flags) -> b
 
 
 @torch.no_grad()
-def sgd_update(p, g, m, *, lr, momentum, l2, decay, nesterov) -> None:
+def sgd_update(p, g, m, *, lr, momentum, l2, decay, nesterov, cautious=False) -> None:
     """One SGD/SGDW update of one (flat) tensor in place (see :func:`available`)."""
     s = _scalars(p.device, _scalar_dtype(p.dtype), lr, momentum, l2, decay)
-    _compiled("sgd")(*_flat((p, g, m)), *s, bool(nesterov))
+    _compiled("sgd")(*_flat((p, g, m)), *s, bool(nesterov), bool(cautious))
 
 
 @torch.no_grad()
-def adam_update(p, g, m, v, vmax, *, step, lr, beta1, beta2, eps, l2, decay) -> None:
+def adam_update(p, g, m, v, vmax, *, step, lr, beta1, beta2, eps, l2, decay,
+                cautious=False) -> None:
     """One Adam/AdamW(/AMSGrad when vmax is given) update in place; ``step`` = t >= 1."""
     s = _scalars(p.device, _scalar_dtype(p.dtype), lr, beta1, 1 - beta1, beta2, 1 - beta2,
                  eps, l2, decay, 1 - beta1**step, math.sqrt(1 - beta2**step))
     amsgrad = vmax is not None
-    _compiled("adam")(*_flat((p, g, m, v, vmax if amsgrad else v)), *s, amsgrad)
+    _compiled("adam")(*_flat((p, g, m, v, vmax if amsgrad else v)), *s, amsgrad,
+                      bool(cautious))

@@ -46,18 +46,22 @@ def sgd_step(
     l2: float,
     decay_t: float,
     nesterov: bool,
+    cautious: bool = False,
 ) -> None:
     """Algorithm 1 (SGD with momentum; L2 when ``l2 > 0``, SGDW when ``decay_t > 0``).
 
     ``m`` holds the paper's m_{t-1} (the step size lives inside the buffer) and is updated
-    in place to m_t; ``theta`` is updated in place to theta_t.
+    in place to m_t; ``theta`` is updated in place to theta_t. ``cautious``: decay only where
+    the update u_t (the step subtracted) and theta_{t-1} have the same sign (arXiv
+    2510.12402): theta_t = theta_{t-1} - u_t - d_t * 1[u_t * theta_{t-1} >= 0] * theta_{t-1}.
     """
     g = grad + l2 * theta  # Alg. 1, line 6: g_t = grad f_t(theta_{t-1}) (+ lambda*theta_{t-1})
     # line 7: eta_t = SetScheduleMultiplier(t), folded into lr_t = eta_t * alpha
     m.mul_(momentum).add_(lr_t * g)  # line 8: m_t = beta1*m_{t-1} + eta_t*alpha*g_t
     step = momentum * m + lr_t * g if nesterov else m  # Nesterov look-ahead (torch's form)
+    mask = (step * theta >= 0).to(theta.dtype) if cautious else 1.0  # cautious decay
     # line 9: theta_t = theta_{t-1} - m_t (- eta_t*lambda*theta_{t-1}: SGDW, uses theta_{t-1})
-    theta.sub_(step + decay_t * theta)
+    theta.sub_(step + decay_t * mask * theta)
 
 
 @torch.no_grad()
@@ -75,11 +79,14 @@ def adam_step(
     eps: float,
     l2: float,
     decay_t: float,
+    cautious: bool = False,
 ) -> None:
     """Algorithm 2 (Adam; L2 when ``l2 > 0``, AdamW when ``decay_t > 0``), update count t >= 1.
 
     AMSGrad when ``v_max`` is given: the running maximum of v_t replaces v_t before bias
     correction (the form torch uses, so that the fused kernels agree with it).
+    ``cautious``: decay only where u_t = lr_t * m_hat / (sqrt(v_hat) + eps), the step
+    subtracted, and theta_{t-1} have the same sign (see :func:`sgd_step`).
     """
     g = grad + l2 * theta  # Alg. 2, line 6: g_t (+ lambda*theta_{t-1}: Adam with L2)
     m.mul_(beta1).add_((1 - beta1) * g)  # line 7: m_t = beta1*m_{t-1} + (1-beta1)*g_t
@@ -93,4 +100,6 @@ def adam_step(
     v_hat = v_used / (1 - beta2**t)  # line 10: v_hat_t = v_t / (1 - beta2^t)
     # line 11: eta_t, folded into lr_t = eta_t*alpha and decay_t = eta_t*lambda
     # line 12: theta_t = theta_{t-1} - eta_t*(alpha*m_hat/(sqrt(v_hat)+eps) + lambda*theta_{t-1})
-    theta.sub_(lr_t * m_hat / (v_hat.sqrt() + eps) + decay_t * theta)
+    u = lr_t * m_hat / (v_hat.sqrt() + eps)
+    mask = (u * theta >= 0).to(theta.dtype) if cautious else 1.0  # cautious decay
+    theta.sub_(u + decay_t * mask * theta)

@@ -26,7 +26,7 @@ import torch
 
 from .. import _validate
 from . import _compiled, _reference
-from ._base import DecayOptimizer, Tensors
+from ._base import DecayOptimizer, Tensors, masked_decay_
 from ._decay import decay_per_update, torch_weight_decay
 
 
@@ -54,6 +54,11 @@ class Adam(DecayOptimizer):
             paper's; default), ``"lr"`` (lr_t = alpha*eta_t, as torch.optim.AdamW),
             ``"constant"`` (1), ``"corrected"`` (lr_t * lr_t / lr_max, lr_max = the group's
             initial lr: AdamC, arXiv 2506.02285). Ignored by Adam (L2).
+        cautious: AdamW only: cautious weight decay (arXiv 2510.12402), decay only where
+            the update u_t = lr_t * m_hat_t / (sqrt(v_hat_t) + eps) and theta_{t-1} have the
+            same sign: ``theta_t = theta_{t-1} - u_t - d_t * 1[u_t * theta_{t-1} >= 0] *
+            theta_{t-1}``. Any convention; not with torch's fused kernel (impl=None then
+            takes the compiled kernel for large tensors, foreach for the rest).
         impl: ``None`` (automatic: fused where exact and precise; else the compiled kernel for
             tensors of at least ``COMPILE_MIN_NUMEL_TENSOR`` = 2**22 elements, flat buffers of
             at least ``COMPILE_MIN_NUMEL_FLAT``, and foreach for the rest), ``"reference"``
@@ -80,6 +85,7 @@ class Adam(DecayOptimizer):
         amsgrad: bool = False,
         *,
         decay_convention: str = "schedule",
+        cautious: bool = False,
         impl: str | None = None,
         flat: bool = False,
     ) -> None:
@@ -90,6 +96,7 @@ class Adam(DecayOptimizer):
             weight_decay=weight_decay,
             amsgrad=amsgrad,
             decay_convention=decay_convention,
+            cautious=cautious,
             impl=impl,
         )
         super().__init__(params, defaults, flat=flat)
@@ -107,6 +114,7 @@ class Adam(DecayOptimizer):
                     l2=0.0 if self.decoupled else group["weight_decay"],
                     decay=decay_per_update(group) if self.decoupled else 0.0,
                     amsgrad=group["amsgrad"], decoupled=self.decoupled,
+                    cautious=group["cautious"],
                     fused_weight_decay=self._fused_weight_decay(group),
                     # for the reference kernel, which computes d_t itself
                     convention=group["decay_convention"],
@@ -114,12 +122,14 @@ class Adam(DecayOptimizer):
                     lr_max=group["initial_lr"])
 
     def _flags(self, group: dict) -> dict:
-        return dict(amsgrad=bool(group["amsgrad"]))
+        return dict(amsgrad=bool(group["amsgrad"]), cautious=bool(group["cautious"]))
 
     def _fused_weight_decay(self, group: dict) -> float | None:
         """torch's weight_decay argument giving exactly this group's update, or None."""
         if not self.decoupled:
             return group["weight_decay"]
+        if group["cautious"] and group["weight_decay"] != 0:
+            return None  # torch's kernel decays every coordinate
         return torch_weight_decay(group)
 
     def _fused_precise(self, group: dict) -> bool:
@@ -165,7 +175,7 @@ def _reference_kernel(tensors: Tensors, steps, hp: dict) -> None:
     for p, g, m, v, vmax, step in zip(*tensors[:4], vmaxes, steps):
         _reference.adam_step(p, g, m, v, vmax, t=int(step.item()), lr_t=hp["lr"],
                              beta1=hp["beta1"], beta2=hp["beta2"], eps=hp["eps"], l2=hp["l2"],
-                             decay_t=decay_t)
+                             decay_t=decay_t, cautious=hp["cautious"])
 
 
 def _foreach_kernel(tensors: Tensors, steps, hp: dict) -> None:
@@ -173,7 +183,7 @@ def _foreach_kernel(tensors: Tensors, steps, hp: dict) -> None:
     _multi_tensor_adam(params, grads, exp_avgs, exp_avg_sqs,
                        tensors[4] if hp["amsgrad"] else None, [int(s.item()) for s in steps],
                        lr=hp["lr"], beta1=hp["beta1"], beta2=hp["beta2"], eps=hp["eps"],
-                       l2=hp["l2"], decay=hp["decay"])
+                       l2=hp["l2"], decay=hp["decay"], cautious=hp["cautious"])
 
 
 def _fused_kernel(tensors: Tensors, steps, hp: dict) -> None:
@@ -191,13 +201,13 @@ def _compiled_kernel(tensors: Tensors, steps, hp: dict) -> None:
     for p, g, m, v, vmax, step in zip(*tensors[:4], vmaxes, steps):
         _compiled.adam_update(p, g, m, v, vmax, step=int(step.item()), lr=hp["lr"],
                               beta1=hp["beta1"], beta2=hp["beta2"], eps=hp["eps"],
-                              l2=hp["l2"], decay=hp["decay"])
+                              l2=hp["l2"], decay=hp["decay"], cautious=hp["cautious"])
 
 
 @torch.no_grad()
 def _multi_tensor_adam(
     params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps,
-    *, lr, beta1, beta2, eps, l2, decay,
+    *, lr, beta1, beta2, eps, l2, decay, cautious=False,
 ) -> None:
     """Algorithm 2 with foreach kernels; at most one parameter-sized temporary per tensor."""
     tmp = None
@@ -210,6 +220,12 @@ def _multi_tensor_adam(
     if max_exp_avg_sqs is not None:
         torch._foreach_maximum_(max_exp_avg_sqs, exp_avg_sqs)
         v = max_exp_avg_sqs
+    if decay != 0 and cautious:  # (decoupled, so no L2 temporary exists yet)
+        # u_t = lr_t/(1-beta1^t) * m_t / (sqrt(v_hat)+eps) has the sign of lr_t * m_t: the
+        # mask needs no denominator, and its temporary then holds the denominator
+        tmp = torch._foreach_mul(exp_avgs, params)
+        masked_decay_(params, tmp, decay, scale=lr)
+        decay = 0.0
     if tmp is None:
         denom = torch._foreach_sqrt(v)
     else:  # reuse the temporary for the denominator

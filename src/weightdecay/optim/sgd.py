@@ -21,7 +21,7 @@ import torch
 
 from .. import _validate
 from . import _compiled, _reference
-from ._base import DecayOptimizer, Tensors
+from ._base import DecayOptimizer, Tensors, masked_decay_
 from ._decay import decay_per_update
 
 
@@ -40,6 +40,10 @@ class SGD(DecayOptimizer):
         decay_convention: what SGDW's lambda is multiplied by: ``"schedule"`` (eta_t, the
             paper's; default), ``"lr"`` (lr_t, torch's), ``"constant"`` (1), ``"corrected"``
             (lr_t * lr_t / lr_max, lr_max = the group's initial lr; AdamC). Ignored by SGD.
+        cautious: SGDW only: cautious weight decay (arXiv 2510.12402), decay only where the
+            update u_t (the step subtracted, m_t or Nesterov's) and theta_{t-1} have the same
+            sign: ``theta_t = theta_{t-1} - u_t - d_t * 1[u_t * theta_{t-1} >= 0] *
+            theta_{t-1}``. Any convention; every implementation but fused.
         impl: ``None`` (automatic: foreach; the compiled kernel for tensors of at least
             ``COMPILE_MIN_NUMEL_TENSOR`` = 2**22 elements, flat buffers of at least
             ``COMPILE_MIN_NUMEL_FLAT``), ``"reference"`` (the pseudocode per tensor),
@@ -68,6 +72,7 @@ class SGD(DecayOptimizer):
         nesterov: bool = False,
         *,
         decay_convention: str = "schedule",
+        cautious: bool = False,
         impl: str | None = None,
         flat: bool = False,
     ) -> None:
@@ -79,6 +84,7 @@ class SGD(DecayOptimizer):
             weight_decay=weight_decay,
             nesterov=nesterov,
             decay_convention=decay_convention,
+            cautious=cautious,
             impl=impl,
         )
         super().__init__(params, defaults, flat=flat)
@@ -92,12 +98,13 @@ class SGD(DecayOptimizer):
         return dict(lr=group["lr"], momentum=group["momentum"],
                     l2=0.0 if self.decoupled else group["weight_decay"],
                     decay=decay_per_update(group) if self.decoupled else 0.0,
-                    nesterov=group["nesterov"], convention=group["decay_convention"],
+                    nesterov=group["nesterov"], cautious=group["cautious"],
+                    convention=group["decay_convention"],
                     lam=group["weight_decay"] if self.decoupled else 0.0,
                     lr_max=group["initial_lr"])
 
     def _flags(self, group: dict) -> dict:
-        return dict(nesterov=bool(group["nesterov"]))
+        return dict(nesterov=bool(group["nesterov"]), cautious=bool(group["cautious"]))
 
     @classmethod
     def _fused_refusal(cls) -> str | None:
@@ -131,23 +138,24 @@ def _reference_kernel(tensors: Tensors, steps, hp: dict) -> None:
     decay_t = _reference.decay_factor(hp["convention"], hp["lam"], hp["lr"], hp["lr_max"])
     for p, g, m in zip(*tensors):
         _reference.sgd_step(p, g, m, lr_t=hp["lr"], momentum=hp["momentum"], l2=hp["l2"],
-                            decay_t=decay_t, nesterov=hp["nesterov"])
+                            decay_t=decay_t, nesterov=hp["nesterov"], cautious=hp["cautious"])
 
 
 def _foreach_kernel(tensors: Tensors, steps, hp: dict) -> None:
     params, grads, bufs = tensors
     _multi_tensor_sgd(params, grads, bufs, lr=hp["lr"], momentum=hp["momentum"], l2=hp["l2"],
-                      decay=hp["decay"], nesterov=hp["nesterov"])
+                      decay=hp["decay"], nesterov=hp["nesterov"], cautious=hp["cautious"])
 
 
 def _compiled_kernel(tensors: Tensors, steps, hp: dict) -> None:
     for p, g, m in zip(*tensors):
         _compiled.sgd_update(p, g, m, lr=hp["lr"], momentum=hp["momentum"], l2=hp["l2"],
-                             decay=hp["decay"], nesterov=hp["nesterov"])
+                             decay=hp["decay"], nesterov=hp["nesterov"], cautious=hp["cautious"])
 
 
 @torch.no_grad()
-def _multi_tensor_sgd(params, grads, bufs, *, lr, momentum, l2, decay, nesterov) -> None:
+def _multi_tensor_sgd(params, grads, bufs, *, lr, momentum, l2, decay, nesterov,
+                      cautious=False) -> None:
     """Algorithm 1 with foreach kernels; at most one parameter-sized temporary per tensor."""
     if l2 != 0:
         grads = torch._foreach_add(grads, params, alpha=l2)  # temporary: g_t + lambda*theta
@@ -169,7 +177,16 @@ def _multi_tensor_sgd(params, grads, bufs, *, lr, momentum, l2, decay, nesterov)
         torch._foreach_add_(step, bufs, alpha=momentum)
     else:
         step = bufs
-    if decay != 0:
+    if decay != 0 and cautious:  # (decoupled, so grads are g_t: no L2 temporary)
+        if nesterov:  # the step is the one temporary: it takes the mask, then is redone
+            torch._foreach_mul_(step, params)
+            masked_decay_(params, step, decay)
+            torch._foreach_copy_(step, grads)
+            torch._foreach_mul_(step, lr)
+            torch._foreach_add_(step, bufs, alpha=momentum)
+        else:
+            masked_decay_(params, torch._foreach_mul(step, params), decay)
+    elif decay != 0:
         torch._foreach_add_(params, params, alpha=-decay)  # decay theta_{t-1} (step precomputed)
     torch._foreach_sub_(params, step)
 
