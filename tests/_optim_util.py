@@ -28,6 +28,11 @@ SGD_CASES = [
                    decay_convention="lr")),
     (wd.SGDW, dict(lr=0.05, weight_decay=5e-3, cautious=True, decay_convention="constant",
                    momentum=0.0)),
+    (wd.SGD, dict(lr=0.05, weight_decay=1e-2, l1=1e-2, nesterov=True)),
+    (wd.SGD, dict(lr=0.05, weight_decay=0.0, l1=1e-2, momentum=0.0)),
+    (wd.SGDW, dict(lr=0.05, weight_decay=5e-3, l1=5e-3)),
+    (wd.SGDW, dict(lr=0.05, weight_decay=5e-3, l1=2e-2, nesterov=True, cautious=True,
+                   decay_convention="corrected")),
 ]
 ADAM_CASES = [
     (wd.Adam, dict(lr=1e-2, weight_decay=1e-2)),
@@ -42,9 +47,19 @@ ADAM_CASES = [
     (wd.AdamW, dict(lr=1e-2, weight_decay=5e-2, cautious=True, amsgrad=True,
                     decay_convention="corrected")),
     (wd.AdamW, dict(lr=1e-2, weight_decay=1e-3, cautious=True, decay_convention="constant")),
+    (wd.Adam, dict(lr=1e-2, weight_decay=1e-2, l1=1e-3)),
+    (wd.Adam, dict(lr=1e-2, l1=1e-3, amsgrad=True)),
+    (wd.AdamW, dict(lr=1e-2, weight_decay=2.5e-2, l1=2e-3)),
+    (wd.AdamW, dict(lr=1e-2, weight_decay=1.0, l1=0.5, decay_convention="lr", amsgrad=True,
+                    cautious=True)),
     (wd.AdamW, dict(lr=1e-2, betas=(0.5, 0.9), eps=1e-6, weight_decay=1e-2)),
 ]
 CASES = SGD_CASES + ADAM_CASES
+
+
+def fused_exact(cls, kw) -> bool:
+    """torch's fused kernel computes this case (Adam/AdamW without cautious decay or L1)."""
+    return issubclass(cls, wd.Adam) and not kw.get("cautious") and not kw.get("l1")
 
 
 def case_id(cls, kw) -> str:
@@ -91,8 +106,12 @@ def run(opt_factory, params, grads, etas, groups_split=None):
     for step, gs in enumerate(grads):
         for group in opt.param_groups:
             group["lr"] = group["initial_lr"] * etas[step]
-        for p, g in zip(params, gs):
-            p.grad = g.to(p.dtype)
+        if getattr(opt, "flat", False):  # gradients go into the attached buffer, as backward
+            opt.zero_grad()
+            torch.autograd.backward(params, [g.to(p.dtype) for p, g in zip(params, gs)])
+        else:
+            for p, g in zip(params, gs):
+                p.grad = g.to(p.dtype)
         opt.step()
     return [p.detach() for p in params], opt
 

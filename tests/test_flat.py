@@ -15,6 +15,7 @@ from _optim_util import (
     case_id,
     eta_restarts,
     eta_schedule,
+    fused_exact,
     grad_stream,
     make_params,
     rel_err_all,
@@ -63,8 +64,7 @@ def test_flat_matches_float64_reference(cls, kw, impl, device):
             or "flat=True" in str(w.message)]
     assert ours == []  # no fallback, no gradient copies in this loop
     assert opt.flat and all(p.device.type == device for p in flat)
-    fused = (issubclass(cls, wd.Adam) and kw.get("decay_convention") != "constant"
-             and not kw.get("cautious"))
+    fused = fused_exact(cls, kw) and kw.get("decay_convention") != "constant"
     expected = "compiled" if impl == "compiled" else "fused" if fused else "foreach"
     assert opt.kernel_plan() == [{expected: 1}]
     ref, _ = run(lambda ps: cls(ps, impl="reference", **kw), make_params(torch.float64), GRADS,

@@ -14,6 +14,7 @@ from _optim_util import (
     SGD_CASES,
     case_id,
     eta_schedule,
+    fused_exact,
     grad_stream,
     make_params,
     rel_err,
@@ -29,7 +30,7 @@ IMPL_CASES = [(c, k, impl) for c, k in SGD_CASES
               for impl in ("reference", "foreach", "compiled", None)] + [
     (c, k, impl) for c, k in ADAM_CASES
     for impl in ("reference", "foreach", "fused", "compiled", None)
-    if not (impl == "fused" and k.get("cautious"))]  # (refused: see test_cautious_* below)
+    if impl != "fused" or fused_exact(c, k)]  # (else refused: see the tests below)
 
 
 def _ids(case):
@@ -304,3 +305,60 @@ def test_cautious_changes_the_update():
     cautious, _ = run(lambda ps: cls(ps, cautious=True, **kw), make_params(torch.float32),
                       GRADS, ETAS)
     assert rel_err_all(cautious, plain) > 1e-3
+
+
+# ---------------------------------------------------------------- L1
+
+
+@pytest.mark.parametrize("flat", [False, True])
+@pytest.mark.parametrize("impl", ["reference", "foreach", "compiled", None])
+@pytest.mark.parametrize("cls", [wd.SGDW, wd.AdamW])
+def test_decoupled_l1_produces_exact_zeros(cls, impl, flat):
+    """The proximal step sets weights within d1_t of zero to exactly 0 (a subgradient step,
+    as the coupled form takes, leaves them oscillating around 0)."""
+    if flat and impl == "reference":
+        pytest.skip("flat buffers use the fast kernels")
+    params = [p * 0.2 for p in make_params(torch.float32)]
+    kw = dict(lr=1e-2, weight_decay=1e-2, l1=2e-2 if cls is wd.SGDW else 5e-3)
+    ours, opt = run(lambda ps: cls(ps, impl=impl, flat=flat, **kw), params, GRADS[:40],
+                    ETAS[:40])
+    zeros = sum(int((p == 0).sum()) for p in ours)
+    assert zeros >= 10
+    ref, _ = run(lambda ps: cls(ps, impl="reference", **kw), [p.double() for p in params],
+                 GRADS[:40], ETAS[:40])
+    assert sum(int((p == 0).sum()) for p in ref) == zeros
+    assert rel_err_all(ours, ref) <= 1e-6
+    coupled, _ = run(lambda ps: {wd.SGDW: wd.SGD, wd.AdamW: wd.Adam}[cls](ps, impl=impl,
+                                                                         **kw),
+                     params, GRADS[:40], ETAS[:40])
+    assert sum(int((p == 0).sum()) for p in coupled) == 0
+
+
+def test_l1_soft_threshold_by_hand():
+    """SGDW, one update with g = 0 and momentum 0: theta_1 = soft(theta_0 - d*theta_0, d1)."""
+    theta0 = torch.tensor([1.0, -1.0, 0.004, -0.004, 0.02])
+    p = torch.nn.Parameter(theta0.clone())
+    opt = wd.SGDW([p], lr=0.1, momentum=0.0, weight_decay=0.1, l1=0.05)
+    for group in opt.param_groups:
+        group["lr"] = 0.05  # eta_t = 0.5: d = 0.05, d1 = 0.025
+    p.grad = torch.zeros(5)
+    opt.step()
+    after = theta0 * (1 - 0.05)
+    expected = torch.sign(after) * torch.clamp(after.abs() - 0.025, min=0)
+    torch.testing.assert_close(p.detach(), expected)
+    assert p.detach()[2:4].tolist() == [0.0, 0.0]
+
+
+def test_l1_is_refused_by_the_fused_kernel_and_checked():
+    params = [torch.nn.Parameter(torch.ones(3))]
+    params[0].grad = torch.ones(3)
+    for cls in (wd.Adam, wd.AdamW):
+        opt = cls(params, l1=1e-3, impl="fused")
+        with pytest.raises(ValueError, match="impl='fused' cannot compute"):
+            opt.step()
+        assert cls(params, l1=1e-3).kernel_plan() == [{"foreach": 1}]
+    with pytest.raises(ValueError, match="l1 must be >= 0"):
+        wd.SGDW(params, lr=0.1, l1=-1.0)
+    with pytest.raises(ValueError, match=r"param_groups\[1\]\['l1'\]"):
+        wd.AdamW([{"params": params}, {"params": [torch.nn.Parameter(torch.ones(2))],
+                                       "l1": float("nan")}])

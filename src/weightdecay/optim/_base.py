@@ -29,7 +29,7 @@ from torch.optim import optimizer as _torch_optimizer
 
 from .. import _validate
 from . import _compiled
-from ._decay import check_convention
+from ._decay import check_convention, decay_per_update
 
 IMPLS = ("reference", "foreach", "fused", "compiled")
 
@@ -133,6 +133,7 @@ class DecayOptimizer(torch.optim.Optimizer):
             group.setdefault("decay_convention", "schedule")
             group.setdefault("impl", None)
             group.setdefault("cautious", False)
+            group.setdefault("l1", 0.0)
             group.setdefault("initial_lr", group["lr"])
         # torch pickles only defaults, state and param_groups: an unpickled (or deep-copied)
         # optimizer is in the regular mode, its state a copy of the buffers' values
@@ -313,8 +314,24 @@ class DecayOptimizer(torch.optim.Optimizer):
         return False
 
     def _hyper(self, group: dict) -> dict:
-        """The step's scalars for the kernels."""
+        """The step's scalars for the kernels (``_decay_hyper`` and the optimizer's own)."""
         raise NotImplementedError
+
+    def _decay_hyper(self, group: dict) -> dict:
+        """The regularization scalars every kernel takes: coupled (``l2``, ``l1``: added to
+        the gradient) or decoupled (``decay``: d_t, ``l1_decay``: the soft-threshold)."""
+        decoupled = self.decoupled
+        lam, lam1 = group["weight_decay"], group["l1"]
+        return dict(
+            l2=0.0 if decoupled else lam,
+            decay=decay_per_update(group) if decoupled else 0.0,
+            l1=0.0 if decoupled else lam1,
+            l1_decay=decay_per_update(group, "l1") if decoupled else 0.0,
+            use_l1=lam1 != 0, cautious=group["cautious"],
+            # for the reference kernels, which compute d_t themselves by the formulas of
+            # _reference.decay_factor
+            convention=group["decay_convention"], lam=lam if decoupled else 0.0,
+            lam1=lam1 if decoupled else 0.0, lr_max=group["initial_lr"])
 
     def _flags(self, group: dict) -> dict:
         """Python-level switches of the compiled kernel (each combination compiles once)."""
@@ -457,3 +474,18 @@ def masked_decay_(params: TensorSeq, products: TensorSeq, decay: float,
     torch._foreach_add_(products, 1.0)
     torch._foreach_clamp_max_(products, 1.0)  # ... 0, 1, 1: 1[u * theta >= 0]
     torch._foreach_addcmul_(params, params, products, value=-decay)
+
+
+def soft_threshold_(params: TensorSeq, d: float, scratch: TensorSeq | None = None) -> None:
+    """theta <- sign(theta) * max(|theta| - d, 0), computed as theta - clamp(theta, -d, d)
+    (the same floats: weights within d of zero become exactly 0), with one temporary list
+    (``scratch``, overwritten, if given)."""
+    clamped: TensorSeq
+    if scratch is None:
+        clamped = torch._foreach_clamp_min(params, -d)
+    else:
+        clamped = scratch
+        torch._foreach_copy_(clamped, params)
+        torch._foreach_clamp_min_(clamped, -d)
+    torch._foreach_clamp_max_(clamped, d)
+    torch._foreach_sub_(params, clamped)

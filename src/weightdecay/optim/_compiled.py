@@ -32,20 +32,27 @@ _STATUS: dict[tuple, object] = {}
 # computation was measured to cost a second, serial pass.
 
 
-def _sgd(p, g, m, lr, momentum, l2, decay, nesterov: bool, cautious: bool):
+def _sgd(p, g, m, lr, momentum, l2, decay, l1, l1_decay, nesterov: bool, cautious: bool,
+         use_l1: bool):
     g = g + l2 * p  # Alg. 1, line 6: g_t (+ lambda*theta_{t-1} for SGD with L2)
+    if use_l1:  # coupled L1 (l1 > 0 for SGD, 0 for SGDW)
+        g = g + l1 * torch.sign(p)
     m_new = momentum * m + lr * g  # line 8: m_t = beta1*m_{t-1} + eta_t*alpha*g_t
     step = momentum * m_new + lr * g if nesterov else m_new
     if cautious:  # decay only where the step and theta_{t-1} have the same sign
         decay = torch.where(step * p >= 0, decay, 0.0)
     p_new = p - (step + decay * p)  # line 9: theta_t = theta_{t-1} - m_t (- eta_t*lambda*theta)
+    if use_l1:  # decoupled L1 (SGDW): soft-threshold, theta - clamp(theta, -d, d)
+        p_new = p_new - torch.clamp(p_new, -l1_decay, l1_decay)
     m.copy_(m_new)
     p.copy_(p_new)
 
 
 def _adam(p, g, m, v, vmax, lr, beta1, one_minus_beta1, beta2, one_minus_beta2, eps, l2,
-          decay, bias1, bias2_sqrt, amsgrad: bool, cautious: bool):
+          decay, bias1, bias2_sqrt, l1, l1_decay, amsgrad: bool, cautious: bool, use_l1: bool):
     g = g + l2 * p  # Alg. 2, line 6
+    if use_l1:  # coupled L1 (l1 > 0 for Adam, 0 for AdamW)
+        g = g + l1 * torch.sign(p)
     m_new = beta1 * m + one_minus_beta1 * g  # line 7 ((1 - beta) computed in float64)
     v_new = beta2 * v + one_minus_beta2 * g * g  # line 8
     v_used = torch.maximum(vmax, v_new) if amsgrad else v_new
@@ -54,6 +61,8 @@ def _adam(p, g, m, v, vmax, lr, beta1, one_minus_beta1, beta2, one_minus_beta2, 
     if cautious:  # decay only where the update and theta_{t-1} have the same sign
         decay = torch.where(u * p >= 0, decay, 0.0)
     p_new = p - (u + decay * p)  # line 12
+    if use_l1:  # decoupled L1 (AdamW): soft-threshold, theta - clamp(theta, -d, d)
+        p_new = p_new - torch.clamp(p_new, -l1_decay, l1_decay)
     m.copy_(m_new)
     v.copy_(v_new)
     if amsgrad:
@@ -114,12 +123,12 @@ def available(name: str, device: torch.device, dtype: torch.dtype, **flags) -> b
             with torch.no_grad():
                 if name == "sgd":
                     _compiled(name)(*_flat(scratch[:3]),
-                                    *_scalars(device, _scalar_dtype(dtype), 0, 0, 0, 0),
-                                    flags["nesterov"], flags["cautious"])
+                                    *_scalars(device, _scalar_dtype(dtype), 0, 0, 0, 0, 0, 0),
+                                    flags["nesterov"], flags["cautious"], flags["use_l1"])
                 else:
                     _compiled(name)(*_flat(scratch), *_scalars(
-                        device, _scalar_dtype(dtype), 0, 0.9, 0.1, 0.9, 0.1, 1, 0, 0, 1, 1),
-                        flags["amsgrad"], flags["cautious"])
+                        device, _scalar_dtype(dtype), 0, 0.9, 0.1, 0.9, 0.1, 1, 0, 0, 1, 1, 0,
+                        0), flags["amsgrad"], flags["cautious"], flags["use_l1"])
             status = True
         except Exception as exc:  # compilation unavailable here: fall back, warn once
             status = exc
@@ -131,18 +140,20 @@ def available(name: str, device: torch.device, dtype: torch.dtype, **flags) -> b
 
 
 @torch.no_grad()
-def sgd_update(p, g, m, *, lr, momentum, l2, decay, nesterov, cautious=False) -> None:
-    """One SGD/SGDW update of one (flat) tensor in place (see :func:`available`)."""
-    s = _scalars(p.device, _scalar_dtype(p.dtype), lr, momentum, l2, decay)
-    _compiled("sgd")(*_flat((p, g, m)), *s, bool(nesterov), bool(cautious))
+def sgd_update(p, g, m, *, lr, momentum, l2, decay, nesterov, cautious=False, l1=0.0,
+               l1_decay=0.0, use_l1=False) -> None:
+    """One SGD/SGDW update of one (flat) tensor in place (see :func:`available`; the flags
+    nesterov, cautious and use_l1 are the ones planned)."""
+    s = _scalars(p.device, _scalar_dtype(p.dtype), lr, momentum, l2, decay, l1, l1_decay)
+    _compiled("sgd")(*_flat((p, g, m)), *s, bool(nesterov), bool(cautious), bool(use_l1))
 
 
 @torch.no_grad()
 def adam_update(p, g, m, v, vmax, *, step, lr, beta1, beta2, eps, l2, decay,
-                cautious=False) -> None:
+                cautious=False, l1=0.0, l1_decay=0.0, use_l1=False) -> None:
     """One Adam/AdamW(/AMSGrad when vmax is given) update in place; ``step`` = t >= 1."""
     s = _scalars(p.device, _scalar_dtype(p.dtype), lr, beta1, 1 - beta1, beta2, 1 - beta2,
-                 eps, l2, decay, 1 - beta1**step, math.sqrt(1 - beta2**step))
+                 eps, l2, decay, 1 - beta1**step, math.sqrt(1 - beta2**step), l1, l1_decay)
     amsgrad = vmax is not None
     _compiled("adam")(*_flat((p, g, m, v, vmax if amsgrad else v)), *s, amsgrad,
-                      bool(cautious))
+                      bool(cautious), bool(use_l1))

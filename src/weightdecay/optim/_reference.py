@@ -47,6 +47,8 @@ def sgd_step(
     decay_t: float,
     nesterov: bool,
     cautious: bool = False,
+    l1: float = 0.0,
+    l1_decay_t: float = 0.0,
 ) -> None:
     """Algorithm 1 (SGD with momentum; L2 when ``l2 > 0``, SGDW when ``decay_t > 0``).
 
@@ -54,14 +56,18 @@ def sgd_step(
     in place to m_t; ``theta`` is updated in place to theta_t. ``cautious``: decay only where
     the update u_t (the step subtracted) and theta_{t-1} have the same sign (arXiv
     2510.12402): theta_t = theta_{t-1} - u_t - d_t * 1[u_t * theta_{t-1} >= 0] * theta_{t-1}.
+    L1: ``l1`` adds l1 * sign(theta_{t-1}) to the gradient (coupled, SGD); ``l1_decay_t``
+    soft-thresholds theta_t after the update (decoupled, SGDW): see :func:`soft_threshold`.
     """
     g = grad + l2 * theta  # Alg. 1, line 6: g_t = grad f_t(theta_{t-1}) (+ lambda*theta_{t-1})
+    g = g + l1 * torch.sign(theta)  # coupled L1: + lambda_1 * sign(theta_{t-1})
     # line 7: eta_t = SetScheduleMultiplier(t), folded into lr_t = eta_t * alpha
     m.mul_(momentum).add_(lr_t * g)  # line 8: m_t = beta1*m_{t-1} + eta_t*alpha*g_t
     step = momentum * m + lr_t * g if nesterov else m  # Nesterov look-ahead (torch's form)
     mask = (step * theta >= 0).to(theta.dtype) if cautious else 1.0  # cautious decay
     # line 9: theta_t = theta_{t-1} - m_t (- eta_t*lambda*theta_{t-1}: SGDW, uses theta_{t-1})
     theta.sub_(step + decay_t * mask * theta)
+    soft_threshold(theta, l1_decay_t)  # decoupled L1: a proximal step after the update
 
 
 @torch.no_grad()
@@ -80,15 +86,20 @@ def adam_step(
     l2: float,
     decay_t: float,
     cautious: bool = False,
+    l1: float = 0.0,
+    l1_decay_t: float = 0.0,
 ) -> None:
     """Algorithm 2 (Adam; L2 when ``l2 > 0``, AdamW when ``decay_t > 0``), update count t >= 1.
 
     AMSGrad when ``v_max`` is given: the running maximum of v_t replaces v_t before bias
     correction (the form torch uses, so that the fused kernels agree with it).
     ``cautious``: decay only where u_t = lr_t * m_hat / (sqrt(v_hat) + eps), the step
-    subtracted, and theta_{t-1} have the same sign (see :func:`sgd_step`).
+    subtracted, and theta_{t-1} have the same sign (see :func:`sgd_step`). L1: ``l1`` is
+    added to the gradient as l1 * sign(theta_{t-1}) (Adam), ``l1_decay_t`` soft-thresholds
+    theta_t after the update (AdamW).
     """
     g = grad + l2 * theta  # Alg. 2, line 6: g_t (+ lambda*theta_{t-1}: Adam with L2)
+    g = g + l1 * torch.sign(theta)  # coupled L1: + lambda_1 * sign(theta_{t-1})
     m.mul_(beta1).add_((1 - beta1) * g)  # line 7: m_t = beta1*m_{t-1} + (1-beta1)*g_t
     v.mul_(beta2).add_((1 - beta2) * g * g)  # line 8: v_t = beta2*v_{t-1} + (1-beta2)*g_t^2
     if v_max is not None:
@@ -103,3 +114,12 @@ def adam_step(
     u = lr_t * m_hat / (v_hat.sqrt() + eps)
     mask = (u * theta >= 0).to(theta.dtype) if cautious else 1.0  # cautious decay
     theta.sub_(u + decay_t * mask * theta)
+    soft_threshold(theta, l1_decay_t)  # decoupled L1: a proximal step after the update
+
+
+@torch.no_grad()
+def soft_threshold(theta: Tensor, d: float) -> None:
+    """The proximal step of d * ||theta||_1, in place: theta <- sign(theta) * max(|theta| - d, 0)
+    (weights within d of zero become exactly zero)."""
+    if d != 0:
+        theta.copy_(torch.sign(theta) * torch.clamp(theta.abs() - d, min=0))

@@ -26,8 +26,8 @@ import torch
 
 from .. import _validate
 from . import _compiled, _reference
-from ._base import DecayOptimizer, Tensors, masked_decay_
-from ._decay import decay_per_update, torch_weight_decay
+from ._base import DecayOptimizer, Tensors, masked_decay_, soft_threshold_
+from ._decay import torch_weight_decay
 
 
 def _check_betas(name: str, betas) -> tuple[float, float]:
@@ -59,6 +59,12 @@ class Adam(DecayOptimizer):
             same sign: ``theta_t = theta_{t-1} - u_t - d_t * 1[u_t * theta_{t-1} >= 0] *
             theta_{t-1}``. Any convention; not with torch's fused kernel (impl=None then
             takes the compiled kernel for large tensors, foreach for the rest).
+        l1: L1 coefficient lambda_1. ``Adam``: coupled, lambda_1 * sign(theta_{t-1}) is
+            added to the gradient (and so preconditioned, like L2). ``AdamW``: decoupled, a
+            proximal step after the update, ``theta_t <- sign(theta_t) * max(|theta_t| -
+            d1_t, 0)`` with d1_t = lambda_1 times what the convention multiplies lambda by
+            (eta_t by default): weights within d1_t of zero become exactly zero. Not with
+            torch's fused kernel (impl=None plans the others).
         impl: ``None`` (automatic: fused where exact and precise; else the compiled kernel for
             tensors of at least ``COMPILE_MIN_NUMEL_TENSOR`` = 2**22 elements, flat buffers of
             at least ``COMPILE_MIN_NUMEL_FLAT``, and foreach for the rest), ``"reference"``
@@ -72,7 +78,8 @@ class Adam(DecayOptimizer):
 
     decoupled = False
     _checks = {"lr": _validate.non_negative, "eps": _validate.positive,
-               "weight_decay": _validate.non_negative, "betas": _check_betas}
+               "weight_decay": _validate.non_negative, "betas": _check_betas,
+               "l1": _validate.non_negative}
     _COMPILED = "adam"
 
     def __init__(
@@ -86,6 +93,7 @@ class Adam(DecayOptimizer):
         *,
         decay_convention: str = "schedule",
         cautious: bool = False,
+        l1: float = 0.0,
         impl: str | None = None,
         flat: bool = False,
     ) -> None:
@@ -97,6 +105,7 @@ class Adam(DecayOptimizer):
             amsgrad=amsgrad,
             decay_convention=decay_convention,
             cautious=cautious,
+            l1=l1,
             impl=impl,
         )
         super().__init__(params, defaults, flat=flat)
@@ -111,21 +120,18 @@ class Adam(DecayOptimizer):
     def _hyper(self, group: dict) -> dict:
         beta1, beta2 = group["betas"]
         return dict(lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"],
-                    l2=0.0 if self.decoupled else group["weight_decay"],
-                    decay=decay_per_update(group) if self.decoupled else 0.0,
                     amsgrad=group["amsgrad"], decoupled=self.decoupled,
-                    cautious=group["cautious"],
                     fused_weight_decay=self._fused_weight_decay(group),
-                    # for the reference kernel, which computes d_t itself
-                    convention=group["decay_convention"],
-                    lam=group["weight_decay"] if self.decoupled else 0.0,
-                    lr_max=group["initial_lr"])
+                    **self._decay_hyper(group))
 
     def _flags(self, group: dict) -> dict:
-        return dict(amsgrad=bool(group["amsgrad"]), cautious=bool(group["cautious"]))
+        return dict(amsgrad=bool(group["amsgrad"]), cautious=bool(group["cautious"]),
+                    use_l1=group["l1"] != 0)
 
     def _fused_weight_decay(self, group: dict) -> float | None:
         """torch's weight_decay argument giving exactly this group's update, or None."""
+        if group["l1"] != 0:
+            return None  # torch's kernel has no L1
         if not self.decoupled:
             return group["weight_decay"]
         if group["cautious"] and group["weight_decay"] != 0:
@@ -170,20 +176,25 @@ class AdamW(Adam):
 
 @torch.no_grad()
 def _reference_kernel(tensors: Tensors, steps, hp: dict) -> None:
-    decay_t = _reference.decay_factor(hp["convention"], hp["lam"], hp["lr"], hp["lr_max"])
+    lr = hp["lr"]
+    decay_t = _reference.decay_factor(hp["convention"], hp["lam"], lr, hp["lr_max"])
+    l1_decay_t = _reference.decay_factor(hp["convention"], hp["lam1"], lr, hp["lr_max"])
     vmaxes = tensors[4] if hp["amsgrad"] else [None] * len(tensors[0])
     for p, g, m, v, vmax, step in zip(*tensors[:4], vmaxes, steps):
-        _reference.adam_step(p, g, m, v, vmax, t=int(step.item()), lr_t=hp["lr"],
+        _reference.adam_step(p, g, m, v, vmax, t=int(step.item()), lr_t=lr,
                              beta1=hp["beta1"], beta2=hp["beta2"], eps=hp["eps"], l2=hp["l2"],
-                             decay_t=decay_t, cautious=hp["cautious"])
+                             decay_t=decay_t, cautious=hp["cautious"], l1=hp["l1"],
+                             l1_decay_t=l1_decay_t)
+
+
+_FAST = ("lr", "beta1", "beta2", "eps", "l2", "decay", "cautious", "l1", "l1_decay")
 
 
 def _foreach_kernel(tensors: Tensors, steps, hp: dict) -> None:
     params, grads, exp_avgs, exp_avg_sqs = tensors[:4]
     _multi_tensor_adam(params, grads, exp_avgs, exp_avg_sqs,
                        tensors[4] if hp["amsgrad"] else None, [int(s.item()) for s in steps],
-                       lr=hp["lr"], beta1=hp["beta1"], beta2=hp["beta2"], eps=hp["eps"],
-                       l2=hp["l2"], decay=hp["decay"], cautious=hp["cautious"])
+                       **{k: hp[k] for k in _FAST})
 
 
 def _fused_kernel(tensors: Tensors, steps, hp: dict) -> None:
@@ -197,21 +208,28 @@ def _fused_kernel(tensors: Tensors, steps, hp: dict) -> None:
 
 
 def _compiled_kernel(tensors: Tensors, steps, hp: dict) -> None:
+    kw = {k: hp[k] for k in _FAST}
     vmaxes = tensors[4] if hp["amsgrad"] else [None] * len(tensors[0])
     for p, g, m, v, vmax, step in zip(*tensors[:4], vmaxes, steps):
-        _compiled.adam_update(p, g, m, v, vmax, step=int(step.item()), lr=hp["lr"],
-                              beta1=hp["beta1"], beta2=hp["beta2"], eps=hp["eps"],
-                              l2=hp["l2"], decay=hp["decay"], cautious=hp["cautious"])
+        _compiled.adam_update(p, g, m, v, vmax, step=int(step.item()), use_l1=hp["use_l1"],
+                              **kw)
 
 
 @torch.no_grad()
 def _multi_tensor_adam(
     params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps,
-    *, lr, beta1, beta2, eps, l2, decay, cautious=False,
+    *, lr, beta1, beta2, eps, l2, decay, cautious=False, l1=0.0, l1_decay=0.0,
 ) -> None:
     """Algorithm 2 with foreach kernels; at most one parameter-sized temporary per tensor."""
     tmp = None
-    if l2 != 0:
+    if l1 != 0:  # g_t + lambda*theta_{t-1} + lambda_1*sign(theta_{t-1}) (coupled L2, L1)
+        tmp = torch._foreach_sign(params)
+        torch._foreach_mul_(tmp, l1)
+        torch._foreach_add_(tmp, grads)
+        if l2 != 0:
+            torch._foreach_add_(tmp, params, alpha=l2)
+        grads = tmp
+    elif l2 != 0:
         grads = tmp = torch._foreach_add(grads, params, alpha=l2)  # g_t + lambda*theta_{t-1}
     torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)  # m_t
     torch._foreach_mul_(exp_avg_sqs, beta2)
@@ -239,6 +257,8 @@ def _multi_tensor_adam(
         torch._foreach_add_(params, params, alpha=-decay)  # decay theta_{t-1} (step precomputed)
     step_sizes = [-lr / (1 - beta1**t) for t in steps]
     torch._foreach_addcdiv_(params, exp_avgs, denom, step_sizes)
+    if l1_decay != 0:  # decoupled L1, in the denominator's temporary
+        soft_threshold_(params, l1_decay, scratch=denom)
 
 
 Adam._KERNELS = {"reference": _reference_kernel, "foreach": _foreach_kernel,

@@ -21,8 +21,7 @@ import torch
 
 from .. import _validate
 from . import _compiled, _reference
-from ._base import DecayOptimizer, Tensors, masked_decay_
-from ._decay import decay_per_update
+from ._base import DecayOptimizer, Tensors, masked_decay_, soft_threshold_
 
 
 class SGD(DecayOptimizer):
@@ -44,6 +43,11 @@ class SGD(DecayOptimizer):
             update u_t (the step subtracted, m_t or Nesterov's) and theta_{t-1} have the same
             sign: ``theta_t = theta_{t-1} - u_t - d_t * 1[u_t * theta_{t-1} >= 0] *
             theta_{t-1}``. Any convention; every implementation but fused.
+        l1: L1 coefficient lambda_1. ``SGD``: coupled, lambda_1 * sign(theta_{t-1}) is added to
+            the gradient (the subgradient of lambda_1 * ||theta||_1). ``SGDW``: decoupled, a
+            proximal step after the update, ``theta_t <- sign(theta_t) * max(|theta_t| -
+            d1_t, 0)`` with d1_t = lambda_1 times what the convention multiplies lambda by
+            (eta_t by default): weights within d1_t of zero become exactly zero.
         impl: ``None`` (automatic: foreach; the compiled kernel for tensors of at least
             ``COMPILE_MIN_NUMEL_TENSOR`` = 2**22 elements, flat buffers of at least
             ``COMPILE_MIN_NUMEL_FLAT``), ``"reference"`` (the pseudocode per tensor),
@@ -60,7 +64,7 @@ class SGD(DecayOptimizer):
 
     decoupled = False
     _checks = {"lr": _validate.non_negative, "momentum": _validate.fraction,
-               "weight_decay": _validate.non_negative}
+               "weight_decay": _validate.non_negative, "l1": _validate.non_negative}
     _COMPILED = "sgd"
 
     def __init__(
@@ -73,6 +77,7 @@ class SGD(DecayOptimizer):
         *,
         decay_convention: str = "schedule",
         cautious: bool = False,
+        l1: float = 0.0,
         impl: str | None = None,
         flat: bool = False,
     ) -> None:
@@ -85,6 +90,7 @@ class SGD(DecayOptimizer):
             nesterov=nesterov,
             decay_convention=decay_convention,
             cautious=cautious,
+            l1=l1,
             impl=impl,
         )
         super().__init__(params, defaults, flat=flat)
@@ -93,18 +99,12 @@ class SGD(DecayOptimizer):
         return ("momentum",)
 
     def _hyper(self, group: dict) -> dict:
-        # decay: d_t for the fast kernels; the reference kernel computes its own from
-        # (convention, lam, lr, lr_max) by the formulas of _reference.decay_factor
-        return dict(lr=group["lr"], momentum=group["momentum"],
-                    l2=0.0 if self.decoupled else group["weight_decay"],
-                    decay=decay_per_update(group) if self.decoupled else 0.0,
-                    nesterov=group["nesterov"], cautious=group["cautious"],
-                    convention=group["decay_convention"],
-                    lam=group["weight_decay"] if self.decoupled else 0.0,
-                    lr_max=group["initial_lr"])
+        return dict(lr=group["lr"], momentum=group["momentum"], nesterov=group["nesterov"],
+                    **self._decay_hyper(group))
 
     def _flags(self, group: dict) -> dict:
-        return dict(nesterov=bool(group["nesterov"]), cautious=bool(group["cautious"]))
+        return dict(nesterov=bool(group["nesterov"]), cautious=bool(group["cautious"]),
+                    use_l1=group["l1"] != 0)
 
     @classmethod
     def _fused_refusal(cls) -> str | None:
@@ -135,29 +135,41 @@ class SGDW(SGD):
 
 @torch.no_grad()
 def _reference_kernel(tensors: Tensors, steps, hp: dict) -> None:
-    decay_t = _reference.decay_factor(hp["convention"], hp["lam"], hp["lr"], hp["lr_max"])
+    lr = hp["lr"]
+    decay_t = _reference.decay_factor(hp["convention"], hp["lam"], lr, hp["lr_max"])
+    l1_decay_t = _reference.decay_factor(hp["convention"], hp["lam1"], lr, hp["lr_max"])
     for p, g, m in zip(*tensors):
-        _reference.sgd_step(p, g, m, lr_t=hp["lr"], momentum=hp["momentum"], l2=hp["l2"],
-                            decay_t=decay_t, nesterov=hp["nesterov"], cautious=hp["cautious"])
+        _reference.sgd_step(p, g, m, lr_t=lr, momentum=hp["momentum"], l2=hp["l2"],
+                            decay_t=decay_t, nesterov=hp["nesterov"], cautious=hp["cautious"],
+                            l1=hp["l1"], l1_decay_t=l1_decay_t)
+
+
+_FAST = ("lr", "momentum", "l2", "decay", "nesterov", "cautious", "l1", "l1_decay")
 
 
 def _foreach_kernel(tensors: Tensors, steps, hp: dict) -> None:
     params, grads, bufs = tensors
-    _multi_tensor_sgd(params, grads, bufs, lr=hp["lr"], momentum=hp["momentum"], l2=hp["l2"],
-                      decay=hp["decay"], nesterov=hp["nesterov"], cautious=hp["cautious"])
+    _multi_tensor_sgd(params, grads, bufs, **{k: hp[k] for k in _FAST})
 
 
 def _compiled_kernel(tensors: Tensors, steps, hp: dict) -> None:
+    kw = {k: hp[k] for k in _FAST}
     for p, g, m in zip(*tensors):
-        _compiled.sgd_update(p, g, m, lr=hp["lr"], momentum=hp["momentum"], l2=hp["l2"],
-                             decay=hp["decay"], nesterov=hp["nesterov"], cautious=hp["cautious"])
+        _compiled.sgd_update(p, g, m, use_l1=hp["use_l1"], **kw)
 
 
 @torch.no_grad()
 def _multi_tensor_sgd(params, grads, bufs, *, lr, momentum, l2, decay, nesterov,
-                      cautious=False) -> None:
+                      cautious=False, l1=0.0, l1_decay=0.0) -> None:
     """Algorithm 1 with foreach kernels; at most one parameter-sized temporary per tensor."""
-    if l2 != 0:
+    if l1 != 0:  # temporary: g_t + lambda*theta + lambda_1*sign(theta) (coupled L2, L1)
+        tmp = torch._foreach_sign(params)
+        torch._foreach_mul_(tmp, l1)
+        torch._foreach_add_(tmp, grads)
+        if l2 != 0:
+            torch._foreach_add_(tmp, params, alpha=l2)
+        grads, owned = tmp, True
+    elif l2 != 0:
         grads = torch._foreach_add(grads, params, alpha=l2)  # temporary: g_t + lambda*theta
         owned = True
     else:
@@ -189,6 +201,8 @@ def _multi_tensor_sgd(params, grads, bufs, *, lr, momentum, l2, decay, nesterov,
     elif decay != 0:
         torch._foreach_add_(params, params, alpha=-decay)  # decay theta_{t-1} (step precomputed)
     torch._foreach_sub_(params, step)
+    if l1_decay != 0:  # decoupled L1 (the step's temporary, if any, is free again)
+        soft_threshold_(params, l1_decay, scratch=step if nesterov else None)
 
 
 SGD._KERNELS = {"reference": _reference_kernel, "foreach": _foreach_kernel,
