@@ -14,7 +14,8 @@ Algorithm 2 exactly.
 
 Timescale view (Wang & Aitchison, arXiv 2405.13698): AdamW is an exponential moving average
 of updates with timescale ``tau_iter = 1 / (lr * lambda_torch)`` updates, i.e.
-``tau_epoch = tau_iter * b / B`` epochs.
+``tau_epoch = tau_iter * b / B`` epochs; :func:`ema_timescale` and
+:func:`weight_decay_for_timescale` take any ``decay_convention``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
+from . import _validate
 from ._validate import non_negative, positive, positive_int
+from .optim import DECAY_CONVENTIONS, decay_per_update
 from .schedules import Schedule, as_schedule
 from .schedules import updates_per_epoch as _updates_per_epoch
 
@@ -86,10 +89,11 @@ def paper_weight_decay(torch_wd: float, lr: float) -> float:
 
 @dataclass(frozen=True)
 class Timescale:
-    """EMA timescale of AdamW (Wang & Aitchison, arXiv 2405.13698).
+    """EMA timescale of decoupled weight decay (Wang & Aitchison, arXiv 2405.13698).
 
     Attributes:
-        tau_iter: timescale in updates, ``1 / (lr * torch_wd)`` (``inf`` for no decay).
+        tau_iter: timescale in updates, ``1 / d`` with ``d`` the decay per update
+            (``1 / (lr * torch_wd)`` for torch's convention; ``inf`` for no decay).
         tau_epoch: timescale in epochs, ``tau_iter * b / B``; ``None`` when batch and
             dataset sizes were not given.
     """
@@ -98,31 +102,68 @@ class Timescale:
     tau_epoch: float | None = None
 
 
+def _decay_factor(lr: float, decay_convention: str, initial_lr: float | None) -> float:
+    """What the weight decay is multiplied by per update, at learning rate ``lr``."""
+    _validate.one_of("decay_convention", decay_convention, DECAY_CONVENTIONS)
+    initial = lr if initial_lr is None else positive("initial_lr", initial_lr)
+    group = {"lr": lr, "initial_lr": initial, "weight_decay": 1.0,
+             "decay_convention": decay_convention}
+    return decay_per_update(group)
+
+
 def ema_timescale(
     lr: float,
-    torch_wd: float,
+    weight_decay: float,
     batch_size: int | None = None,
     dataset_size: int | None = None,
+    *,
+    decay_convention: str = "lr",
+    initial_lr: float | None = None,
 ) -> Timescale:
-    """Timescale of the exponential moving average that AdamW computes.
+    """Timescale of the exponential moving average that decoupled weight decay computes.
+
+    With a decay ``d`` per update, the weights are an EMA of the updates with timescale
+    ``tau_iter = 1 / d`` updates (Wang & Aitchison, arXiv 2405.13698), ``tau_epoch =
+    tau_iter * b / B`` epochs. ``d`` follows ``decay_convention``, as in the optimizers:
+    ``"lr"`` (default; torch.optim.AdamW's ``weight_decay``): ``lr * weight_decay``;
+    ``"schedule"`` (the paper's lambda): ``lr / initial_lr * weight_decay``; ``"constant"``:
+    ``weight_decay``; ``"corrected"`` (AdamC): ``lr * lr / initial_lr * weight_decay``.
+    ``initial_lr`` (the peak lr, lr_max) defaults to ``lr``: the timescale at the peak.
+
+    Rule of thumb (Wang & Aitchison): the best ``tau_epoch`` stays roughly constant as model
+    and dataset size change, so keep ``tau_epoch`` and re-derive the weight decay with
+    :func:`weight_decay_for_timescale` when the dataset, batch size or learning rate change.
+    Worked example: lr = 1e-3, torch weight_decay = 0.1, b = 128, B = 50,000 gives
+    ``tau_iter = 1 / (1e-3 * 0.1) = 10,000`` updates and ``tau_epoch = 10,000 * 128 / 50,000
+    = 25.6`` epochs. With 4x the data (B = 200,000) the same 25.6 epochs are 40,000 updates:
+    torch weight_decay 0.025 (the paper's lambda, ``decay_convention="schedule"``: 1e-4 ->
+    2.5e-5).
 
     Args:
-        lr: learning rate (``> 0``), the one torch multiplies ``torch_wd`` by.
-        torch_wd: torch-convention weight decay (``>= 0``; convert a paper ``lambda`` with
-            :func:`torch_weight_decay`).
+        lr: learning rate (``> 0``) at which the timescale is taken.
+        weight_decay: the weight decay (``>= 0``) in ``decay_convention``.
         batch_size, dataset_size: ``b`` and ``B``; give both to get ``tau_epoch``.
+        decay_convention: one of ``weightdecay.DECAY_CONVENTIONS`` (default ``"lr"``).
+        initial_lr: the peak learning rate (``"schedule"``, ``"corrected"``); default ``lr``.
 
     Returns:
         :class:`Timescale` with ``tau_iter`` (updates) and ``tau_epoch`` (epochs or None).
+
+    Example:
+        >>> ema_timescale(1e-3, 0.1, 128, 50_000).tau_epoch
+        25.6
+        >>> ema_timescale(1e-3, 1e-4, 128, 50_000, decay_convention="schedule").tau_epoch
+        25.6
     """
     lr = positive("lr", lr)
-    torch_wd = non_negative("torch_wd", torch_wd)
+    weight_decay = non_negative("weight_decay", weight_decay)
     if (batch_size is None) != (dataset_size is None):
         raise ValueError(
             "batch_size and dataset_size must be given together, got "
             f"batch_size={batch_size!r}, dataset_size={dataset_size!r}"
         )
-    tau_iter = math.inf if torch_wd == 0 else 1.0 / (lr * torch_wd)
+    d = _decay_factor(lr, decay_convention, initial_lr) * weight_decay
+    tau_iter = math.inf if d == 0 else 1.0 / d
     if batch_size is None:
         return Timescale(tau_iter)
     b = positive_int("batch_size", batch_size)
@@ -131,20 +172,32 @@ def ema_timescale(
 
 
 def weight_decay_for_timescale(
-    tau_epochs: float, lr: float, batch_size: int, dataset_size: int
+    tau_epochs: float,
+    lr: float,
+    batch_size: int,
+    dataset_size: int,
+    *,
+    decay_convention: str = "lr",
+    initial_lr: float | None = None,
 ) -> float:
-    """Torch-convention weight decay giving an EMA timescale of ``tau_epochs`` epochs.
+    """The weight decay (in ``decay_convention``) giving an EMA timescale of ``tau_epochs``.
 
-    Inverse of :func:`ema_timescale`: ``torch_wd = 1 / (lr * tau_iter)`` with
-    ``tau_iter = tau_epochs * B / b`` updates. Multiply by ``lr`` (:func:`paper_weight_decay`)
-    for the paper's ``lambda``.
+    Inverse of :func:`ema_timescale`: ``tau_iter = tau_epochs * B / b`` updates and a decay
+    per update ``d = 1 / tau_iter``, divided by what the convention multiplies the weight
+    decay by (``lr`` for ``"lr"``, the default: torch's ``weight_decay``; ``lr / initial_lr``
+    for ``"schedule"``, the paper's lambda; 1 for ``"constant"``; ``lr * lr / initial_lr``
+    for ``"corrected"``). See :func:`ema_timescale` for the rule of thumb and an example.
+
+    Example:
+        >>> weight_decay_for_timescale(25.6, 1e-3, 128, 200_000)
+        0.025
     """
     tau_epochs = positive("tau_epochs", tau_epochs)
     lr = positive("lr", lr)
     b = positive_int("batch_size", batch_size)
     B = positive_int("dataset_size", dataset_size)
     tau_iter = tau_epochs * B / b
-    return 1.0 / (lr * tau_iter)
+    return 1.0 / (tau_iter * _decay_factor(lr, decay_convention, initial_lr))
 
 
 class NormalizedDecay:
