@@ -242,16 +242,46 @@ def test_parameters_of_several_dtypes_are_planned_apart():
 # ------------------------------------------------------------------ wrapper
 
 
-@pytest.mark.parametrize("base,kw", [(torch.optim.RMSprop, dict(lr=1e-2, momentum=0.5)),
-                                     (torch.optim.Adagrad, dict(lr=1e-1)),
-                                     (torch.optim.Adamax, dict(lr=1e-2)),
-                                     (torch.optim.NAdam, dict(lr=1e-2))])
+# every torch.optim optimizer of torch 2.13 but LBFGS and SparseAdam (refused, see below)
+WRAPPED = [
+    (torch.optim.SGD, dict(lr=0.1, momentum=0.9)),
+    (torch.optim.Adam, dict(lr=1e-2)),
+    (torch.optim.AdamW, dict(lr=1e-2)),
+    (torch.optim.Adamax, dict(lr=1e-2)),
+    (torch.optim.NAdam, dict(lr=1e-2)),
+    (torch.optim.RAdam, dict(lr=1e-2)),
+    (torch.optim.RMSprop, dict(lr=1e-2, momentum=0.5)),
+    (torch.optim.Adagrad, dict(lr=1e-1)),
+    (torch.optim.Adadelta, dict(lr=1.0)),
+    (torch.optim.ASGD, dict(lr=1e-2)),
+    (torch.optim.Rprop, dict(lr=1e-2)),
+    (torch.optim.Adafactor, dict(lr=1e-2)),
+    (torch.optim.Muon, dict(lr=1e-2)),
+]
+
+
+def _wrapped_model(base, seed=0):
+    torch.manual_seed(seed)
+    bias = base is not torch.optim.Muon  # Muon takes 2-D parameters only
+    return torch.nn.Sequential(torch.nn.Linear(6, 8, bias=bias), torch.nn.Tanh(),
+                               torch.nn.Linear(8, 2, bias=bias))
+
+
+def _base_kwargs(base, kw):
+    """The base optimizer with its own weight decay off (AdamW, Muon, ... default to > 0)."""
+    import inspect
+
+    takes_wd = "weight_decay" in inspect.signature(base).parameters
+    return {**kw, "weight_decay": 0.0} if takes_wd else kw
+
+
+@pytest.mark.parametrize("base,kw", WRAPPED, ids=[b.__name__ for b, _ in WRAPPED])
 def test_decoupled_wrapper_equals_base_at_zero_and_decays_otherwise(base, kw):
     Wrapped = wd.decoupled_weight_decay(base)
     assert Wrapped.__name__ == base.__name__ + "W"
 
     def train(factory, steps=25):
-        model = _model()
+        model = _wrapped_model(base)
         opt = factory(model.parameters())
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: eta_restarts(t, T_0=10))
         for i in range(steps):
@@ -262,17 +292,17 @@ def test_decoupled_wrapper_equals_base_at_zero_and_decays_otherwise(base, kw):
             sched.step()
         return [p.detach() for p in model.parameters()]
 
-    plain = train(lambda ps: base(ps, **kw))
+    plain = train(lambda ps: base(ps, **_base_kwargs(base, kw)))
     zero = train(lambda ps: Wrapped(ps, weight_decay=0.0, **kw))
     for a, b in zip(plain, zero):
         assert torch.equal(a, b)
 
     # lambda > 0: one update = decay of theta_{t-1} by eta_t*lambda, then the base update
     lam = 0.1
-    model = _model()
+    model = _wrapped_model(base)
     ref = copy.deepcopy(model)
     opt = Wrapped(model.parameters(), weight_decay=lam, **kw)
-    ref_opt = base(ref.parameters(), **kw)
+    ref_opt = base(ref.parameters(), **_base_kwargs(base, kw))
     for group in opt.param_groups + ref_opt.param_groups:
         group["lr"] = group["lr"] * 0.5  # eta_t = 0.5
     x, y = _batch(0)
@@ -286,6 +316,61 @@ def test_decoupled_wrapper_equals_base_at_zero_and_decays_otherwise(base, kw):
     for a, b in zip(model.parameters(), ref.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
     assert opt.param_groups[0]["weight_decay"] == lam  # restored after the step
+
+
+def _newton_schulz(g, steps=5, eps=1e-7):
+    """Muon's orthogonalization, written out: X <- a X + (b A + c A^2) X with A = X X^T,
+    a quintic Newton-Schulz iteration (Jordan et al.'s coefficients) from X = G / ||G||_F,
+    on the wide orientation of the matrix, in bfloat16 with each line one fused
+    multiply-add (torch.addmm), as Muon defines its rounding."""
+    a, b, c = 3.4445, -4.7750, 2.0315
+    x = g.bfloat16()
+    tall = g.shape[0] > g.shape[1]
+    if tall:
+        x = x.T
+    x = x / x.norm().clamp(min=eps)
+    for _ in range(steps):
+        gram = x @ x.T
+        poly = torch.addmm(gram, gram, gram, beta=b, alpha=c)  # b A + c A^2
+        x = torch.addmm(x, poly, x, beta=a)  # a X + (b A + c A^2) X
+    return x.T if tall else x
+
+
+@pytest.mark.parametrize("convention", ["schedule", "lr", "corrected"])
+def test_decoupled_muon_against_a_hand_written_step(convention):
+    """MuonW: theta_t = (1 - d_t) theta_{t-1} - lr_t * sqrt(max(1, rows/cols)) * NS(u_t),
+    u_t = Nesterov momentum (torch's Muon defaults: momentum 0.95, nesterov)."""
+    MuonW = wd.decoupled_weight_decay(torch.optim.Muon)
+    gen = torch.Generator().manual_seed(0)
+    shapes = [(8, 6), (3, 8)]
+    params = [torch.nn.Parameter(torch.randn(s, generator=gen)) for s in shapes]
+    theta = [p.detach().clone() for p in params]
+    bufs = [torch.zeros(s) for s in shapes]
+    alpha, lam, mu = 0.02, 0.5, 0.95
+    opt = MuonW(params, lr=alpha, weight_decay=lam, decay_convention=convention)
+    for t in range(4):
+        eta = (1.0, 0.5, 0.25, 0.1)[t]
+        lr_t = alpha * eta
+        opt.param_groups[0]["lr"] = lr_t
+        d = {"schedule": eta * lam, "lr": lr_t * lam, "corrected": lr_t * eta * lam}[convention]
+        grads = [torch.randn(s, generator=gen) for s in shapes]
+        for p, g in zip(params, grads):
+            p.grad = g.clone()
+        opt.step()
+        for i, (g, s) in enumerate(zip(grads, shapes)):
+            bufs[i] = torch.lerp(bufs[i], g, 1 - mu)  # buf = mu*buf + (1-mu)*g
+            u = torch.lerp(g, bufs[i], mu)  # Nesterov: (1-mu)*g + mu*buf
+            ortho = _newton_schulz(u).float()
+            theta[i] = (1 - d) * theta[i] - lr_t * max(1.0, s[0] / s[1]) ** 0.5 * ortho
+    for p, expected in zip(params, theta):
+        torch.testing.assert_close(p.detach(), expected, rtol=1e-6, atol=1e-7)
+    assert opt.param_groups[0]["weight_decay"] == lam
+
+
+def test_wrapper_refuses_lbfgs_and_sparse_adam():
+    for cls in (torch.optim.LBFGS, torch.optim.SparseAdam):
+        with pytest.raises(ValueError, match=f"does not support {cls.__name__}"):
+            wd.decoupled_weight_decay(cls)
 
 
 def test_wrapper_rejects_non_optimizers_and_bad_decay():
