@@ -2,7 +2,7 @@
 
 from ._decay import DECAY_CONVENTIONS, decay_per_update
 from .adam import Adam, AdamW
-from .groups import param_groups_weight_decay
+from .groups import find_scale_invariant_weights, param_groups_weight_decay
 from .sgd import SGD, SGDW
 from .wrap import decoupled_weight_decay
 
@@ -15,4 +15,5 @@ __all__ = [
     "AdamW",
     "decoupled_weight_decay",
     "param_groups_weight_decay",
+    "find_scale_invariant_weights",
 ]
