@@ -232,8 +232,11 @@ class DecayOptimizer(torch.optim.Optimizer):
         apart, so that every planned subset has one device and one dtype. ``hyper``: the
         step's hyperparameters (``_hyper``); ``kind``: (device, dtype) when all tensors share
         it (flat buffers)."""
+        if kind is not None:
+            device, dtype = kind
+            return self._plan_kind(group, tensors, None, device, dtype, flat, hyper)
         params = tensors[0]
-        kinds = {kind} if kind is not None else {(p.device, p.dtype) for p in params}
+        kinds = {(p.device, p.dtype) for p in params}
         if len(kinds) == 1:
             device, dtype = kinds.pop()
             return self._plan_kind(group, tensors, None, device, dtype, flat, hyper)
@@ -320,18 +323,18 @@ class DecayOptimizer(torch.optim.Optimizer):
     def _decay_hyper(self, group: dict) -> dict:
         """The regularization scalars every kernel takes: coupled (``l2``, ``l1``: added to
         the gradient) or decoupled (``decay``: d_t, ``l1_decay``: the soft-threshold)."""
-        decoupled = self.decoupled
         lam, lam1 = group["weight_decay"], group["l1"]
-        return dict(
-            l2=0.0 if decoupled else lam,
-            decay=decay_per_update(group) if decoupled else 0.0,
-            l1=0.0 if decoupled else lam1,
-            l1_decay=decay_per_update(group, "l1") if decoupled else 0.0,
-            use_l1=lam1 != 0, cautious=group["cautious"],
-            # for the reference kernels, which compute d_t themselves by the formulas of
-            # _reference.decay_factor
-            convention=group["decay_convention"], lam=lam if decoupled else 0.0,
-            lam1=lam1 if decoupled else 0.0, lr_max=group["initial_lr"])
+        if self.decoupled:
+            return {"l2": 0.0, "decay": decay_per_update(group), "l1": 0.0,
+                    "l1_decay": decay_per_update(group, "l1") if lam1 else 0.0,
+                    "use_l1": lam1 != 0, "cautious": group["cautious"],
+                    # for the reference kernels, which compute d_t themselves by the
+                    # formulas of _reference.decay_factor
+                    "convention": group["decay_convention"], "lam": lam, "lam1": lam1,
+                    "lr_max": group["initial_lr"]}
+        return {"l2": lam, "decay": 0.0, "l1": lam1, "l1_decay": 0.0, "use_l1": lam1 != 0,
+                "cautious": group["cautious"], "convention": group["decay_convention"],
+                "lam": 0.0, "lam1": 0.0, "lr_max": group["initial_lr"]}
 
     def _flags(self, group: dict) -> dict:
         """Python-level switches of the compiled kernel (each combination compiles once)."""

@@ -118,11 +118,12 @@ class Adam(DecayOptimizer):
         return True
 
     def _hyper(self, group: dict) -> dict:
-        beta1, beta2 = group["betas"]
-        return dict(lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"],
-                    amsgrad=group["amsgrad"], decoupled=self.decoupled,
-                    fused_weight_decay=self._fused_weight_decay(group),
-                    **self._decay_hyper(group))
+        hyper = self._decay_hyper(group)
+        hyper["beta1"], hyper["beta2"] = group["betas"]
+        hyper.update(lr=group["lr"], eps=group["eps"], amsgrad=group["amsgrad"],
+                     decoupled=self.decoupled,
+                     fused_weight_decay=self._fused_weight_decay(group))
+        return hyper
 
     def _flags(self, group: dict) -> dict:
         return dict(amsgrad=bool(group["amsgrad"]), cautious=bool(group["cautious"]),
@@ -201,9 +202,9 @@ def _fused_kernel(tensors: Tensors, steps, hp: dict) -> None:
     """torch's fused Adam(W) kernel: with weight_decay = the group's decay / lr_t it computes
     exactly Algorithm 2 (``_plan`` uses it only where that holds)."""
     kernel = torch._fused_adamw_ if hp["decoupled"] else torch._fused_adam_
-    params, grads, exp_avgs, exp_avg_sqs = tensors[:4]
-    kernel(params, grads, exp_avgs, exp_avg_sqs, tensors[4] if hp["amsgrad"] else [], steps,
-           amsgrad=hp["amsgrad"], lr=float(hp["lr"]), beta1=hp["beta1"], beta2=hp["beta2"],
+    amsgrad = hp["amsgrad"]
+    kernel(tensors[0], tensors[1], tensors[2], tensors[3], tensors[4] if amsgrad else [], steps,
+           amsgrad=amsgrad, lr=hp["lr"], beta1=hp["beta1"], beta2=hp["beta2"],
            weight_decay=hp["fused_weight_decay"], eps=hp["eps"], maximize=False)
 
 

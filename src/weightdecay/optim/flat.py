@@ -189,12 +189,15 @@ class FlatGroup:
         this update (the kernels receive the advanced counts)."""
         if advance:
             self.check()
-        if not self.all_marked():
+        if not (self.uniform and 0 not in self.marks):  # (all_marked(), inlined: every step)
             self.mark_written()
         if self.all_marked():
-            if advance and self.steps is not None:
-                self.steps.add_(1)
-            return self.lists, (self.step_list if self.steps is not None else None)
+            counts = self.steps
+            if counts is None:
+                return self.lists, None
+            if advance:
+                counts.add_(1)
+            return self.lists, self.step_list
         runs = self.runs(advance)
         if not runs:
             return None

@@ -99,8 +99,9 @@ class SGD(DecayOptimizer):
         return ("momentum",)
 
     def _hyper(self, group: dict) -> dict:
-        return dict(lr=group["lr"], momentum=group["momentum"], nesterov=group["nesterov"],
-                    **self._decay_hyper(group))
+        hyper = self._decay_hyper(group)
+        hyper.update(lr=group["lr"], momentum=group["momentum"], nesterov=group["nesterov"])
+        return hyper
 
     def _flags(self, group: dict) -> dict:
         return dict(nesterov=bool(group["nesterov"]), cautious=bool(group["cautious"]),
