@@ -1,4 +1,4 @@
-# Two commands matter:  `make quick` (the main job)  and  `make test` (the whole suite).
+# Two commands matter:  `make quick` (the main job)  and  `make test` (lint, then the whole suite).
 PY      ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
@@ -30,8 +30,11 @@ results: $(STAMP)
 	test ! -f runs/full/stats.json || $(BIN)/python -m weightdecay.report.publish write \
 	  runs/full --name full
 
-test: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks examples docs/_hooks
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks examples docs/_hooks experiments
+	$(BIN)/mypy  # the paths are [tool.mypy] files in pyproject.toml
+
+test: lint
 	$(BIN)/python -m pytest
 
 # The documentation site -> site/ (any warning fails: --strict). Optional packages are pinned

@@ -28,6 +28,8 @@ import weightdecay as wd  # noqa: E402
 from _shapes import resnet_like_shapes  # noqa: E402
 
 BYTES_PER_PARAM = {"adamw": 28, "sgd": 20}
+#: variant -> the contender it is compared with in one more ratio (this library's own step)
+VERSUS = {"wd.AdamW cautious": "wd.AdamW (auto)", "wd.AdamW cautious flat": "wd.AdamW flat"}
 
 
 def contenders(kind: str) -> dict:
@@ -42,6 +44,12 @@ def contenders(kind: str) -> dict:
             "wd.AdamW (auto)": lambda ps: wd.AdamW(ps, lr=lr, weight_decay=lam),
             "wd.AdamW foreach": lambda ps: wd.AdamW(ps, lr=lr, weight_decay=lam, impl="foreach"),
             "wd.AdamW flat": lambda ps: wd.AdamW(ps, lr=lr, weight_decay=lam, flat=True),
+            # cautious weight decay: no fused kernel; impl=None takes the compiled kernel for
+            # tensors of >= 2**22 elements (flat buffers: >= 786,432), foreach below
+            "wd.AdamW cautious": lambda ps: wd.AdamW(ps, lr=lr, weight_decay=lam,
+                                                     cautious=True),
+            "wd.AdamW cautious flat": lambda ps: wd.AdamW(ps, lr=lr, weight_decay=lam,
+                                                          cautious=True, flat=True),
         }
     return {
         "torch SGD fused": lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9, fused=True),
@@ -208,6 +216,11 @@ def main(argv=None) -> None:
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--kinds", nargs="+", default=["adamw", "sgd"], choices=["adamw", "sgd"])
+    ap.add_argument("--layouts", nargs="+", default=["1 tensor", "200 tensors"],
+                    choices=["1 tensor", "200 tensors"])
+    ap.add_argument("--contenders", nargs="+", default=None,
+                    help="names of the contenders to time (default: all; the first of each "
+                         "kind is always timed, as the baseline)")
     ap.add_argument("--sections", nargs="+", default=["steps", "once", "e2e"],
                     choices=["steps", "once", "e2e"],
                     help="step-time tables, one-time costs (re-homing, compilation), "
@@ -226,11 +239,13 @@ def main(argv=None) -> None:
               f"{'ratio':>6} | {'cold ms':>8} | {'ratio':>6} | {'of bound':>8} |")
         print(f"|{'-' * 7}|{'-' * 14}|{'-' * 24}|{'-' * 10}|{'-' * 8}|{'-' * 10}|{'-' * 8}|"
               f"{'-' * 10}|")
+        versus = []
         for n in (int(s) for s in args.sizes):
-            for layout in ("1 tensor", "200 tensors"):
+            for layout in args.layouts:
                 opts = {}
-                for name, factory in contenders(kind).items():
-                    opts[name] = factory(make_params(n, layout))
+                for i, (name, factory) in enumerate(contenders(kind).items()):
+                    if i == 0 or args.contenders is None or name in args.contenders:
+                        opts[name] = factory(make_params(n, layout))
                 times = time_steps(opts, args.repeats)
                 base_loop, base_cold = next(iter(times.values()))
                 bound = BYTES_PER_PARAM[kind] * n / bw
@@ -238,7 +253,16 @@ def main(argv=None) -> None:
                     print(f"| {n:>5.0e} | {layout:<12} | {name:<22} | {t_loop * 1e3:>8.3f} | "
                           f"{t_loop / base_loop:>6.2f} | {t_cold * 1e3:>8.3f} | "
                           f"{t_cold / base_cold:>6.2f} | {bound / t_loop:>8.0%} |")
+                    other = VERSUS.get(name)
+                    if other in times:
+                        versus.append(f"| {n:>5.0e} | {layout:<12} | {name} / {other} | "
+                                      f"{t_loop / times[other][0]:.2f} | "
+                                      f"{t_cold / times[other][1]:.2f} |")
                 del opts
+        if versus:
+            print("\nvariants against this library's own step (same run): | N | layout | "
+                  "ratio | loop | cold |")
+            print("\n".join(versus))
     if "once" in args.sections:
         one_time_costs()
     if "e2e" in args.sections:

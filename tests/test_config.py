@@ -111,7 +111,11 @@ def test_valid_names_accepted(field):
 
 
 def test_every_library_decay_convention_is_accepted():
-    # the library owns the names (weightdecay.DECAY_CONVENTIONS); RunConfig takes each
+    # the library owns the names (weightdecay.DECAY_CONVENTIONS, "corrected" included)
+    import weightdecay
+
+    assert tuple(DECAY_CONVENTIONS) == tuple(weightdecay.DECAY_CONVENTIONS)
+    assert "corrected" in DECAY_CONVENTIONS
     for name in DECAY_CONVENTIONS:
         assert RunConfig(decay_convention=name).decay_convention == name
 
@@ -121,7 +125,7 @@ def test_contract_field_names():
         "dataset", "model", "optimizer", "lr", "weight_decay", "weight_decay_norm",
         "decay_convention", "schedule", "T_0", "T_mult", "milestones", "drop_factor",
         "epochs", "batch_size", "seed", "device", "momentum", "decay_all",
-        "width", "test_size", "eval_every",
+        "width", "test_size", "eval_every", "cautious", "l1", "scale_invariant_only",
     }
     assert set(RunConfig.field_names()) == expected
     cfg = RunConfig()

@@ -23,7 +23,8 @@ def _sig(x: float, digits: int = 3) -> float:
 
 @pytest.mark.parametrize("epochs,expected", [(100, 1.26e-4), (1800, 2.98e-5)])
 def test_normalized_weight_decay_paper_example(epochs, expected):
-    # PAPER.md Sec. 6: b = 128, B = 50,000, lambda_norm = 0.025.
+    # paper App. B.1 (lambda = lambda_norm * sqrt(b / (B*T))): b = 128, B = 50,000,
+    # lambda_norm = 0.025.
     lam = D.normalized_weight_decay(0.025, batch_size=128, dataset_size=50_000, epochs=epochs)
     assert _sig(lam) == expected
 
@@ -44,7 +45,7 @@ def test_conversions_round_trip():
 
 
 def test_ema_timescale_and_inverse():
-    tau = D.ema_timescale(lr=1e-3, torch_wd=0.1)
+    tau = D.ema_timescale(lr=1e-3, weight_decay=0.1)
     assert tau.tau_iter == pytest.approx(10_000)
     assert tau.tau_epoch is None
     tau = D.ema_timescale(1e-3, 0.1, batch_size=100, dataset_size=50_000)
@@ -69,12 +70,15 @@ BAD = [
     (D.paper_weight_decay, (0.1, -1.0), "lr"),
     (D.paper_weight_decay, (float("inf"), 1.0), "torch_wd"),
     (D.ema_timescale, (0.0, 0.1), "lr"),
-    (D.ema_timescale, (1e-3, -0.1), "torch_wd"),
+    (D.ema_timescale, (1e-3, -0.1), "weight_decay"),
     (D.ema_timescale, (1e-3, 0.1, 128), "dataset_size"),
     (D.ema_timescale, (1e-3, 0.1, 0, 100), "batch_size"),
     (D.weight_decay_for_timescale, (0.0, 1e-3, 128, 50_000), "tau_epochs"),
     (D.weight_decay_for_timescale, (5.0, 0.0, 128, 50_000), "lr"),
     (D.weight_decay_for_timescale, (5.0, 1e-3, 128, 0), "dataset_size"),
+    (lambda *a: D.ema_timescale(*a, decay_convention="torch"), (1e-3, 0.1), "decay_convention"),
+    (lambda *a: D.weight_decay_for_timescale(*a, decay_convention="schedule", initial_lr=0.0),
+     (5.0, 1e-3, 128, 100), "initial_lr"),
 ]
 
 
@@ -82,6 +86,43 @@ BAD = [
 def test_bad_arguments_raise_naming_the_argument(fn, args, name):
     with pytest.raises(ValueError, match=name):
         fn(*args)
+
+
+CONVENTION_CASES = [  # convention, lr, initial_lr, weight decay, expected decay per update
+    ("lr", 1e-3, None, 0.1, 1e-4),
+    ("schedule", 1e-3, None, 1e-4, 1e-4),
+    ("schedule", 5e-4, 1e-3, 1e-4, 5e-5),
+    ("constant", 3e-4, None, 1e-4, 1e-4),
+    ("corrected", 5e-4, 1e-3, 0.1, 5e-4 * 0.5 * 0.1),
+]
+
+
+@pytest.mark.parametrize("convention,lr,initial_lr,lam,d", CONVENTION_CASES)
+def test_timescale_helpers_cover_every_convention(convention, lr, initial_lr, lam, d):
+    kw = dict(decay_convention=convention, initial_lr=initial_lr)
+    tau = D.ema_timescale(lr, lam, 128, 50_000, **kw)
+    assert tau.tau_iter == pytest.approx(1 / d)
+    assert tau.tau_epoch == pytest.approx(128 / (50_000 * d))
+    assert D.weight_decay_for_timescale(tau.tau_epoch, lr, 128, 50_000, **kw) == pytest.approx(
+        lam)
+    # the timescale is the one the optimizer applies: one update with no gradient at lr
+    p = torch.nn.Parameter(torch.ones(2, dtype=torch.float64))
+    import weightdecay as wd
+
+    opt = wd.AdamW([p], lr=initial_lr or lr, weight_decay=lam, decay_convention=convention)
+    opt.param_groups[0]["lr"] = lr
+    p.grad = torch.zeros(2, dtype=torch.float64)
+    opt.step()
+    assert 1 - p[0].item() == pytest.approx(1 / tau.tau_iter, rel=1e-9)
+
+
+def test_timescale_worked_example_of_the_docstring():
+    """Same tau_epoch, 4x the data: a quarter of the weight decay, in every convention."""
+    tau = D.ema_timescale(1e-3, 0.1, 128, 50_000)
+    assert (tau.tau_iter, tau.tau_epoch) == (pytest.approx(10_000), pytest.approx(25.6))
+    assert D.weight_decay_for_timescale(25.6, 1e-3, 128, 200_000) == pytest.approx(0.025)
+    assert D.weight_decay_for_timescale(25.6, 1e-3, 128, 200_000,
+                                        decay_convention="schedule") == pytest.approx(2.5e-5)
 
 
 # ----------------------------------------------------------------------------- NormalizedDecay

@@ -9,27 +9,22 @@ import pytest
 import torch
 
 import weightdecay as wd
-from _optim_util import eta_restarts, grad_stream, make_params, rel_err_all, run
+from _optim_util import (
+    CASES,
+    N_STEPS,
+    case_id,
+    eta_restarts,
+    eta_schedule,
+    fused_exact,
+    grad_stream,
+    make_params,
+    rel_err_all,
+    run,
+)
 from weightdecay.optim import _compiled
-from weightdecay.optim import flat as flat_module
 
-N_STEPS = 110
-ETAS = [eta_restarts(t) for t in range(N_STEPS)]
+ETAS = eta_schedule(N_STEPS)
 GRADS = grad_stream(N_STEPS)
-
-CASES = [
-    (wd.SGD, dict(lr=0.05, weight_decay=1e-2)),
-    (wd.SGD, dict(lr=0.05, weight_decay=1e-2, nesterov=True)),
-    (wd.SGDW, dict(lr=0.05, weight_decay=5e-3)),
-    (wd.SGDW, dict(lr=0.05, weight_decay=5e-2, decay_convention="lr", nesterov=True)),
-    (wd.SGDW, dict(lr=0.05, weight_decay=5e-3, decay_convention="constant")),
-    (wd.Adam, dict(lr=1e-2, weight_decay=1e-2)),
-    (wd.Adam, dict(lr=1e-2, weight_decay=1e-2, amsgrad=True)),
-    (wd.AdamW, dict(lr=1e-2, weight_decay=2.5e-2)),
-    (wd.AdamW, dict(lr=1e-2, weight_decay=2.5e-2, amsgrad=True)),
-    (wd.AdamW, dict(lr=1e-2, weight_decay=1.0, decay_convention="lr")),
-    (wd.AdamW, dict(lr=1e-2, weight_decay=1e-3, decay_convention="constant")),
-]
 
 
 def run_flat(factory, params, grads=GRADS, etas=ETAS):
@@ -49,44 +44,32 @@ def run_flat(factory, params, grads=GRADS, etas=ETAS):
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
+def _storages(tensors):
+    return {t.untyped_storage().data_ptr() for t in tensors}
+
+
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=needs_cuda)])
-@pytest.mark.parametrize("kernel", ["auto", "compiled"])
-@pytest.mark.parametrize("cls,kw", CASES,
-                         ids=[f"{c.__name__}-{sorted(k.items())}" for c, k in CASES])
-def test_flat_matches_float64_reference(cls, kw, kernel, device, monkeypatch):
-    # these buffers are small, so "auto" takes the foreach kernels wherever no fused kernel is
-    # exact; "compiled" lowers the size threshold so that the compiled kernel runs instead
-    # (on CUDA: torch's fused CUDA kernels, and Triton kernels from the compiled path)
-    if kernel == "compiled":
-        monkeypatch.setattr(flat_module, "COMPILE_MIN_NUMEL", 0)
-    calls = []
-    real_run = _compiled._run
-    monkeypatch.setattr(_compiled, "_run", lambda *a, **k: calls.append(a[0]) or real_run(*a, **k))
+@pytest.mark.parametrize("impl", [None, "compiled"])
+@pytest.mark.parametrize("cls,kw", CASES, ids=[case_id(c, k) for c, k in CASES])
+def test_flat_matches_float64_reference(cls, kw, impl, device):
+    # these buffers are small, so impl=None takes the foreach kernels wherever no fused kernel
+    # is exact; impl="compiled" runs the compiled kernel on the buffer (on CUDA: torch's fused
+    # CUDA kernels, and Triton kernels from the compiled path)
     grads = [[g.to(device) for g in gs] for gs in GRADS]
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
-        flat, opt = run_flat(lambda ps: cls(ps, flat=True, **kw),
+        flat, opt = run_flat(lambda ps: cls(ps, flat=True, impl=impl, **kw),
                              [p.to(device) for p in make_params(torch.float32)], grads)
     ours = [str(w.message) for w in seen if "weightdecay" in str(w.message)
             or "flat=True" in str(w.message)]
     assert ours == []  # no fallback, no gradient copies in this loop
-    assert opt.flat and _compiled.available()
-    assert opt._flat.groups[0].param.device.type == device
-    fused = issubclass(cls, wd.Adam) and kw.get("decay_convention") != "constant"
-    assert bool(calls) == (kernel == "compiled" and not fused)
+    assert opt.flat and all(p.device.type == device for p in flat)
+    fused = fused_exact(cls, kw) and kw.get("decay_convention") != "constant"
+    expected = "compiled" if impl == "compiled" else "fused" if fused else "foreach"
+    assert opt.kernel_plan() == [{expected: 1}]
     ref, _ = run(lambda ps: cls(ps, impl="reference", **kw), make_params(torch.float64), GRADS,
                  ETAS)
     assert rel_err_all([p.cpu() for p in flat], ref) <= 1e-6
-
-
-@pytest.mark.parametrize("cls,kw", [(wd.SGDW, dict(lr=0.05, weight_decay=5e-3)),
-                                    (wd.AdamW, dict(lr=1e-2, weight_decay=2.5e-2))])
-def test_regular_compiled_impl_matches_reference(cls, kw):
-    ours, _ = run(lambda ps: cls(ps, impl="compiled", **kw), make_params(torch.float32),
-                  GRADS, ETAS)
-    ref, _ = run(lambda ps: cls(ps, impl="reference", **kw), make_params(torch.float64),
-                 GRADS, ETAS)
-    assert rel_err_all(ours, ref) <= 1e-6
 
 
 def test_flat_param_groups_with_different_hyperparameters():
@@ -95,7 +78,10 @@ def test_flat_param_groups_with_different_hyperparameters():
                 dict(params=ps[2:], lr=2e-2, weight_decay=1e-3, amsgrad=True)]
 
     flat, opt = run_flat(lambda ps: wd.AdamW(groups(ps), flat=True), make_params())
-    assert len(opt._flat.groups) == 2
+    assert opt.kernel_plan() == [{"fused": 1}, {"fused": 1}]  # one buffer per group
+    first, second = (g["params"] for g in opt.param_groups)
+    assert len(_storages(first)) == 1 and len(_storages(second)) == 1
+    assert _storages(first) != _storages(second)
     ref, _ = run(lambda ps: wd.AdamW(groups(ps), impl="reference"),
                  make_params(torch.float64), GRADS, ETAS)
     assert rel_err_all(flat, ref) <= 1e-6
@@ -104,17 +90,17 @@ def test_flat_param_groups_with_different_hyperparameters():
 def test_parameters_are_views_into_one_buffer():
     model = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.Linear(5, 2))
     before = [p.detach().clone() for p in model.parameters()]
-    opt = wd.SGDW(model.parameters(), lr=0.1, flat=True)
-    fg = opt._flat.groups[0]
-    storage = fg.param.untyped_storage().data_ptr()
-    for p, b in zip(model.parameters(), before):
-        assert p.untyped_storage().data_ptr() == storage
-        assert p.grad.untyped_storage().data_ptr() == fg.grad.untyped_storage().data_ptr()
+    wd.SGDW(model.parameters(), lr=0.1, flat=True)
+    params = list(model.parameters())
+    assert len(_storages(params)) == 1  # one parameter buffer ...
+    grad_storages = _storages([p.grad for p in params])
+    assert len(grad_storages) == 1 and grad_storages != _storages(params)  # ... one for grads
+    for p, b in zip(params, before):
         assert torch.equal(p, b)  # values preserved by re-homing
+        assert not p.grad.any()
     model(torch.randn(3, 4)).sum().backward()  # autograd accumulates into the buffer
-    assert fg.grad.abs().sum() > 0
-    for p in model.parameters():
-        assert p.grad.untyped_storage().data_ptr() == fg.grad.untyped_storage().data_ptr()
+    assert all(p.grad.any() for p in params)
+    assert _storages([p.grad for p in params]) == grad_storages
 
 
 # ------------------------------------------------------------------ models, drop-in use
@@ -150,7 +136,7 @@ def test_tied_weights_and_clipping_match_regular_mode(cls):
     b = copy.deepcopy(a)
     oa = cls(a.parameters(), lr=1e-2, weight_decay=1e-2, flat=True)
     ob = cls(b.parameters(), lr=1e-2, weight_decay=1e-2, impl="reference")
-    assert len(oa._flat.groups[0].params) == 3  # emb=out (tied, homed once), mid.{weight,bias}
+    assert len(oa.param_groups[0]["params"]) == 3  # emb=out (tied, homed once), mid.{weight,bias}
     _train(a, oa, clip=lambda o, m: o.clip_grad_norm_(0.05))
     _train(b, ob, clip=lambda o, m: torch.nn.utils.clip_grad_norm_(m.parameters(), 0.05))
     assert a.out.weight is a.emb.weight
@@ -268,44 +254,58 @@ def test_flat_refuses_a_parameter_replaced_after_construction():
         opt.step()
 
 
+# The next two tests are about a private mechanism: how a torch.compile failure is told from
+# an error of a running kernel (the compiled-kernel cache of _compiled is replaced).
+
+
 def test_falls_back_to_foreach_when_compilation_is_unavailable(monkeypatch):
     def broken(name):
         def fail(*args, **kwargs):
             raise RuntimeError("no C++ compiler")
         return fail
 
-    monkeypatch.setattr(_compiled, "_FAILED", [])
+    monkeypatch.setattr(_compiled, "_STATUS", {})
     monkeypatch.setattr(_compiled, "_compiled", broken)
-    monkeypatch.setattr(flat_module, "COMPILE_MIN_NUMEL", 0)  # this small buffer compiles too
-    with pytest.warns(RuntimeWarning, match="falling back to foreach"):
-        flat, _ = run_flat(lambda ps: wd.SGDW(ps, lr=0.05, weight_decay=5e-3, flat=True),
-                           make_params())
+    with pytest.warns(RuntimeWarning, match="use the foreach kernels"):
+        flat, opt = run_flat(lambda ps: wd.SGDW(ps, lr=0.05, weight_decay=5e-3, flat=True,
+                                                impl="compiled"), make_params())
+    assert opt.kernel_plan() == [{"foreach": 1}]  # planned so from the first step on
     ref, _ = run(lambda ps: wd.SGDW(ps, lr=0.05, weight_decay=5e-3, impl="reference"),
                  make_params(torch.float64), GRADS, ETAS)
     assert rel_err_all(flat, ref) <= 1e-6
 
 
-def test_auto_sgd_uses_the_compiled_kernel_for_large_tensors(monkeypatch):
-    from weightdecay.optim import sgd as sgd_module
+@pytest.mark.parametrize("flat", [False, True])
+def test_an_error_of_a_running_kernel_propagates_and_is_not_retried(monkeypatch, flat):
+    """A compiled kernel that fails after it started writing (out of memory, say) raises; it
+    is not replaced by foreach (which would apply the update a second time), and other
+    optimizers keep their compiled kernels."""
+    real = _compiled._compiled
 
-    monkeypatch.setattr(sgd_module, "COMPILE_MIN_NUMEL", 1000)  # a "large" tensor, cheaply
-    seen = []
-    real = _compiled.sgd_update
+    def half_way(name):
+        compiled = real(name)
 
-    def spy(p, *args, **kwargs):
-        seen.append(p.numel())
-        return real(p, *args, **kwargs)
+        def kernel(p, *args):
+            if p.numel() > 16:  # not the scratch tensors of the first use
+                p.sub_(1.0)  # wrote part of the update ...
+                raise RuntimeError("out of memory")  # ... then failed
+            return compiled(p, *args)
+        return kernel
 
-    monkeypatch.setattr(_compiled, "sgd_update", spy)
-    big, small = torch.randn(50, 40, dtype=torch.float64), torch.randn(7, dtype=torch.float64)
-    grads = grad_stream(5, shapes=[(50, 40), (7,)])
-    ours, _ = run(lambda ps: wd.SGDW(ps, lr=0.1, weight_decay=1e-2), [big.float(),
-                                                                      small.float()],
-                  grads, ETAS[:5])
-    assert seen and set(seen) == {2000}  # the small tensor went to foreach
-    ref, _ = run(lambda ps: wd.SGDW(ps, lr=0.1, weight_decay=1e-2, impl="reference"),
-                 [big, small], grads, ETAS[:5])
-    assert rel_err_all(ours, ref) <= 1e-6
+    monkeypatch.setattr(_compiled, "_STATUS", {})
+    monkeypatch.setattr(_compiled, "_compiled", half_way)
+    p = torch.nn.Parameter(torch.zeros(40))
+    opt = wd.SGDW([p], lr=0.1, weight_decay=0.0, impl="compiled", flat=flat)
+    torch.autograd.backward([p], [torch.ones(40)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no fallback warning either
+        with pytest.raises(RuntimeError, match="out of memory"):
+            opt.step()
+    assert torch.equal(p.detach(), torch.full((40,), -1.0))  # the partial write, once
+    assert opt.kernel_plan() == [{"compiled": 1}]
+    other = wd.AdamW([torch.nn.Parameter(torch.zeros(3))], impl="compiled")
+    other.param_groups[0]["params"][0].grad = torch.ones(3)
+    assert other.kernel_plan() == [{"compiled": 1}]
 
 
 def test_compiled_kernel_is_one_graph_for_every_shape_and_grad_mode():
@@ -326,6 +326,13 @@ def test_compiled_kernel_is_one_graph_for_every_shape_and_grad_mode():
     with torch.no_grad():
         step([(6, 5)])
     step([(4, 4), (9,)], flat=True)
+    # runs of a flat buffer (views at an offset), when one parameter has no gradient
+    params = [torch.nn.Parameter(torch.randn(s)) for s in [(5,), (3, 3), (7,), (6,)]]
+    opt = wd.SGDW(params, lr=0.1, weight_decay=1e-2, impl="compiled", flat=True)
+    torch.autograd.backward([params[0], params[2], params[3]],
+                            [torch.ones(5), torch.ones(7), torch.ones(6)])
+    assert opt.kernel_plan() == [{"compiled": 2}]
+    opt.step()
     assert counters["stats"]["unique_graphs"] == before
 
 
@@ -344,3 +351,143 @@ def test_flat_checkpoint_moves_between_cuda_and_cpu():
     for key in ("exp_avg", "exp_avg_sq"):
         for p, q in zip(params, cpu):
             torch.testing.assert_close(opt.state[p][key].cpu(), regular.state[q][key])
+
+
+# ------------------------------------------------------------------ parameters without a gradient
+
+
+class TwoHeads(torch.nn.Module):
+    """A trunk and two heads; head ``b`` (registered between trunk and ``a``, so that its
+    parameters lie in the middle of the flat buffer) gets a gradient only at some steps."""
+
+    def __init__(self):
+        super().__init__()
+        self.trunk = torch.nn.Linear(6, 6)
+        self.b = torch.nn.Linear(6, 2)
+        self.a = torch.nn.Linear(6, 2)
+
+    def forward(self, x, use_b):
+        h = torch.tanh(self.trunk(x))
+        return self.a(h) + self.b(h) if use_b else self.a(h)
+
+
+USES_B = [False, False, True, False, True, True, False, False, False, True] * 3
+
+
+def _train_two_heads(model, opt, zero=lambda o: o.zero_grad(), etas=None):
+    sched = (torch.optim.lr_scheduler.LambdaLR(opt, lambda t: eta_restarts(t, T_0=8))
+             if etas else None)
+    for i, use_b in enumerate(USES_B):
+        g = torch.Generator().manual_seed(i)
+        x, y = torch.randn(8, 6, generator=g), torch.randn(8, 2, generator=g)
+        zero(opt)
+        torch.nn.functional.mse_loss(model(x, use_b), y).backward()
+        opt.step()
+        if sched:
+            sched.step()
+
+
+NO_GRAD_CASES = [
+    # id, flat optimizer, what it must equal (torch's where it exists), under any lr schedule
+    ("AdamW-vs-torch", lambda ps: wd.AdamW(ps, lr=1e-2, weight_decay=0.05, flat=True),
+     lambda ps: torch.optim.AdamW(ps, lr=1e-2, weight_decay=5.0), True),
+    ("AdamW-amsgrad-constant",
+     lambda ps: wd.AdamW(ps, lr=1e-2, weight_decay=0.05, amsgrad=True, flat=True,
+                         decay_convention="constant"),
+     lambda ps: wd.AdamW(ps, lr=1e-2, weight_decay=0.05, amsgrad=True, impl="reference",
+                         decay_convention="constant"), True),
+    ("Adam-vs-torch", lambda ps: wd.Adam(ps, lr=1e-2, weight_decay=1e-2, flat=True),
+     lambda ps: torch.optim.Adam(ps, lr=1e-2, weight_decay=1e-2), True),
+    # the paper's SGD momentum equals torch's only at a constant lr
+    ("SGD-vs-torch", lambda ps: wd.SGD(ps, lr=0.05, weight_decay=1e-2, flat=True),
+     lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9, weight_decay=1e-2), False),
+    ("SGDW", lambda ps: wd.SGDW(ps, lr=0.05, weight_decay=1e-2, nesterov=True, flat=True),
+     lambda ps: wd.SGDW(ps, lr=0.05, weight_decay=1e-2, nesterov=True, impl="reference"), True),
+]
+
+
+@pytest.mark.parametrize("schedule", [False, True])
+@pytest.mark.parametrize("name,ours,theirs,any_schedule", NO_GRAD_CASES,
+                         ids=[c[0] for c in NO_GRAD_CASES])
+def test_parameters_without_a_gradient_are_skipped_as_torch_does(name, ours, theirs,
+                                                                 any_schedule, schedule):
+    """Head b gets no gradient at most steps: torch (and the regular mode) skip it — no decay,
+    no moment update, no step count — and so must flat mode, whose gradient views stay
+    attached (its counts then differ from the trunk's, so the buffer splits into runs)."""
+    if schedule and not any_schedule:
+        pytest.skip("equal at a constant learning rate only")
+    torch.manual_seed(0)
+    a = TwoHeads()
+    b = copy.deepcopy(a)
+    oa, ob = ours(a.parameters()), theirs(b.parameters())
+    _train_two_heads(a, oa, etas=schedule)
+    _train_two_heads(b, ob, etas=schedule)
+    assert rel_err_all(list(a.parameters()), list(b.parameters())) <= 1e-6
+    torch.manual_seed(0)
+    moved = (a.b.weight - TwoHeads().b.weight).abs().max()  # (b's weights did move at all)
+    assert moved > 0
+    if "step" in ob.state[b.b.weight]:
+        steps_a = [float(oa.state[p]["step"]) for p in a.parameters()]
+        steps_b = [float(ob.state[p]["step"]) for p in b.parameters()]
+        assert steps_a == steps_b and steps_a[2] < steps_a[0]  # b counted only its own steps
+
+
+@pytest.mark.parametrize("cls", [wd.SGDW, wd.AdamW])
+def test_a_step_before_any_backward_changes_nothing(cls):
+    torch.manual_seed(0)
+    model = TwoHeads()
+    before = [p.detach().clone() for p in model.parameters()]
+    opt = cls(model.parameters(), lr=0.1, weight_decay=0.1, flat=True)
+    opt.step()
+    opt.zero_grad()
+    opt.step()
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before))
+    if cls is wd.AdamW:
+        assert {float(s["step"]) for s in opt.state_dict()["state"].values()} == {0.0}
+
+
+def test_zero_grad_keeping_zeros_updates_as_torch_does():
+    """zero_grad(set_to_none=False): torch keeps the zeroed gradients and updates (decays)
+    those parameters; a parameter that never had a gradient stays skipped."""
+    torch.manual_seed(0)
+    a = TwoHeads()
+    b = copy.deepcopy(a)
+    oa = wd.AdamW(a.parameters(), lr=1e-2, weight_decay=0.05, flat=True)
+    ob = torch.optim.AdamW(b.parameters(), lr=1e-2, weight_decay=5.0)
+    _train_two_heads(a, oa, zero=lambda o: o.zero_grad(set_to_none=False))
+    _train_two_heads(b, ob, zero=lambda o: o.zero_grad(set_to_none=False))
+    assert rel_err_all(list(a.parameters()), list(b.parameters())) <= 1e-6
+
+
+@pytest.mark.parametrize("direction", ["flat->regular", "regular->flat"])
+def test_checkpoints_keep_per_parameter_step_counts(direction):
+    src_flat = direction.startswith("flat")
+    torch.manual_seed(0)
+    model = TwoHeads()
+    opt = wd.AdamW(model.parameters(), lr=1e-2, weight_decay=0.05, flat=src_flat)
+    _train_two_heads(model, opt)
+    sd = copy.deepcopy(opt.state_dict())  # (flat state is views into the buffers)
+    other = copy.deepcopy(model)
+    opt2 = wd.AdamW(other.parameters(), lr=1e-2, weight_decay=0.05, flat=not src_flat)
+    opt2.load_state_dict(sd)
+    counts = [float(opt2.state[p]["step"]) for p in other.parameters()]
+    assert counts == [float(opt.state[p]["step"]) for p in model.parameters()]
+    assert len(set(counts)) == 2
+    _train_two_heads(model, opt)
+    _train_two_heads(other, opt2)
+    assert rel_err_all(list(other.parameters()), list(model.parameters())) <= 1e-6
+
+
+@pytest.mark.parametrize("cls,kw", [(wd.SGDW, dict(lr=0.1, weight_decay=1e-2)),
+                                    (wd.AdamW, dict(weight_decay=1e-2,
+                                                    decay_convention="constant"))])
+def test_auto_uses_the_compiled_kernel_for_large_tensors(cls, kw):
+    """impl=None: the single-pass compiled kernel for a tensor of 2**22 elements (where no
+    fused kernel is exact), foreach for a small one; both match the float64 reference."""
+    shapes = [(2**11, 2**11), (7,)]
+    grads = grad_stream(3, shapes=shapes)
+    params = make_params(torch.float64, shapes=shapes)
+    ours, opt = run(lambda ps: cls(ps, **kw), [p.float() for p in params], grads, ETAS[:3])
+    assert opt.kernel_plan() == [{"compiled": 1, "foreach": 1}]
+    ref, _ = run(lambda ps: cls(ps, impl="reference", **kw), params, grads, ETAS[:3])
+    assert rel_err_all(ours, ref) <= 1e-6

@@ -82,14 +82,25 @@ def test_sparse_gradients_are_rejected(cls):
         opt.step()
 
 
-def test_fused_sgd_is_refused_with_reason():
-    opt = wd.SGDW(_model().parameters(), lr=0.1, impl="fused")
-    loss = _model()(torch.randn(2, 6)).sum()
-    for p in opt.param_groups[0]["params"]:
-        p.grad = torch.ones_like(p)
-    del loss
+@pytest.mark.parametrize("cls", [wd.SGD, wd.SGDW])
+def test_fused_sgd_is_refused_with_reason(cls):
+    with pytest.raises(ValueError, match="fused.*not Algorithm 1"):
+        cls(_model().parameters(), lr=0.1, impl="fused")
+    opt = cls(_model().parameters(), lr=0.1)
     with pytest.raises(ValueError, match="fused"):
+        opt.add_param_group({"params": [torch.nn.Parameter(torch.ones(2))], "impl": "fused"})
+
+
+def test_inexact_fused_adamw_is_refused_at_step():
+    """decay_convention='constant' at lr = 0: no finite torch weight_decay gives lambda."""
+    model = _model()
+    opt = wd.AdamW(model.parameters(), lr=0.0, weight_decay=0.1, impl="fused",
+                   decay_convention="constant")
+    model(torch.randn(2, 6)).sum().backward()
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(ValueError, match="impl='fused' cannot compute this update exactly"):
         opt.step()
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
 
 
 # ------------------------------------------------------------------ resume
@@ -194,41 +205,83 @@ def test_grad_scaler_skips_inf_and_matches_unscaled(cls):
         assert torch.equal(a, b)
 
 
-def test_auto_impl_picks_fused_adamw_and_foreach_sgd(monkeypatch):
-    import torch.optim.adam as torch_adam
-
-    seen = {}
-    real = torch_adam.adam
-
-    def spy(*args, **kwargs):
-        seen["fused"] = kwargs.get("fused")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(torch_adam, "adam", spy)
+def test_auto_impl_picks_fused_adamw_and_foreach_sgd():
     model = _model()
-    opt = wd.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1)
     model(torch.randn(2, 6)).sum().backward()
-    opt.step()
-    assert seen == {"fused": True}
-    seen.clear()
+    opt = wd.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1)
+    assert opt.kernel_plan() == [{"fused": 4}]
     opt = wd.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1, decay_convention="constant")
-    opt.step()
-    assert seen == {}  # constant decay: the precise foreach path
+    assert opt.kernel_plan() == [{"foreach": 4}]  # constant decay: the precise foreach path
+    opt = wd.SGDW(model.parameters(), lr=1e-3, weight_decay=0.1)
+    assert opt.kernel_plan() == [{"foreach": 4}]
+    model[0].weight.grad = None  # parameters without a gradient are not planned
+    assert opt.kernel_plan() == [{"foreach": 3}]
+    assert opt.state == {}  # planning changed nothing
+
+
+def test_parameters_of_several_dtypes_are_planned_apart():
+    a = torch.nn.Parameter(torch.randn(5))
+    b = torch.nn.Parameter(torch.randn(4, dtype=torch.float64))
+    c = torch.nn.Parameter(torch.randn(3, dtype=torch.complex64))
+    for p in (a, b, c):
+        p.grad = torch.ones_like(p)
+    refs = [q.detach().clone().requires_grad_() for q in (a, b, c)]
+    for q in refs:
+        q.grad = torch.ones_like(q)
+    opt = wd.AdamW([a, b, c], lr=1e-2, weight_decay=0.1)
+    assert opt.kernel_plan() == [{"fused": 3}]  # three subsets, each of one dtype
+    ref = wd.AdamW(refs, lr=1e-2, weight_decay=0.1, impl="reference")
+    for _ in range(3):
+        opt.step()
+        ref.step()
+    for p, q in zip((a, b, c), refs):
+        torch.testing.assert_close(p, q)
+    assert all(s["step"].item() == 3 for s in opt.state.values())
 
 
 # ------------------------------------------------------------------ wrapper
 
 
-@pytest.mark.parametrize("base,kw", [(torch.optim.RMSprop, dict(lr=1e-2, momentum=0.5)),
-                                     (torch.optim.Adagrad, dict(lr=1e-1)),
-                                     (torch.optim.Adamax, dict(lr=1e-2)),
-                                     (torch.optim.NAdam, dict(lr=1e-2))])
+# every torch.optim optimizer of torch 2.13 but LBFGS and SparseAdam (refused, see below)
+WRAPPED = [
+    (torch.optim.SGD, dict(lr=0.1, momentum=0.9)),
+    (torch.optim.Adam, dict(lr=1e-2)),
+    (torch.optim.AdamW, dict(lr=1e-2)),
+    (torch.optim.Adamax, dict(lr=1e-2)),
+    (torch.optim.NAdam, dict(lr=1e-2)),
+    (torch.optim.RAdam, dict(lr=1e-2)),
+    (torch.optim.RMSprop, dict(lr=1e-2, momentum=0.5)),
+    (torch.optim.Adagrad, dict(lr=1e-1)),
+    (torch.optim.Adadelta, dict(lr=1.0)),
+    (torch.optim.ASGD, dict(lr=1e-2)),
+    (torch.optim.Rprop, dict(lr=1e-2)),
+    (torch.optim.Adafactor, dict(lr=1e-2)),
+    (torch.optim.Muon, dict(lr=1e-2)),
+]
+
+
+def _wrapped_model(base, seed=0):
+    torch.manual_seed(seed)
+    bias = base is not torch.optim.Muon  # Muon takes 2-D parameters only
+    return torch.nn.Sequential(torch.nn.Linear(6, 8, bias=bias), torch.nn.Tanh(),
+                               torch.nn.Linear(8, 2, bias=bias))
+
+
+def _base_kwargs(base, kw):
+    """The base optimizer with its own weight decay off (AdamW, Muon, ... default to > 0)."""
+    import inspect
+
+    takes_wd = "weight_decay" in inspect.signature(base).parameters
+    return {**kw, "weight_decay": 0.0} if takes_wd else kw
+
+
+@pytest.mark.parametrize("base,kw", WRAPPED, ids=[b.__name__ for b, _ in WRAPPED])
 def test_decoupled_wrapper_equals_base_at_zero_and_decays_otherwise(base, kw):
     Wrapped = wd.decoupled_weight_decay(base)
     assert Wrapped.__name__ == base.__name__ + "W"
 
     def train(factory, steps=25):
-        model = _model()
+        model = _wrapped_model(base)
         opt = factory(model.parameters())
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: eta_restarts(t, T_0=10))
         for i in range(steps):
@@ -239,17 +292,17 @@ def test_decoupled_wrapper_equals_base_at_zero_and_decays_otherwise(base, kw):
             sched.step()
         return [p.detach() for p in model.parameters()]
 
-    plain = train(lambda ps: base(ps, **kw))
+    plain = train(lambda ps: base(ps, **_base_kwargs(base, kw)))
     zero = train(lambda ps: Wrapped(ps, weight_decay=0.0, **kw))
     for a, b in zip(plain, zero):
         assert torch.equal(a, b)
 
     # lambda > 0: one update = decay of theta_{t-1} by eta_t*lambda, then the base update
     lam = 0.1
-    model = _model()
+    model = _wrapped_model(base)
     ref = copy.deepcopy(model)
     opt = Wrapped(model.parameters(), weight_decay=lam, **kw)
-    ref_opt = base(ref.parameters(), **kw)
+    ref_opt = base(ref.parameters(), **_base_kwargs(base, kw))
     for group in opt.param_groups + ref_opt.param_groups:
         group["lr"] = group["lr"] * 0.5  # eta_t = 0.5
     x, y = _batch(0)
@@ -265,6 +318,61 @@ def test_decoupled_wrapper_equals_base_at_zero_and_decays_otherwise(base, kw):
     assert opt.param_groups[0]["weight_decay"] == lam  # restored after the step
 
 
+def _newton_schulz(g, steps=5, eps=1e-7):
+    """Muon's orthogonalization, written out: X <- a X + (b A + c A^2) X with A = X X^T,
+    a quintic Newton-Schulz iteration (Jordan et al.'s coefficients) from X = G / ||G||_F,
+    on the wide orientation of the matrix, in bfloat16 with each line one fused
+    multiply-add (torch.addmm), as Muon defines its rounding."""
+    a, b, c = 3.4445, -4.7750, 2.0315
+    x = g.bfloat16()
+    tall = g.shape[0] > g.shape[1]
+    if tall:
+        x = x.T
+    x = x / x.norm().clamp(min=eps)
+    for _ in range(steps):
+        gram = x @ x.T
+        poly = torch.addmm(gram, gram, gram, beta=b, alpha=c)  # b A + c A^2
+        x = torch.addmm(x, poly, x, beta=a)  # a X + (b A + c A^2) X
+    return x.T if tall else x
+
+
+@pytest.mark.parametrize("convention", ["schedule", "lr", "corrected"])
+def test_decoupled_muon_against_a_hand_written_step(convention):
+    """MuonW: theta_t = (1 - d_t) theta_{t-1} - lr_t * sqrt(max(1, rows/cols)) * NS(u_t),
+    u_t = Nesterov momentum (torch's Muon defaults: momentum 0.95, nesterov)."""
+    MuonW = wd.decoupled_weight_decay(torch.optim.Muon)
+    gen = torch.Generator().manual_seed(0)
+    shapes = [(8, 6), (3, 8)]
+    params = [torch.nn.Parameter(torch.randn(s, generator=gen)) for s in shapes]
+    theta = [p.detach().clone() for p in params]
+    bufs = [torch.zeros(s) for s in shapes]
+    alpha, lam, mu = 0.02, 0.5, 0.95
+    opt = MuonW(params, lr=alpha, weight_decay=lam, decay_convention=convention)
+    for t in range(4):
+        eta = (1.0, 0.5, 0.25, 0.1)[t]
+        lr_t = alpha * eta
+        opt.param_groups[0]["lr"] = lr_t
+        d = {"schedule": eta * lam, "lr": lr_t * lam, "corrected": lr_t * eta * lam}[convention]
+        grads = [torch.randn(s, generator=gen) for s in shapes]
+        for p, g in zip(params, grads):
+            p.grad = g.clone()
+        opt.step()
+        for i, (g, s) in enumerate(zip(grads, shapes)):
+            bufs[i] = torch.lerp(bufs[i], g, 1 - mu)  # buf = mu*buf + (1-mu)*g
+            u = torch.lerp(g, bufs[i], mu)  # Nesterov: (1-mu)*g + mu*buf
+            ortho = _newton_schulz(u).float()
+            theta[i] = (1 - d) * theta[i] - lr_t * max(1.0, s[0] / s[1]) ** 0.5 * ortho
+    for p, expected in zip(params, theta):
+        torch.testing.assert_close(p.detach(), expected, rtol=1e-6, atol=1e-7)
+    assert opt.param_groups[0]["weight_decay"] == lam
+
+
+def test_wrapper_refuses_lbfgs_and_sparse_adam():
+    for cls in (torch.optim.LBFGS, torch.optim.SparseAdam):
+        with pytest.raises(ValueError, match=f"does not support {cls.__name__}"):
+            wd.decoupled_weight_decay(cls)
+
+
 def test_wrapper_rejects_non_optimizers_and_bad_decay():
     with pytest.raises(ValueError, match="Optimizer subclass"):
         wd.decoupled_weight_decay(torch.nn.Linear)
@@ -278,21 +386,30 @@ def test_wrapper_rejects_non_optimizers_and_bad_decay():
 # ------------------------------------------------------------------ param groups
 
 
-def test_param_groups_weight_decay_split(capsys):
+def test_param_groups_weight_decay_split(caplog):
     model = torch.nn.Sequential(torch.nn.Conv1d(1, 4, 3), torch.nn.BatchNorm1d(4),
                                 torch.nn.Flatten(), torch.nn.Linear(8, 2))
-    groups = wd.param_groups_weight_decay(model, 0.05, no_decay=["3.weight"])
+    with caplog.at_level("INFO", logger="weightdecay"):
+        groups = wd.param_groups_weight_decay(model, 0.05, no_decay=["3.weight"], verbose=True)
     assert groups[0]["param_names"] == ["0.weight"]
     assert groups[0]["weight_decay"] == 0.05
     assert sorted(groups[1]["param_names"]) == sorted(
         ["0.bias", "1.weight", "1.bias", "3.weight", "3.bias"])
     assert groups[1]["weight_decay"] == 0.0
-    out = capsys.readouterr().out
-    assert "decay: 1 tensors, 12 parameters" in out and "no decay: 5 tensors" in out
+    summary = str(groups.summary)
+    assert "decay: 1 tensors, 12 parameters" in summary and "no decay: 5 tensors" in summary
+    assert summary in caplog.text  # logged, never printed
     opt = wd.AdamW(groups, lr=1e-3)
     assert [g["weight_decay"] for g in opt.param_groups] == [0.05, 0.0]
     with pytest.raises(ValueError, match="match no parameter"):
-        wd.param_groups_weight_decay(model, 0.05, no_decay=["nope"], verbose=False)
+        wd.param_groups_weight_decay(model, 0.05, no_decay=["nope"])
+    with pytest.raises(ValueError, match="weight_decay"):
+        wd.param_groups_weight_decay(model, -1.0)
+
+
+def test_param_groups_weight_decay_prints_nothing(capsys):
+    wd.param_groups_weight_decay(_model(), 0.05)
+    assert capsys.readouterr() == ("", "")
 
 
 # ------------------------------------------------------------------ memory
@@ -327,11 +444,15 @@ MEM_CASES = [(cls, impl, kw) for cls in (wd.SGD, wd.SGDW) for impl in ("foreach"
              for kw in (dict(lr=0.1, weight_decay=1e-3), dict(lr=0.1, weight_decay=1e-3,
                                                                nesterov=True))] + [
     (cls, impl, kw) for cls in (wd.Adam, wd.AdamW) for impl in ("foreach", "fused")
-    for kw in (dict(weight_decay=1e-3), dict(weight_decay=1e-3, amsgrad=True))]
+    for kw in (dict(weight_decay=1e-3), dict(weight_decay=1e-3, amsgrad=True))] + [
+    (wd.SGDW, "foreach", dict(lr=0.1, weight_decay=1e-3, cautious=True)),
+    (wd.SGDW, "foreach", dict(lr=0.1, weight_decay=1e-3, cautious=True, nesterov=True)),
+    (wd.AdamW, "foreach", dict(weight_decay=1e-3, cautious=True)),
+    (wd.AdamW, "foreach", dict(weight_decay=1e-3, cautious=True, amsgrad=True))]
 
 
 @pytest.mark.parametrize("cls,impl,kw", MEM_CASES,
-                         ids=[f"{c.__name__}-{i}-{len(k)}" for c, i, k in MEM_CASES])
+                         ids=[f"{c.__name__}-{i}-{sorted(k)}" for c, i, k in MEM_CASES])
 def test_at_most_one_parameter_sized_temporary(cls, impl, kw):
     params = [torch.nn.Parameter(torch.randn(256, 64)), torch.nn.Parameter(torch.randn(4096))]
     param_bytes = sum(p.numel() * p.element_size() for p in params)

@@ -8,45 +8,37 @@ import pytest
 import torch
 
 import weightdecay as wd
-from _optim_util import eta_restarts, grad_stream, make_params, rel_err, rel_err_all, run
-from weightdecay.optim import _reference
+from _optim_util import (
+    ADAM_CASES,
+    N_STEPS,
+    SGD_CASES,
+    case_id,
+    eta_schedule,
+    fused_exact,
+    grad_stream,
+    make_params,
+    rel_err,
+    rel_err_all,
+    run,
+)
+from weightdecay.optim import _reference  # the subject of the by-hand tests below
 
-N_STEPS = 120
-ETAS = [eta_restarts(t) for t in range(N_STEPS)]  # restarts at 20, 60: eta_t changes every step
+ETAS = eta_schedule(N_STEPS)  # restarts at 20, 60: eta_t changes every step
 GRADS = grad_stream(N_STEPS)
 
-SGD_CASES = [
-    # (class, kwargs)
-    (wd.SGD, dict(lr=0.05, momentum=0.9, weight_decay=1e-2)),
-    (wd.SGD, dict(lr=0.05, momentum=0.9, weight_decay=1e-2, nesterov=True)),
-    (wd.SGD, dict(lr=0.05, momentum=0.0, weight_decay=1e-2)),
-    (wd.SGDW, dict(lr=0.05, momentum=0.9, weight_decay=5e-3)),
-    (wd.SGDW, dict(lr=0.05, momentum=0.9, weight_decay=5e-3, nesterov=True)),
-    (wd.SGDW, dict(lr=0.05, momentum=0.0, weight_decay=5e-3)),
-    (wd.SGDW, dict(lr=0.05, weight_decay=5e-2, decay_convention="lr")),
-    (wd.SGDW, dict(lr=0.05, weight_decay=5e-3, decay_convention="constant")),
-]
-ADAM_CASES = [
-    (wd.Adam, dict(lr=1e-2, weight_decay=1e-2)),
-    (wd.Adam, dict(lr=1e-2, weight_decay=1e-2, amsgrad=True)),
-    (wd.AdamW, dict(lr=1e-2, weight_decay=2.5e-2)),
-    (wd.AdamW, dict(lr=1e-2, weight_decay=2.5e-2, amsgrad=True)),
-    (wd.AdamW, dict(lr=1e-2, weight_decay=1.0, decay_convention="lr")),
-    (wd.AdamW, dict(lr=1e-2, weight_decay=1e-3, decay_convention="constant")),
-    (wd.AdamW, dict(lr=1e-2, betas=(0.5, 0.9), eps=1e-6, weight_decay=1e-2)),
-]
-CASES = [(c, k, impl) for c, k in SGD_CASES for impl in ("reference", "foreach")] + [
-    (c, k, impl) for c, k in ADAM_CASES for impl in ("reference", "foreach", "fused")
-]
+IMPL_CASES = [(c, k, impl) for c, k in SGD_CASES
+              for impl in ("reference", "foreach", "compiled", None)] + [
+    (c, k, impl) for c, k in ADAM_CASES
+    for impl in ("reference", "foreach", "fused", "compiled", None)
+    if impl != "fused" or fused_exact(c, k)]  # (else refused: see the tests below)
 
 
 def _ids(case):
     cls, kw, impl = case
-    extra = ",".join(f"{k}={v}" for k, v in kw.items() if k not in ("lr",))
-    return f"{cls.__name__}[{impl}]({extra})"
+    return f"{case_id(cls, kw)}[{impl}]"
 
 
-@pytest.mark.parametrize("case", CASES, ids=[_ids(c) for c in CASES])
+@pytest.mark.parametrize("case", IMPL_CASES, ids=[_ids(c) for c in IMPL_CASES])
 def test_float32_paths_match_float64_pseudocode(case):
     cls, kw, impl = case
     p32, _ = run(lambda ps: cls(ps, impl=impl, **kw), make_params(torch.float32), GRADS, ETAS)
@@ -196,3 +188,177 @@ def test_decay_is_not_multiplied_by_alpha():
         q.grad = torch.zeros(3)
         opt.step()
         assert q.detach().tolist() == pytest.approx([1 - alpha * 0.1] * 3, rel=1e-6)
+
+
+# ---------------------------------------------------------------- corrected decay (AdamC)
+
+
+@pytest.mark.parametrize("cls", [wd.SGDW, wd.AdamW])
+def test_corrected_decay_uses_each_groups_own_peak_lr(cls):
+    """decay_convention="corrected": d_t = lr_t * (lr_t / lr_max) * lambda with lr_max the
+    group's own initial lr (timm's adamc takes the defaults' lr for every group)."""
+    lam, eta = 0.2, 0.5
+    a, b = torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(3))
+    opt = cls([dict(params=[a], lr=0.1), dict(params=[b], lr=0.01)], lr=1.0,
+              weight_decay=lam, decay_convention="corrected")
+    for group in opt.param_groups:
+        group["lr"] = group["initial_lr"] * eta
+    a.grad, b.grad = torch.zeros(3), torch.zeros(3)
+    opt.step()
+    for p, lr_max in ((a, 0.1), (b, 0.01)):
+        lr_t = lr_max * eta
+        expected = 1 - lr_t * (lr_t / lr_max) * lam
+        assert p.detach().tolist() == pytest.approx([expected] * 3, rel=1e-6)
+    # the defaults' lr (1.0) as the peak would have given a different decay
+    assert a.detach()[0].item() != pytest.approx(1 - 0.05 * (0.05 / 1.0) * lam, rel=1e-6)
+
+
+@pytest.mark.parametrize("impl", ["reference", "foreach", "fused", "compiled"])
+@pytest.mark.parametrize("cls", [wd.SGDW, wd.AdamW])
+def test_corrected_decay_with_two_groups_matches_reference(cls, impl):
+    if impl == "fused" and cls is wd.SGDW:
+        pytest.skip("SGD has no fused path")
+    split = (2, dict(lr=3e-2, weight_decay=0.5), dict(lr=3e-3, weight_decay=2.0))
+    kw = dict(lr=0.5, decay_convention="corrected")
+    p32, _ = run(lambda g: cls(g, impl=impl, **kw), make_params(torch.float32), GRADS, ETAS,
+                 split)
+    p64, _ = run(lambda g: cls(g, impl="reference", **kw), make_params(torch.float64), GRADS,
+                 ETAS, split)
+    assert rel_err_all(p32, p64) <= 1e-6
+
+
+@pytest.mark.parametrize("impl", ["reference", "foreach", "fused", "compiled"])
+def test_corrected_adamw_equals_torch_adamw_with_decay_scaled_by_eta(impl):
+    """AdamC as torch.optim.AdamW whose weight_decay is lambda * lr_t / lr_max each update."""
+    lam, alpha = 0.5, 1e-2
+    ours = [p.clone().requires_grad_(True) for p in make_params(torch.float32)]
+    theirs = [p.clone().requires_grad_(True) for p in make_params(torch.float32)]
+    a = wd.AdamW(ours, lr=alpha, weight_decay=lam, decay_convention="corrected", impl=impl)
+    b = torch.optim.AdamW(theirs, lr=alpha, weight_decay=lam, foreach=False)
+    for step, gs in enumerate(GRADS):
+        a.param_groups[0]["lr"] = b.param_groups[0]["lr"] = alpha * ETAS[step]
+        b.param_groups[0]["weight_decay"] = lam * ETAS[step]
+        for p, q, g in zip(ours, theirs, gs):
+            p.grad, q.grad = g.clone(), g.clone()
+        a.step()
+        b.step()
+    assert rel_err_all([p.detach() for p in ours], [q.detach() for q in theirs]) <= 2e-6
+
+
+# ---------------------------------------------------------------- cautious weight decay
+
+
+@pytest.mark.parametrize("impl", ["reference", "foreach", "compiled"])
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_cautious_sgdw_decays_only_where_update_and_weight_agree(impl, nesterov):
+    """One update by hand: m_1 = lr*g (m_0 = 0), u = m_1 (+ Nesterov: beta1*m_1 + lr*g),
+    theta_1 = theta_0 - u - d * 1[u * theta_0 >= 0] * theta_0."""
+    theta0 = torch.tensor([1.0, 1.0, -2.0, -2.0, 0.5, 3.0])
+    grad = torch.tensor([0.5, -0.5, -1.0, 1.0, 0.0, 2.0])
+    lr, lam, beta1 = 0.1, 0.2, 0.9
+    p = torch.nn.Parameter(theta0.clone())
+    opt = wd.SGDW([p], lr=lr, momentum=beta1, weight_decay=lam, cautious=True,
+                  nesterov=nesterov, impl=impl)
+    p.grad = grad.clone()
+    opt.step()
+    u = lr * grad * (1 + beta1 if nesterov else 1)
+    mask = (u * theta0 >= 0).float()
+    assert mask.tolist() == [1, 0, 1, 0, 1, 1]  # (u = 0 counts as agreeing)
+    torch.testing.assert_close(p.detach(), theta0 - u - lam * mask * theta0)
+
+
+@pytest.mark.parametrize("impl", ["reference", "foreach", "compiled"])
+def test_cautious_adamw_decays_only_where_update_and_weight_agree(impl):
+    """First AdamW update: m_hat = g, v_hat = g^2, u = lr * g / (|g| + eps)."""
+    theta0 = torch.tensor([1.0, 1.0, -2.0, -2.0, 0.5])
+    grad = torch.tensor([0.5, -0.5, -1.0, 1.0, 0.0])
+    lr, lam = 0.1, 0.2
+    p = torch.nn.Parameter(theta0.clone())
+    opt = wd.AdamW([p], lr=lr, weight_decay=lam, cautious=True, impl=impl)
+    p.grad = grad.clone()
+    opt.step()
+    u = lr * grad / (grad.abs() + 1e-8)
+    mask = (u * theta0 >= 0).float()
+    assert mask.tolist() == [1, 0, 1, 0, 1]
+    torch.testing.assert_close(p.detach(), theta0 - u - lam * mask * theta0)
+
+
+def test_cautious_is_refused_where_it_cannot_apply():
+    params = [torch.nn.Parameter(torch.ones(3))]
+    for cls in (wd.SGD, wd.Adam):  # L2: no decoupled decay to mask
+        with pytest.raises(ValueError, match="cautious"):
+            cls(params, lr=0.1, weight_decay=0.1, cautious=True)
+    with pytest.raises(ValueError, match="cautious must be a bool"):
+        wd.AdamW(params, cautious="yes")
+    opt = wd.AdamW(params, weight_decay=0.1, cautious=True, impl="fused")
+    params[0].grad = torch.ones(3)
+    with pytest.raises(ValueError, match="impl='fused' cannot compute this update exactly"):
+        opt.step()
+    assert wd.AdamW(params, weight_decay=0.1, cautious=True).kernel_plan() == [{"foreach": 1}]
+    assert wd.AdamW(params, weight_decay=0.0, cautious=True).kernel_plan() == [{"fused": 1}]
+
+
+def test_cautious_changes_the_update():
+    """The cautious cases of the table are not the plain update in disguise."""
+    cls, kw = wd.AdamW, dict(lr=1e-2, weight_decay=5e-2)
+    plain, _ = run(lambda ps: cls(ps, **kw), make_params(torch.float32), GRADS, ETAS)
+    cautious, _ = run(lambda ps: cls(ps, cautious=True, **kw), make_params(torch.float32),
+                      GRADS, ETAS)
+    assert rel_err_all(cautious, plain) > 1e-3
+
+
+# ---------------------------------------------------------------- L1
+
+
+@pytest.mark.parametrize("flat", [False, True])
+@pytest.mark.parametrize("impl", ["reference", "foreach", "compiled", None])
+@pytest.mark.parametrize("cls", [wd.SGDW, wd.AdamW])
+def test_decoupled_l1_produces_exact_zeros(cls, impl, flat):
+    """The proximal step sets weights within d1_t of zero to exactly 0 (a subgradient step,
+    as the coupled form takes, leaves them oscillating around 0)."""
+    if flat and impl == "reference":
+        pytest.skip("flat buffers use the fast kernels")
+    params = [p * 0.2 for p in make_params(torch.float32)]
+    kw = dict(lr=1e-2, weight_decay=1e-2, l1=2e-2 if cls is wd.SGDW else 5e-3)
+    ours, opt = run(lambda ps: cls(ps, impl=impl, flat=flat, **kw), params, GRADS[:40],
+                    ETAS[:40])
+    zeros = sum(int((p == 0).sum()) for p in ours)
+    assert zeros >= 10
+    ref, _ = run(lambda ps: cls(ps, impl="reference", **kw), [p.double() for p in params],
+                 GRADS[:40], ETAS[:40])
+    assert sum(int((p == 0).sum()) for p in ref) == zeros
+    assert rel_err_all(ours, ref) <= 1e-6
+    coupled, _ = run(lambda ps: {wd.SGDW: wd.SGD, wd.AdamW: wd.Adam}[cls](ps, impl=impl,
+                                                                         **kw),
+                     params, GRADS[:40], ETAS[:40])
+    assert sum(int((p == 0).sum()) for p in coupled) == 0
+
+
+def test_l1_soft_threshold_by_hand():
+    """SGDW, one update with g = 0 and momentum 0: theta_1 = soft(theta_0 - d*theta_0, d1)."""
+    theta0 = torch.tensor([1.0, -1.0, 0.004, -0.004, 0.02])
+    p = torch.nn.Parameter(theta0.clone())
+    opt = wd.SGDW([p], lr=0.1, momentum=0.0, weight_decay=0.1, l1=0.05)
+    for group in opt.param_groups:
+        group["lr"] = 0.05  # eta_t = 0.5: d = 0.05, d1 = 0.025
+    p.grad = torch.zeros(5)
+    opt.step()
+    after = theta0 * (1 - 0.05)
+    expected = torch.sign(after) * torch.clamp(after.abs() - 0.025, min=0)
+    torch.testing.assert_close(p.detach(), expected)
+    assert p.detach()[2:4].tolist() == [0.0, 0.0]
+
+
+def test_l1_is_refused_by_the_fused_kernel_and_checked():
+    params = [torch.nn.Parameter(torch.ones(3))]
+    params[0].grad = torch.ones(3)
+    for cls in (wd.Adam, wd.AdamW):
+        opt = cls(params, l1=1e-3, impl="fused")
+        with pytest.raises(ValueError, match="impl='fused' cannot compute"):
+            opt.step()
+        assert cls(params, l1=1e-3).kernel_plan() == [{"foreach": 1}]
+    with pytest.raises(ValueError, match="l1 must be >= 0"):
+        wd.SGDW(params, lr=0.1, l1=-1.0)
+    with pytest.raises(ValueError, match=r"param_groups\[1\]\['l1'\]"):
+        wd.AdamW([{"params": params}, {"params": [torch.nn.Parameter(torch.ones(2))],
+                                       "l1": float("nan")}])

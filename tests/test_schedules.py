@@ -285,7 +285,8 @@ def test_scalar_fast_path_is_bit_identical_at_boundaries_and_large_counts(schedu
 
 def test_scalar_calls_bypass_numpy_dispatch(monkeypatch):
     # A Python int/float (what ScheduleLR and NormalizedDecay pass every update) must take
-    # the pure-math path: the numpy/torch dispatcher is never entered.
+    # the pure-math path: the numpy/torch dispatcher is never entered. (This test's subject is
+    # that private mechanism, hence the private modules.)
     from weightdecay.schedules import _functions, _restarts
 
     def fail(*args, **kwargs):

@@ -397,3 +397,28 @@ def test_progress_bar(capsys):
     run(_cfg(epochs=1), data=TOY, progress=True)
     err = capsys.readouterr().err
     assert "1/1" in err and "epoch" in err
+
+
+def test_decay_variants_reach_the_optimizer():
+    """RunConfig's cautious / l1 / scale_invariant_only / corrected land in the optimizer."""
+    import torch
+
+    from weightdecay.harness.build import build_optimizer
+    from weightdecay.harness.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("cnn1d_bn", TOY)
+    cfg = _cfg(model="cnn1d_bn", scale_invariant_only=True, cautious=True, l1=1e-4,
+               decay_convention="corrected")
+    with pytest.raises(ValueError, match="example_input"):
+        build_optimizer(cfg, model)
+    opt = build_optimizer(cfg, model, example_input=TOY.x_train[:BATCH])
+    decayed = [p for g in opt.param_groups if g["weight_decay"] > 0 for p in g["params"]]
+    convs = [m.weight for m in model.modules() if isinstance(m, torch.nn.Conv1d)]
+    assert len(decayed) == len(convs) and all(any(p is c for c in convs) for p in decayed)
+    assert all(g["cautious"] and g["l1"] == 1e-4 and g["decay_convention"] == "corrected"
+               for g in opt.param_groups)
+    rec = run(cfg.replace(epochs=1), data=TOY)
+    assert math.isfinite(rec["final_test_error"])
+    with pytest.raises(ValueError, match="cautious"):
+        _cfg(optimizer="adam", cautious=True)

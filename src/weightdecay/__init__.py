@@ -29,7 +29,9 @@ _EXPORTS = {
     "AdamW": "weightdecay.optim.adam",
     "decoupled_weight_decay": "weightdecay.optim.wrap",
     "param_groups_weight_decay": "weightdecay.optim.groups",
+    "find_scale_invariant_weights": "weightdecay.optim.groups",
     "DECAY_CONVENTIONS": "weightdecay.optim._decay",
+    "decay_per_update": "weightdecay.optim._decay",
     # weight-decay arithmetic (paper App. B.1, conversions)
     "normalized_weight_decay": "weightdecay.decay",
     "NormalizedDecay": "weightdecay.decay",

@@ -1,8 +1,9 @@
 """Weight-decay arithmetic: normalized decay (paper App. B.1) and convention conversions.
 
-Conventions (PAPER.md Sec. 5). This library's optimizers follow the paper: the decay
-applied per update is ``eta_t * lambda`` (``lambda`` = the paper's weight decay factor,
-NOT multiplied by the base learning rate alpha). ``torch.optim.AdamW``, optax and Keras
+Conventions (see :mod:`weightdecay.optim._decay`). This library's optimizers follow the
+paper (Algorithm 1, line 9; Algorithm 2, line 12): the decay applied per update is
+``eta_t * lambda`` (``lambda`` = the paper's weight decay factor, NOT multiplied by the base
+learning rate alpha). ``torch.optim.AdamW``, optax and Keras
 apply ``lr_t * lambda_torch = alpha * eta_t * lambda_torch``. Hence, at base lr ``alpha``::
 
     lambda_torch = lambda / alpha            (torch_weight_decay)
@@ -13,7 +14,8 @@ Algorithm 2 exactly.
 
 Timescale view (Wang & Aitchison, arXiv 2405.13698): AdamW is an exponential moving average
 of updates with timescale ``tau_iter = 1 / (lr * lambda_torch)`` updates, i.e.
-``tau_epoch = tau_iter * b / B`` epochs.
+``tau_epoch = tau_iter * b / B`` epochs; :func:`ema_timescale` and
+:func:`weight_decay_for_timescale` take any ``decay_convention``.
 """
 
 from __future__ import annotations
@@ -23,9 +25,11 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
+from . import _validate
+from ._validate import non_negative, positive, positive_int
+from .optim import DECAY_CONVENTIONS, decay_per_update
 from .schedules import Schedule, as_schedule
 from .schedules import updates_per_epoch as _updates_per_epoch
-from .schedules._functions import _non_negative, _positive, _positive_int
 
 __all__ = [
     "NormalizedDecay",
@@ -58,10 +62,10 @@ def normalized_weight_decay(
         >>> round(normalized_weight_decay(0.025, 128, 50_000, 100), 7)
         0.0001265
     """
-    lambda_norm = _non_negative("lambda_norm", lambda_norm)
-    b = _positive_int("batch_size", batch_size)
-    B = _positive_int("dataset_size", dataset_size)
-    T = _positive("epochs", epochs)
+    lambda_norm = non_negative("lambda_norm", lambda_norm)
+    b = positive_int("batch_size", batch_size)
+    B = positive_int("dataset_size", dataset_size)
+    T = positive("epochs", epochs)
     return lambda_norm * math.sqrt(b / (B * T))
 
 
@@ -71,24 +75,25 @@ def torch_weight_decay(lam: float, lr: float) -> float:
     torch.optim.AdamW multiplies its ``weight_decay`` by the learning rate; the paper does
     not. ``lr`` is the base learning rate alpha (``> 0``), ``lam >= 0``.
     """
-    lam = _non_negative("lam", lam)
-    lr = _positive("lr", lr)
+    lam = non_negative("lam", lam)
+    lr = positive("lr", lr)
     return lam / lr
 
 
 def paper_weight_decay(torch_wd: float, lr: float) -> float:
     """torch-convention weight decay -> paper ``lambda``: ``torch_wd * lr`` (``lr`` = alpha)."""
-    torch_wd = _non_negative("torch_wd", torch_wd)
-    lr = _positive("lr", lr)
+    torch_wd = non_negative("torch_wd", torch_wd)
+    lr = positive("lr", lr)
     return torch_wd * lr
 
 
 @dataclass(frozen=True)
 class Timescale:
-    """EMA timescale of AdamW (Wang & Aitchison, arXiv 2405.13698).
+    """EMA timescale of decoupled weight decay (Wang & Aitchison, arXiv 2405.13698).
 
     Attributes:
-        tau_iter: timescale in updates, ``1 / (lr * torch_wd)`` (``inf`` for no decay).
+        tau_iter: timescale in updates, ``1 / d`` with ``d`` the decay per update
+            (``1 / (lr * torch_wd)`` for torch's convention; ``inf`` for no decay).
         tau_epoch: timescale in epochs, ``tau_iter * b / B``; ``None`` when batch and
             dataset sizes were not given.
     """
@@ -97,53 +102,102 @@ class Timescale:
     tau_epoch: float | None = None
 
 
+def _decay_factor(lr: float, decay_convention: str, initial_lr: float | None) -> float:
+    """What the weight decay is multiplied by per update, at learning rate ``lr``."""
+    _validate.one_of("decay_convention", decay_convention, DECAY_CONVENTIONS)
+    initial = lr if initial_lr is None else positive("initial_lr", initial_lr)
+    group = {"lr": lr, "initial_lr": initial, "weight_decay": 1.0,
+             "decay_convention": decay_convention}
+    return decay_per_update(group)
+
+
 def ema_timescale(
     lr: float,
-    torch_wd: float,
+    weight_decay: float,
     batch_size: int | None = None,
     dataset_size: int | None = None,
+    *,
+    decay_convention: str = "lr",
+    initial_lr: float | None = None,
 ) -> Timescale:
-    """Timescale of the exponential moving average that AdamW computes.
+    """Timescale of the exponential moving average that decoupled weight decay computes.
+
+    With a decay ``d`` per update, the weights are an EMA of the updates with timescale
+    ``tau_iter = 1 / d`` updates (Wang & Aitchison, arXiv 2405.13698), ``tau_epoch =
+    tau_iter * b / B`` epochs. ``d`` follows ``decay_convention``, as in the optimizers:
+    ``"lr"`` (default; torch.optim.AdamW's ``weight_decay``): ``lr * weight_decay``;
+    ``"schedule"`` (the paper's lambda): ``lr / initial_lr * weight_decay``; ``"constant"``:
+    ``weight_decay``; ``"corrected"`` (AdamC): ``lr * lr / initial_lr * weight_decay``.
+    ``initial_lr`` (the peak lr, lr_max) defaults to ``lr``: the timescale at the peak.
+
+    Rule of thumb (Wang & Aitchison): the best ``tau_epoch`` stays roughly constant as model
+    and dataset size change, so keep ``tau_epoch`` and re-derive the weight decay with
+    :func:`weight_decay_for_timescale` when the dataset, batch size or learning rate change.
+    Worked example: lr = 1e-3, torch weight_decay = 0.1, b = 128, B = 50,000 gives
+    ``tau_iter = 1 / (1e-3 * 0.1) = 10,000`` updates and ``tau_epoch = 10,000 * 128 / 50,000
+    = 25.6`` epochs. With 4x the data (B = 200,000) the same 25.6 epochs are 40,000 updates:
+    torch weight_decay 0.025 (the paper's lambda, ``decay_convention="schedule"``: 1e-4 ->
+    2.5e-5).
 
     Args:
-        lr: learning rate (``> 0``), the one torch multiplies ``torch_wd`` by.
-        torch_wd: torch-convention weight decay (``>= 0``; convert a paper ``lambda`` with
-            :func:`torch_weight_decay`).
+        lr: learning rate (``> 0``) at which the timescale is taken.
+        weight_decay: the weight decay (``>= 0``) in ``decay_convention``.
         batch_size, dataset_size: ``b`` and ``B``; give both to get ``tau_epoch``.
+        decay_convention: one of ``weightdecay.DECAY_CONVENTIONS`` (default ``"lr"``).
+        initial_lr: the peak learning rate (``"schedule"``, ``"corrected"``); default ``lr``.
 
     Returns:
         :class:`Timescale` with ``tau_iter`` (updates) and ``tau_epoch`` (epochs or None).
+
+    Example:
+        >>> ema_timescale(1e-3, 0.1, 128, 50_000).tau_epoch
+        25.6
+        >>> ema_timescale(1e-3, 1e-4, 128, 50_000, decay_convention="schedule").tau_epoch
+        25.6
     """
-    lr = _positive("lr", lr)
-    torch_wd = _non_negative("torch_wd", torch_wd)
+    lr = positive("lr", lr)
+    weight_decay = non_negative("weight_decay", weight_decay)
     if (batch_size is None) != (dataset_size is None):
         raise ValueError(
             "batch_size and dataset_size must be given together, got "
             f"batch_size={batch_size!r}, dataset_size={dataset_size!r}"
         )
-    tau_iter = math.inf if torch_wd == 0 else 1.0 / (lr * torch_wd)
+    d = _decay_factor(lr, decay_convention, initial_lr) * weight_decay
+    tau_iter = math.inf if d == 0 else 1.0 / d
     if batch_size is None:
         return Timescale(tau_iter)
-    b = _positive_int("batch_size", batch_size)
-    B = _positive_int("dataset_size", dataset_size)
+    b = positive_int("batch_size", batch_size)
+    B = positive_int("dataset_size", dataset_size)
     return Timescale(tau_iter, tau_iter * b / B)
 
 
 def weight_decay_for_timescale(
-    tau_epochs: float, lr: float, batch_size: int, dataset_size: int
+    tau_epochs: float,
+    lr: float,
+    batch_size: int,
+    dataset_size: int,
+    *,
+    decay_convention: str = "lr",
+    initial_lr: float | None = None,
 ) -> float:
-    """Torch-convention weight decay giving an EMA timescale of ``tau_epochs`` epochs.
+    """The weight decay (in ``decay_convention``) giving an EMA timescale of ``tau_epochs``.
 
-    Inverse of :func:`ema_timescale`: ``torch_wd = 1 / (lr * tau_iter)`` with
-    ``tau_iter = tau_epochs * B / b`` updates. Multiply by ``lr`` (:func:`paper_weight_decay`)
-    for the paper's ``lambda``.
+    Inverse of :func:`ema_timescale`: ``tau_iter = tau_epochs * B / b`` updates and a decay
+    per update ``d = 1 / tau_iter``, divided by what the convention multiplies the weight
+    decay by (``lr`` for ``"lr"``, the default: torch's ``weight_decay``; ``lr / initial_lr``
+    for ``"schedule"``, the paper's lambda; 1 for ``"constant"``; ``lr * lr / initial_lr``
+    for ``"corrected"``). See :func:`ema_timescale` for the rule of thumb and an example.
+
+    Example:
+        >>> weight_decay_for_timescale(25.6, 1e-3, 128, 200_000)
+        0.025
     """
-    tau_epochs = _positive("tau_epochs", tau_epochs)
-    lr = _positive("lr", lr)
-    b = _positive_int("batch_size", batch_size)
-    B = _positive_int("dataset_size", dataset_size)
+    tau_epochs = positive("tau_epochs", tau_epochs)
+    lr = positive("lr", lr)
+    b = positive_int("batch_size", batch_size)
+    B = positive_int("dataset_size", dataset_size)
     tau_iter = tau_epochs * B / b
-    return 1.0 / (lr * tau_iter)
+    return 1.0 / (tau_iter * _decay_factor(lr, decay_convention, initial_lr))
 
 
 class NormalizedDecay:
@@ -193,9 +247,9 @@ class NormalizedDecay:
         if not hasattr(optimizer, "param_groups"):
             raise ValueError(f"optimizer must have param_groups, got {optimizer!r}")
         self.optimizer = optimizer
-        self.lambda_norm = _non_negative("lambda_norm", lambda_norm)
-        self.batch_size = _positive_int("batch_size", batch_size)
-        self.dataset_size = _positive_int("dataset_size", dataset_size)
+        self.lambda_norm = non_negative("lambda_norm", lambda_norm)
+        self.batch_size = positive_int("batch_size", batch_size)
+        self.dataset_size = positive_int("dataset_size", dataset_size)
         self.schedule = None if schedule is None else as_schedule(schedule)
         restarts = self.schedule is not None and self.schedule.has_restarts
         if not restarts:
@@ -204,16 +258,16 @@ class NormalizedDecay:
                     "total_updates is required when the schedule has no warm restarts, "
                     f"got total_updates=None with schedule={schedule!r}"
                 )
-            _positive("total_updates", total_updates)
+            positive("total_updates", total_updates)
         self.total_updates = total_updates
         if updates_per_epoch is None:
             updates_per_epoch = _updates_per_epoch(self.dataset_size, self.batch_size)
-        self.updates_per_epoch = _positive_int("updates_per_epoch", updates_per_epoch)
+        self.updates_per_epoch = positive_int("updates_per_epoch", updates_per_epoch)
 
         self.lambda_norms: list[float] = []
         for k, group in enumerate(optimizer.param_groups):
             if "lambda_norm" in group:
-                value = _non_negative(f"param_groups[{k}]['lambda_norm']", group["lambda_norm"])
+                value = non_negative(f"param_groups[{k}]['lambda_norm']", group["lambda_norm"])
             elif group.get("weight_decay", 0) == 0:
                 value = 0.0  # no-decay group (biases, norms)
             else:
@@ -235,8 +289,10 @@ class NormalizedDecay:
         t = self.step_count if t is None else t
         schedule = self.schedule
         if schedule is not None and schedule.has_restarts:
-            period_updates = float(schedule.period_length(t))  # pure-math scalar path
+            # (has_restarts: the schedule has the period helpers; pure-math scalar path)
+            period_updates = float(schedule.period_length(t))  # type: ignore[attr-defined]
         else:
+            assert self.total_updates is not None  # required at construction without restarts
             period_updates = float(self.total_updates)
         return period_updates / self.updates_per_epoch
 
@@ -269,7 +325,7 @@ class NormalizedDecay:
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore the step count and per-group values, then re-apply the decay."""
         norms = [
-            _non_negative(f"state_dict['lambda_norms'][{k}]", v)
+            non_negative(f"state_dict['lambda_norms'][{k}]", v)
             for k, v in enumerate(state_dict["lambda_norms"])
         ]
         if len(norms) != len(self.optimizer.param_groups):

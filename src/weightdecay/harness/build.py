@@ -98,7 +98,8 @@ def build_schedule(config: RunConfig, spe: int) -> Any:
 
 
 def build_optimizer(
-    config: RunConfig, model: torch.nn.Module, weight_decay: float | None = None
+    config: RunConfig, model: torch.nn.Module, weight_decay: float | None = None,
+    example_input: torch.Tensor | None = None,
 ) -> torch.optim.Optimizer:
     """The optimizer of ``config`` over ``model``'s parameters.
 
@@ -107,18 +108,32 @@ def build_optimizer(
     then sets them).
     With ``config.decay_all`` (the paper) every parameter is decayed; otherwise biases and
     1-D tensors go to a group with ``weight_decay=0`` via
-    :func:`weightdecay.param_groups_weight_decay`. ``config.momentum`` is SGD's momentum and
-    Adam's beta1 (the paper uses one beta1 = 0.9 for both); beta2 = 0.999, eps = 1e-8.
+    :func:`weightdecay.param_groups_weight_decay`. ``config.scale_invariant_only`` decays
+    only the weights a following normalization makes scale-invariant, found on
+    ``example_input`` (a training batch), every other parameter none. ``config.cautious`` and
+    ``config.l1`` go to the optimizer. ``config.momentum`` is SGD's momentum and Adam's
+    beta1 (the paper uses one beta1 = 0.9 for both); beta2 = 0.999, eps = 1e-8.
     """
     import weightdecay
 
     lam = config.weight_decay if weight_decay is None else weight_decay
     cls = getattr(weightdecay, _OPTIMIZER_CLASSES[config.optimizer])
-    if config.decay_all:
-        params: Any = list(model.parameters())
+    if config.scale_invariant_only:
+        if example_input is None:
+            raise ValueError("scale_invariant_only needs example_input, a training batch")
+        params: Any = weightdecay.param_groups_weight_decay(
+            model, lam, scale_invariant_only=True, example_input=example_input,
+            other_weight_decay=0.0)
+    elif config.decay_all:
+        params = list(model.parameters())
     else:
         params = weightdecay.param_groups_weight_decay(model, lam, verbose=False)
-    common = {"lr": config.lr, "weight_decay": lam, "decay_convention": config.decay_convention}
+    common: dict[str, Any] = {"lr": config.lr, "weight_decay": lam,
+                              "decay_convention": config.decay_convention}
+    if config.l1:
+        common["l1"] = config.l1
+    if config.cautious:
+        common["cautious"] = True
     if config.optimizer in ("sgd", "sgdw"):
         return cls(params, momentum=config.momentum, **common)
     return cls(params, betas=(config.momentum, 0.999), eps=1e-8, **common)

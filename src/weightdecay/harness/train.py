@@ -215,12 +215,14 @@ def _set_up(config: RunConfig, data: Any, checkpoint: Mapping[str, Any] | None) 
     model = build_model(config, dataset).to(device)
 
     schedule = build_schedule(config, spe)
-    if config.weight_decay_norm is None:
-        optimizer = build_optimizer(config, model)
-    else:
-        # NormalizedDecay treats groups created with weight_decay == 0 as no-decay groups
-        # and overwrites the others at construction: mark the decayed ones with lambda_norm
-        optimizer = build_optimizer(config, model, weight_decay=config.weight_decay_norm)
+    # the first training examples, for finding scale-invariant weights (a forward pass that
+    # changes nothing: modes, buffers and random state are restored)
+    probe = (dataset.x_train[:config.batch_size].to(device)
+             if config.scale_invariant_only else None)
+    # NormalizedDecay treats groups created with weight_decay == 0 as no-decay groups and
+    # overwrites the others at construction: mark the decayed ones with lambda_norm
+    optimizer = build_optimizer(config, model, weight_decay=config.weight_decay_norm,
+                                example_input=probe)
     from weightdecay.schedules import as_torch_scheduler
 
     lr_scheduler = as_torch_scheduler(optimizer, schedule)
@@ -237,11 +239,11 @@ def _set_up(config: RunConfig, data: Any, checkpoint: Mapping[str, Any] | None) 
     # read after the restore: Optimizer.load_state_dict replaces the group dicts
     state.group = optimizer.param_groups[0]
     # the group whose decay we report: with decay_all=False, biases and norm scales (1-D
-    # tensors) sit in a group with weight_decay = 0; report the group of the weights
-    state.decay_group = next(
-        (g for g in optimizer.param_groups if any(p.ndim > 1 for p in g["params"])),
-        state.group,
-    )
+    # tensors) sit in a group with weight_decay = 0 (and with scale_invariant_only the
+    # other weights too); report a decayed group of weights
+    weights = [g for g in optimizer.param_groups if any(p.ndim > 1 for p in g["params"])]
+    state.decay_group = next((g for g in weights if g["weight_decay"] > 0),
+                             weights[0] if weights else state.group)
     return state
 
 

@@ -1,17 +1,19 @@
 """Optimizers of the paper: SGD/SGDW (Algorithm 1), Adam/AdamW (Algorithm 2), and helpers."""
 
-from ._decay import DECAY_CONVENTIONS
+from ._decay import DECAY_CONVENTIONS, decay_per_update
 from .adam import Adam, AdamW
-from .groups import param_groups_weight_decay
+from .groups import find_scale_invariant_weights, param_groups_weight_decay
 from .sgd import SGD, SGDW
 from .wrap import decoupled_weight_decay
 
 __all__ = [
     "DECAY_CONVENTIONS",
+    "decay_per_update",
     "SGD",
     "SGDW",
     "Adam",
     "AdamW",
     "decoupled_weight_decay",
     "param_groups_weight_decay",
+    "find_scale_invariant_weights",
 ]

@@ -6,8 +6,11 @@ Hyperparameters are passed as 0-d tensors so that a changing eta_t never recompi
 shapes are dynamic so one compiled kernel serves every size. Compilation happens once per
 process on first use and is cached on disk by Inductor (warm starts reuse it).
 
-If compilation is unavailable (no C++ compiler, an unsupported device), ``available()`` is
-False after the first failure and callers fall back to the foreach kernels.
+Compilation is tried at first use on scratch tensors (:func:`available`), before any kernel
+writes to a parameter: where it fails (no C++ compiler, an unsupported device) the planning
+function gives those tensors the foreach kernels, with a warning once per kernel, device and
+dtype. An error raised while a compiled kernel runs (out of memory, a bug) propagates: a
+kernel that stopped half-way must not have its update applied a second time by a fallback.
 """
 
 from __future__ import annotations
@@ -15,10 +18,13 @@ from __future__ import annotations
 import functools
 import math
 import warnings
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
-_FAILED: list[BaseException] = []
+# (kernel, flags, device, dtype) -> True (compiled here) or the exception compilation raised
+_STATUS: dict[tuple, object] = {}
 
 
 # Every kernel computes all its outputs first and writes them back (copy_) at the end:
@@ -26,23 +32,37 @@ _FAILED: list[BaseException] = []
 # computation was measured to cost a second, serial pass.
 
 
-def _sgd(p, g, m, lr, momentum, l2, decay, nesterov: bool):
-    g = g + l2 * p  # g_t (+ lambda*theta_{t-1} for SGD with L2)
-    m_new = momentum * m + lr * g  # m_t = beta1*m_{t-1} + eta_t*alpha*g_t
+def _sgd(p, g, m, lr, momentum, l2, decay, l1, l1_decay, nesterov: bool, cautious: bool,
+         use_l1: bool):
+    g = g + l2 * p  # Alg. 1, line 6: g_t (+ lambda*theta_{t-1} for SGD with L2)
+    if use_l1:  # coupled L1 (l1 > 0 for SGD, 0 for SGDW)
+        g = g + l1 * torch.sign(p)
+    m_new = momentum * m + lr * g  # line 8: m_t = beta1*m_{t-1} + eta_t*alpha*g_t
     step = momentum * m_new + lr * g if nesterov else m_new
-    p_new = p - (step + decay * p)  # theta_t = theta_{t-1} - m_t (- eta_t*lambda*theta_{t-1})
+    if cautious:  # decay only where the step and theta_{t-1} have the same sign
+        decay = torch.where(step * p >= 0, decay, 0.0)
+    p_new = p - (step + decay * p)  # line 9: theta_t = theta_{t-1} - m_t (- eta_t*lambda*theta)
+    if use_l1:  # decoupled L1 (SGDW): soft-threshold, theta - clamp(theta, -d, d)
+        p_new = p_new - torch.clamp(p_new, -l1_decay, l1_decay)
     m.copy_(m_new)
     p.copy_(p_new)
 
 
 def _adam(p, g, m, v, vmax, lr, beta1, one_minus_beta1, beta2, one_minus_beta2, eps, l2,
-          decay, bias1, bias2_sqrt, amsgrad: bool):
-    g = g + l2 * p
-    m_new = beta1 * m + one_minus_beta1 * g  # (1 - beta) computed in float64 by the caller
-    v_new = beta2 * v + one_minus_beta2 * g * g
+          decay, bias1, bias2_sqrt, l1, l1_decay, amsgrad: bool, cautious: bool, use_l1: bool):
+    g = g + l2 * p  # Alg. 2, line 6
+    if use_l1:  # coupled L1 (l1 > 0 for Adam, 0 for AdamW)
+        g = g + l1 * torch.sign(p)
+    m_new = beta1 * m + one_minus_beta1 * g  # line 7 ((1 - beta) computed in float64)
+    v_new = beta2 * v + one_minus_beta2 * g * g  # line 8
     v_used = torch.maximum(vmax, v_new) if amsgrad else v_new
-    denom = v_used.sqrt() / bias2_sqrt + eps  # sqrt(v_hat_t) + eps
-    p_new = p - (lr / bias1 * m_new / denom + decay * p)
+    denom = v_used.sqrt() / bias2_sqrt + eps  # sqrt(v_hat_t) + eps (lines 9-10)
+    u = lr / bias1 * m_new / denom
+    if cautious:  # decay only where the update and theta_{t-1} have the same sign
+        decay = torch.where(u * p >= 0, decay, 0.0)
+    p_new = p - (u + decay * p)  # line 12
+    if use_l1:  # decoupled L1 (AdamW): soft-threshold, theta - clamp(theta, -d, d)
+        p_new = p_new - torch.clamp(p_new, -l1_decay, l1_decay)
     m.copy_(m_new)
     v.copy_(v_new)
     if amsgrad:
@@ -50,19 +70,17 @@ def _adam(p, g, m, v, vmax, lr, beta1, one_minus_beta1, beta2, one_minus_beta2, 
     p.copy_(p_new)
 
 
+_KERNELS: dict[str, Callable[..., None]] = {"sgd": _sgd, "adam": _adam}
+
+
 @functools.cache
 def _compiled(name: str):
-    fn = {"sgd": _sgd, "adam": _adam}[name]
     # cpp.dynamic_threads: with dynamic shapes Inductor decides at compile time whether the
     # loop is parallel, from the size of the first call; a graph first compiled for a small
     # tensor then runs serially on every later size (measured: 1.8x slower at 1e6-1e7 on 2
     # threads). Dynamic threads always emit the parallel loop and let OpenMP size it per call.
-    return torch.compile(fn, dynamic=True, fullgraph=True,
-                         options={"cpp.dynamic_threads": True})
-
-
-def available() -> bool:
-    return not _FAILED
+    options: dict[str, str | int | bool | Callable[..., Any]] = {"cpp.dynamic_threads": True}
+    return torch.compile(_KERNELS[name], dynamic=True, fullgraph=True, options=options)
 
 
 def _scalars(device, dtype, *values):
@@ -71,38 +89,71 @@ def _scalars(device, dtype, *values):
     return t.unbind()
 
 
-def _run(name, *args, **kwargs) -> bool:
-    if _FAILED or not all(a.is_contiguous() for a in args if isinstance(a, torch.Tensor)):
-        return False
+def _scalar_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+#: tensors the compiled kernels take: at least this many elements (dynamo specializes sizes 0
+#: and 1, so smaller tensors would compile a graph of their own), contiguous
+MIN_NUMEL = 2
+
+
+def takes(*tensors: torch.Tensor) -> bool:
+    """The compiled kernels can update these tensors (one parameter and its state)."""
+    return tensors[0].numel() >= MIN_NUMEL and all(t.is_contiguous() for t in tensors)
+
+
+def _flat(args):
     # one rank for every tensor: dynamic shapes then serve all sizes with one graph
     # (dynamo specializes on rank, and would recompile per parameter shape otherwise)
     # (detached after the view: plain aliases without ``_base`` or requires_grad, on which
     # dynamo would otherwise guard, compiling one graph per base rank and per grad mode)
-    args = tuple(a.view(-1).detach() if isinstance(a, torch.Tensor) and a.dim() > 0 else a
+    return tuple(a.view(-1).detach() if isinstance(a, torch.Tensor) and a.dim() > 0 else a
                  for a in args)
-    try:
-        _compiled(name)(*args, **kwargs)
-        return True
-    except Exception as exc:  # compilation unavailable here: remember, warn once, fall back
-        _FAILED.append(exc)
-        warnings.warn(f"weightdecay: torch.compile kernel unavailable ({type(exc).__name__}: "
-                      f"{exc}); falling back to foreach kernels", RuntimeWarning, stacklevel=3)
-        return False
+
+
+def available(name: str, device: torch.device, dtype: torch.dtype, **flags) -> bool:
+    """Whether kernel ``name`` (with these flags) runs on ``device``/``dtype``: compiled at the
+    first call, on scratch tensors, so that a compilation failure never meets a parameter."""
+    key = (name, tuple(sorted(flags.items())), device, dtype)
+    status = _STATUS.get(key)
+    if status is None:
+        scratch = [torch.zeros(16, device=device, dtype=dtype) for _ in range(5)]
+        try:
+            with torch.no_grad():
+                if name == "sgd":
+                    _compiled(name)(*_flat(scratch[:3]),
+                                    *_scalars(device, _scalar_dtype(dtype), 0, 0, 0, 0, 0, 0),
+                                    flags["nesterov"], flags["cautious"], flags["use_l1"])
+                else:
+                    _compiled(name)(*_flat(scratch), *_scalars(
+                        device, _scalar_dtype(dtype), 0, 0.9, 0.1, 0.9, 0.1, 1, 0, 0, 1, 1, 0,
+                        0), flags["amsgrad"], flags["cautious"], flags["use_l1"])
+            status = True
+        except Exception as exc:  # compilation unavailable here: fall back, warn once
+            status = exc
+            warnings.warn(f"weightdecay: torch.compile kernel {name!r} unavailable on {device} "
+                          f"for {dtype} ({type(exc).__name__}: {exc}); those tensors use the "
+                          "foreach kernels", RuntimeWarning, stacklevel=4)
+        _STATUS[key] = status
+    return status is True
 
 
 @torch.no_grad()
-def sgd_update(p, g, m, *, lr, momentum, l2, decay, nesterov) -> bool:
-    """One SGD/SGDW update of one (flat) tensor in place; False if compilation failed."""
-    s = _scalars(p.device, torch.float32 if p.dtype != torch.float64 else torch.float64,
-                 lr, momentum, l2, decay)
-    return _run("sgd", p, g, m, *s, bool(nesterov))
+def sgd_update(p, g, m, *, lr, momentum, l2, decay, nesterov, cautious=False, l1=0.0,
+               l1_decay=0.0, use_l1=False) -> None:
+    """One SGD/SGDW update of one (flat) tensor in place (see :func:`available`; the flags
+    nesterov, cautious and use_l1 are the ones planned)."""
+    s = _scalars(p.device, _scalar_dtype(p.dtype), lr, momentum, l2, decay, l1, l1_decay)
+    _compiled("sgd")(*_flat((p, g, m)), *s, bool(nesterov), bool(cautious), bool(use_l1))
 
 
 @torch.no_grad()
-def adam_update(p, g, m, v, vmax, *, step, lr, beta1, beta2, eps, l2, decay) -> bool:
-    """One Adam/AdamW(/AMSGrad when vmax is given) update in place; False on failure."""
-    s = _scalars(p.device, torch.float32 if p.dtype != torch.float64 else torch.float64,
-                 lr, beta1, 1 - beta1, beta2, 1 - beta2, eps, l2, decay, 1 - beta1**step,
-                 math.sqrt(1 - beta2**step))
+def adam_update(p, g, m, v, vmax, *, step, lr, beta1, beta2, eps, l2, decay,
+                cautious=False, l1=0.0, l1_decay=0.0, use_l1=False) -> None:
+    """One Adam/AdamW(/AMSGrad when vmax is given) update in place; ``step`` = t >= 1."""
+    s = _scalars(p.device, _scalar_dtype(p.dtype), lr, beta1, 1 - beta1, beta2, 1 - beta2,
+                 eps, l2, decay, 1 - beta1**step, math.sqrt(1 - beta2**step), l1, l1_decay)
     amsgrad = vmax is not None
-    return _run("adam", p, g, m, v, vmax if amsgrad else v, *s, amsgrad)
+    _compiled("adam")(*_flat((p, g, m, v, vmax if amsgrad else v)), *s, amsgrad,
+                      bool(cautious), bool(use_l1))

@@ -1,31 +1,44 @@
 """Weight-decay conventions: what the decay factor lambda is multiplied by at update t.
 
-=============  ================================  ==========================================
-name           decay applied per update          who uses it
-=============  ================================  ==========================================
-"schedule"     eta_t * lambda                    the paper (default), the authors' code,
-                                                 Composer's DecoupledAdamW
-"lr"           lr_t * lambda = alpha*eta_t*lam   torch.optim.AdamW, optax.adamw, Keras
-"constant"     lambda                            TF-Addons (the user schedules lambda)
-=============  ================================  ==========================================
+=============  ====================================  ======================================
+name           decay d_t applied per update           who uses it
+=============  ====================================  ======================================
+"schedule"     eta_t * lambda                         the paper (default; Alg. 1 line 9,
+                                                      Alg. 2 line 12), the authors' code,
+                                                      Composer's DecoupledAdamW
+"lr"           lr_t * lambda = alpha*eta_t*lambda     torch.optim.AdamW, optax.adamw, Keras
+"constant"     lambda                                 TF-Addons (the user schedules lambda)
+"corrected"    lr_t * (lr_t / lr_max) * lambda        AdamC (Defazio 2025, arXiv 2506.02285)
+               = alpha * eta_t**2 * lambda
+=============  ====================================  ======================================
 
 eta_t is the schedule multiplier, read as ``group["lr"] / group["initial_lr"]`` so that any
 torch LR scheduler (or a loop that sets ``group["lr"]``) drives both the step and the decay.
+
+"corrected": ``lr_max`` is each group's own peak learning rate, its ``initial_lr`` (timm's
+``adamc`` takes it from the optimizer's defaults instead, so groups with their own lr are
+corrected by the wrong peak). At the peak (eta_t = 1) the decay is ``lr_t * lambda``, torch's,
+so a lambda tuned for ``torch.optim.AdamW`` carries over; as the schedule anneals it falls
+with eta_t**2 instead of eta_t. Relation to the others: corrected = "lr" * eta_t =
+"schedule" * lr_t. Rationale (Defazio 2025): for a weight that a normalization layer makes
+scale-invariant, the steady state of update and decay is ``||g_t|| / ||theta_t|| ~
+sqrt(2 * d_t / lr_t**2)`` (SGD-like steps); with ``d_t = lr_t * lambda`` this ratio grows as
+lr_t falls, which is why gradient norms rise at the end of a schedule, while with the
+corrected ``d_t`` it stays at ``sqrt(2 * lambda / lr_max)``.
 """
 
 from __future__ import annotations
 
 import math
 
-DECAY_CONVENTIONS = ("schedule", "lr", "constant")
+from .. import _validate
+
+#: the names ``decay_convention`` takes (the one definition: the harness imports it)
+DECAY_CONVENTIONS = ("schedule", "lr", "constant", "corrected")
 
 
 def check_convention(name: str) -> str:
-    if name not in DECAY_CONVENTIONS:
-        raise ValueError(
-            f"Invalid decay_convention: {name!r}; expected one of {', '.join(DECAY_CONVENTIONS)}"
-        )
-    return name
+    return _validate.one_of("decay_convention", name, DECAY_CONVENTIONS)
 
 
 def eta(group: dict) -> float:
@@ -36,17 +49,25 @@ def eta(group: dict) -> float:
     return group["lr"] / initial
 
 
-def decay_per_update(group: dict) -> float:
-    """The factor d_t with theta <- theta - d_t * theta at this update (decoupled decay)."""
-    lam = group["weight_decay"]
-    if lam == 0:
-        return 0.0
+def convention_factor(group: dict) -> float:
+    """What lambda is multiplied by at this update under the group's convention."""
     convention = group["decay_convention"]
     if convention == "schedule":
-        return eta(group) * lam
+        return eta(group)
     if convention == "lr":
-        return group["lr"] * lam
-    return lam  # "constant"
+        return group["lr"]
+    if convention == "corrected":
+        return 0.0 if group["lr"] == 0 else group["lr"] * eta(group)
+    return 1.0  # "constant"
+
+
+def decay_per_update(group: dict, key: str = "weight_decay") -> float:
+    """The factor d_t with theta <- theta - d_t * theta at this update (decoupled decay);
+    ``key`` names the coefficient (``"l1"``: the soft-threshold of decoupled L1)."""
+    lam = group[key]
+    if lam == 0:
+        return 0.0
+    return convention_factor(group) * lam
 
 
 def torch_weight_decay(group: dict) -> float | None:
@@ -61,4 +82,8 @@ def torch_weight_decay(group: dict) -> float | None:
         return lam / group["initial_lr"] if group["initial_lr"] > 0 else None
     if convention == "lr":
         return lam
+    if convention == "corrected":
+        # lr_t * (lam * lr_t / lr_max) = lr_t**2 / lr_max * lam
+        factor = eta(group) if group["lr"] > 0 else 0.0
+        return lam * factor if math.isfinite(factor) else None
     return lam / group["lr"] if group["lr"] > 0 else None

@@ -13,7 +13,8 @@ The decay is eta_t * lambda (``decay_convention="schedule"``): it is not multipl
 Paths: ``"reference"`` (the pseudocode per tensor), ``"foreach"`` (multi-tensor kernels, at
 most one parameter-sized temporary) and ``"fused"`` (torch's fused Adam/AdamW kernel, which
 computes exactly this update with ``weight_decay = lambda / alpha`` since it multiplies the
-decay by lr_t = alpha * eta_t). ``impl=None`` picks fused where it is exact, else foreach.
+decay by lr_t = alpha * eta_t). ``impl=None`` picks fused where it is exact and precise,
+else the compiled kernel for large tensors and foreach for the rest (see ``DecayOptimizer._plan``).
 """
 
 from __future__ import annotations
@@ -22,34 +23,19 @@ import math
 from collections.abc import Iterable
 
 import torch
-import torch.optim.adam as _torch_adam
 
+from .. import _validate
 from . import _compiled, _reference
-from ._base import DecayOptimizer, check_nonneg, check_positive, check_unit, foreach_ok
-from ._decay import decay_per_update, torch_weight_decay
-
-_FUSED_DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
+from ._base import DecayOptimizer, Tensors, masked_decay_, soft_threshold_
+from ._decay import torch_weight_decay
 
 
-def _fused_kernel_takes(tensor: torch.Tensor) -> bool:
-    """torch's fused Adam(W) kernel runs on this tensor's device and dtype."""
-    return tensor.device.type in ("cpu", "cuda") and tensor.dtype in _FUSED_DTYPES
-
-
-def _fused_is_precise(group: dict) -> bool:
-    """Whether ``impl=None`` may use the fused kernel for this group. torch's kernel rounds the
-    factor (1 - lr_t*wd) to the parameter dtype: with a decay that stays constant for many
-    updates ("constant" convention) that rounding is a systematic bias (~3e-8 per update in
-    float32), so foreach (or the compiled kernel) is preferred there."""
-    return group["decay_convention"] != "constant" or group["weight_decay"] == 0
-
-
-def _check_betas(name, betas):
+def _check_betas(name: str, betas) -> tuple[float, float]:
     try:
         b1, b2 = betas
     except (TypeError, ValueError):
-        raise ValueError(f"Invalid betas: {betas!r}; expected a pair (beta1, beta2)") from None
-    return (check_unit("betas[0]", b1), check_unit("betas[1]", b2))
+        raise ValueError(f"{name} must be a pair (beta1, beta2), got {betas!r}") from None
+    return (_validate.fraction(f"{name}[0]", b1), _validate.fraction(f"{name}[1]", b2))
 
 
 class Adam(DecayOptimizer):
@@ -66,9 +52,23 @@ class Adam(DecayOptimizer):
         amsgrad: use the running maximum of v_t (AMSGrad, torch's form).
         decay_convention: what AdamW's lambda is multiplied by: ``"schedule"`` (eta_t, the
             paper's; default), ``"lr"`` (lr_t = alpha*eta_t, as torch.optim.AdamW),
-            ``"constant"`` (1). Ignored by Adam (L2).
-        impl: ``None`` (automatic: fused where exact, else foreach), ``"reference"`` (the
-            pseudocode per tensor), ``"foreach"``, ``"fused"`` (torch's fused kernel) or
+            ``"constant"`` (1), ``"corrected"`` (lr_t * lr_t / lr_max, lr_max = the group's
+            initial lr: AdamC, arXiv 2506.02285). Ignored by Adam (L2).
+        cautious: AdamW only: cautious weight decay (arXiv 2510.12402), decay only where
+            the update u_t = lr_t * m_hat_t / (sqrt(v_hat_t) + eps) and theta_{t-1} have the
+            same sign: ``theta_t = theta_{t-1} - u_t - d_t * 1[u_t * theta_{t-1} >= 0] *
+            theta_{t-1}``. Any convention; not with torch's fused kernel (impl=None then
+            takes the compiled kernel for large tensors, foreach for the rest).
+        l1: L1 coefficient lambda_1. ``Adam``: coupled, lambda_1 * sign(theta_{t-1}) is
+            added to the gradient (and so preconditioned, like L2). ``AdamW``: decoupled, a
+            proximal step after the update, ``theta_t <- sign(theta_t) * max(|theta_t| -
+            d1_t, 0)`` with d1_t = lambda_1 times what the convention multiplies lambda by
+            (eta_t by default): weights within d1_t of zero become exactly zero. Not with
+            torch's fused kernel (impl=None plans the others).
+        impl: ``None`` (automatic: fused where exact and precise; else the compiled kernel for
+            tensors of at least ``COMPILE_MIN_NUMEL_TENSOR`` = 2**22 elements, flat buffers of
+            at least ``COMPILE_MIN_NUMEL_FLAT``, and foreach for the rest), ``"reference"``
+            (the pseudocode per tensor), ``"foreach"``, ``"fused"`` (torch's fused kernel) or
             ``"compiled"`` (a single-pass ``torch.compile`` kernel per tensor).
         flat: keep the group's parameters, gradients and state in one contiguous buffer each
             and update them with one kernel per step (see :mod:`weightdecay.optim.flat`).
@@ -77,8 +77,10 @@ class Adam(DecayOptimizer):
     """
 
     decoupled = False
-    _checks = {"lr": check_nonneg, "eps": check_positive, "weight_decay": check_nonneg,
-               "betas": _check_betas}
+    _checks = {"lr": _validate.non_negative, "eps": _validate.positive,
+               "weight_decay": _validate.non_negative, "betas": _check_betas,
+               "l1": _validate.non_negative}
+    _COMPILED = "adam"
 
     def __init__(
         self,
@@ -90,6 +92,8 @@ class Adam(DecayOptimizer):
         amsgrad: bool = False,
         *,
         decay_convention: str = "schedule",
+        cautious: bool = False,
+        l1: float = 0.0,
         impl: str | None = None,
         flat: bool = False,
     ) -> None:
@@ -100,124 +104,47 @@ class Adam(DecayOptimizer):
             weight_decay=weight_decay,
             amsgrad=amsgrad,
             decay_convention=decay_convention,
+            cautious=cautious,
+            l1=l1,
             impl=impl,
         )
         super().__init__(params, defaults, flat=flat)
-
-    def _fused_weight_decay(self, group: dict) -> float | None:
-        """torch's weight_decay argument giving exactly this group's update, or None."""
-        if not self.decoupled:
-            return group["weight_decay"]
-        return torch_weight_decay(group)
-
-    def _choose_impl(self, group: dict, params: list[torch.Tensor]) -> str:
-        impl = group["impl"]
-        fused_ok = (
-            foreach_ok(params)
-            and all(map(_fused_kernel_takes, params))
-            and self._fused_weight_decay(group) is not None
-        )
-        if impl == "fused" and not fused_ok:
-            raise ValueError(
-                "impl='fused' cannot compute this update exactly here (it needs CPU or CUDA "
-                "floating-point tensors on one device, and lr > 0 for decay_convention="
-                f"'constant'); got decay_convention={group['decay_convention']!r}, "
-                f"lr={group['lr']!r}"
-            )
-        if impl is None:
-            if fused_ok and _fused_is_precise(group):
-                return "fused"
-            return "foreach" if foreach_ok(params) else "reference"
-        return impl
 
     def _state_keys(self, group: dict) -> tuple[str, ...]:
         keys = ("exp_avg", "exp_avg_sq")
         return keys + ("max_exp_avg_sq",) if group["amsgrad"] else keys
 
-    def _update_group(self, group: dict, params: list[torch.Tensor]) -> None:
-        keys = self._state_keys(group)
-        lists = {key: [] for key in keys}
-        steps = []
-        for p in params:
-            state = self.state[p]
-            if "step" not in state:
-                # step lives on the parameter's device, as torch's fused kernels require
-                state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
-            for key in keys:
-                if key not in state:
-                    state[key] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                lists[key].append(state[key])
-            steps.append(state["step"])
-        self._apply(group, params, [p.grad for p in params], lists["exp_avg"],
-                    lists["exp_avg_sq"], lists.get("max_exp_avg_sq", []), steps)
-
     def _has_step_count(self) -> bool:
         return True
 
-    def _update_flat(self, group: dict, fg) -> None:
-        impl = group["impl"]
-        if impl is None or impl == "fused":
-            # the common case in few lines: this runs every step, and at ~1e5 parameters the
-            # Python around the kernel is a visible part of the step
-            wd = self._fused_weight_decay(group)
-            if (wd is not None and (impl == "fused" or _fused_is_precise(group))
-                    and _fused_kernel_takes(fg.param)):
-                beta1, beta2 = group["betas"]
-                fg.step.add_(1)
-                kernel = torch._fused_adamw_ if self.decoupled else torch._fused_adam_
-                kernel(fg.param_list, fg.grad_list, fg.state_lists["exp_avg"],
-                       fg.state_lists["exp_avg_sq"], fg.state_lists.get("max_exp_avg_sq", []),
-                       fg.step_list, amsgrad=group["amsgrad"], lr=group["lr"], beta1=beta1,
-                       beta2=beta2, weight_decay=wd, eps=group["eps"], maximize=False)
-                return
-            impl = self._choose_impl(group, [fg.param])  # raises for an inexact "fused"
-            if impl != "fused":  # one buffer: a single-pass kernel where fused is not exact
-                impl = "compiled" if fg.compiled else "foreach"
-        vmax = [fg.state["max_exp_avg_sq"]] if group["amsgrad"] else []
-        self._apply(group, [fg.param], [fg.grad], [fg.state["exp_avg"]],
-                    [fg.state["exp_avg_sq"]], vmax, [fg.step], impl=impl)
+    def _hyper(self, group: dict) -> dict:
+        hyper = self._decay_hyper(group)
+        hyper["beta1"], hyper["beta2"] = group["betas"]
+        hyper.update(lr=group["lr"], eps=group["eps"], amsgrad=group["amsgrad"],
+                     decoupled=self.decoupled,
+                     fused_weight_decay=self._fused_weight_decay(group))
+        return hyper
 
-    def _apply(self, group, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps,
-               impl=None):
-        """Algorithm 2 on lists of tensors (per-parameter tensors, or one flat buffer)."""
-        impl = impl or self._choose_impl(group, params)
-        amsgrad = group["amsgrad"]
-        beta1, beta2 = group["betas"]
-        if impl == "fused":
-            _torch_adam.adam(
-                params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps,
-                fused=True, decoupled_weight_decay=self.decoupled, amsgrad=amsgrad,
-                beta1=beta1, beta2=beta2, lr=group["lr"],
-                weight_decay=self._fused_weight_decay(group), eps=group["eps"], maximize=False,
-            )
-            return
-        torch._foreach_add_(steps, 1)
-        kw = dict(lr=group["lr"], beta1=beta1, beta2=beta2, eps=group["eps"],
-                  l2=0.0 if self.decoupled else group["weight_decay"],
-                  decay=decay_per_update(group) if self.decoupled else 0.0)
-        counts = [int(s.item()) for s in steps]
-        if impl == "compiled":
-            # see SGD._apply: what the compiled kernel cannot take goes to foreach, once
-            vmaxes = max_exp_avg_sqs if amsgrad else [None] * len(params)
-            rest = [i for i, args in enumerate(zip(params, grads, exp_avgs, exp_avg_sqs,
-                                                    vmaxes, counts))
-                    if not _compiled.adam_update(*args[:5], step=args[5], **kw)]
-            if not rest:
-                return
-            params, grads, exp_avgs, exp_avg_sqs, counts = (
-                [x[i] for i in rest] for x in (params, grads, exp_avgs, exp_avg_sqs, counts))
-            max_exp_avg_sqs = [max_exp_avg_sqs[i] for i in rest] if amsgrad else []
-            impl = "foreach"
-        if impl == "reference":
-            for i, p in enumerate(params):
-                _reference.adam_step(
-                    p, grads[i], exp_avgs[i], exp_avg_sqs[i],
-                    max_exp_avg_sqs[i] if amsgrad else None, t=counts[i], lr_t=kw["lr"],
-                    beta1=beta1, beta2=beta2, eps=kw["eps"], l2=kw["l2"], decay_t=kw["decay"],
-                )
-        else:
-            _multi_tensor_adam(params, grads, exp_avgs, exp_avg_sqs,
-                               max_exp_avg_sqs if amsgrad else None, counts, **kw)
+    def _flags(self, group: dict) -> dict:
+        return dict(amsgrad=bool(group["amsgrad"]), cautious=bool(group["cautious"]),
+                    use_l1=group["l1"] != 0)
+
+    def _fused_weight_decay(self, group: dict) -> float | None:
+        """torch's weight_decay argument giving exactly this group's update, or None."""
+        if group["l1"] != 0:
+            return None  # torch's kernel has no L1
+        if not self.decoupled:
+            return group["weight_decay"]
+        if group["cautious"] and group["weight_decay"] != 0:
+            return None  # torch's kernel decays every coordinate
+        return torch_weight_decay(group)
+
+    def _fused_precise(self, group: dict) -> bool:
+        """Whether ``impl=None`` may use the fused kernel for this group. torch's kernel rounds
+        the factor (1 - lr_t*wd) to the parameter dtype: with a decay that stays constant for
+        many updates ("constant" convention) that rounding is a systematic bias (~3e-8 per
+        update in float32), so the other kernels are preferred there."""
+        return group["decay_convention"] != "constant" or group["weight_decay"] == 0
 
 
 class AdamW(Adam):
@@ -226,8 +153,11 @@ class AdamW(Adam):
     Per update: ``theta_t = theta_{t-1} - lr_t * m_hat/(sqrt(v_hat)+eps) - d_t * theta_{t-1}``
     with ``d_t = eta_t * lambda`` by default (``decay_convention="schedule"``, the paper's;
     lambda is **not** multiplied by alpha, so the best lambda does not move with alpha),
-    ``lr_t * lambda`` with ``"lr"`` (what ``torch.optim.AdamW(weight_decay=lambda)`` does) or
-    ``lambda`` with ``"constant"``. See :class:`Adam` for the arguments.
+    ``lr_t * lambda`` with ``"lr"`` (what ``torch.optim.AdamW(weight_decay=lambda)`` does),
+    ``lambda`` with ``"constant"``, or ``lr_t * (lr_t / lr_max) * lambda`` with
+    ``"corrected"`` (AdamC, Defazio 2025: lr_max is each group's own initial lr, so a lambda
+    tuned for torch's AdamW carries over at the peak, and the decay falls with eta_t**2; see
+    :mod:`weightdecay.optim._decay`). See :class:`Adam` for the arguments.
 
     ``AdamW(lr=a, weight_decay=lam)`` equals ``torch.optim.AdamW(lr=a, weight_decay=lam/a)``
     under any LR schedule; the fused path uses exactly that identity.
@@ -239,14 +169,68 @@ class AdamW(Adam):
     decoupled = True
 
 
+# ---------------------------------------------------------------------------- the kernels
+# Each takes the tensor lists [params, grads, exp_avgs, exp_avg_sqs(, max_exp_avg_sqs)] (one
+# device and dtype, real), the update counts ``steps`` (already advanced: t >= 1) and the
+# step's hyperparameters (Adam._hyper).
+
+
+@torch.no_grad()
+def _reference_kernel(tensors: Tensors, steps, hp: dict) -> None:
+    lr = hp["lr"]
+    decay_t = _reference.decay_factor(hp["convention"], hp["lam"], lr, hp["lr_max"])
+    l1_decay_t = _reference.decay_factor(hp["convention"], hp["lam1"], lr, hp["lr_max"])
+    vmaxes = tensors[4] if hp["amsgrad"] else [None] * len(tensors[0])
+    for p, g, m, v, vmax, step in zip(*tensors[:4], vmaxes, steps):
+        _reference.adam_step(p, g, m, v, vmax, t=int(step.item()), lr_t=lr,
+                             beta1=hp["beta1"], beta2=hp["beta2"], eps=hp["eps"], l2=hp["l2"],
+                             decay_t=decay_t, cautious=hp["cautious"], l1=hp["l1"],
+                             l1_decay_t=l1_decay_t)
+
+
+_FAST = ("lr", "beta1", "beta2", "eps", "l2", "decay", "cautious", "l1", "l1_decay")
+
+
+def _foreach_kernel(tensors: Tensors, steps, hp: dict) -> None:
+    params, grads, exp_avgs, exp_avg_sqs = tensors[:4]
+    _multi_tensor_adam(params, grads, exp_avgs, exp_avg_sqs,
+                       tensors[4] if hp["amsgrad"] else None, [int(s.item()) for s in steps],
+                       **{k: hp[k] for k in _FAST})
+
+
+def _fused_kernel(tensors: Tensors, steps, hp: dict) -> None:
+    """torch's fused Adam(W) kernel: with weight_decay = the group's decay / lr_t it computes
+    exactly Algorithm 2 (``_plan`` uses it only where that holds)."""
+    kernel = torch._fused_adamw_ if hp["decoupled"] else torch._fused_adam_
+    amsgrad = hp["amsgrad"]
+    kernel(tensors[0], tensors[1], tensors[2], tensors[3], tensors[4] if amsgrad else [], steps,
+           amsgrad=amsgrad, lr=hp["lr"], beta1=hp["beta1"], beta2=hp["beta2"],
+           weight_decay=hp["fused_weight_decay"], eps=hp["eps"], maximize=False)
+
+
+def _compiled_kernel(tensors: Tensors, steps, hp: dict) -> None:
+    kw = {k: hp[k] for k in _FAST}
+    vmaxes = tensors[4] if hp["amsgrad"] else [None] * len(tensors[0])
+    for p, g, m, v, vmax, step in zip(*tensors[:4], vmaxes, steps):
+        _compiled.adam_update(p, g, m, v, vmax, step=int(step.item()), use_l1=hp["use_l1"],
+                              **kw)
+
+
 @torch.no_grad()
 def _multi_tensor_adam(
     params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps,
-    *, lr, beta1, beta2, eps, l2, decay,
+    *, lr, beta1, beta2, eps, l2, decay, cautious=False, l1=0.0, l1_decay=0.0,
 ) -> None:
     """Algorithm 2 with foreach kernels; at most one parameter-sized temporary per tensor."""
     tmp = None
-    if l2 != 0:
+    if l1 != 0:  # g_t + lambda*theta_{t-1} + lambda_1*sign(theta_{t-1}) (coupled L2, L1)
+        tmp = torch._foreach_sign(params)
+        torch._foreach_mul_(tmp, l1)
+        torch._foreach_add_(tmp, grads)
+        if l2 != 0:
+            torch._foreach_add_(tmp, params, alpha=l2)
+        grads = tmp
+    elif l2 != 0:
         grads = tmp = torch._foreach_add(grads, params, alpha=l2)  # g_t + lambda*theta_{t-1}
     torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)  # m_t
     torch._foreach_mul_(exp_avg_sqs, beta2)
@@ -255,6 +239,12 @@ def _multi_tensor_adam(
     if max_exp_avg_sqs is not None:
         torch._foreach_maximum_(max_exp_avg_sqs, exp_avg_sqs)
         v = max_exp_avg_sqs
+    if decay != 0 and cautious:  # (decoupled, so no L2 temporary exists yet)
+        # u_t = lr_t/(1-beta1^t) * m_t / (sqrt(v_hat)+eps) has the sign of lr_t * m_t: the
+        # mask needs no denominator, and its temporary then holds the denominator
+        tmp = torch._foreach_mul(exp_avgs, params)
+        masked_decay_(params, tmp, decay, scale=lr)
+        decay = 0.0
     if tmp is None:
         denom = torch._foreach_sqrt(v)
     else:  # reuse the temporary for the denominator
@@ -268,3 +258,9 @@ def _multi_tensor_adam(
         torch._foreach_add_(params, params, alpha=-decay)  # decay theta_{t-1} (step precomputed)
     step_sizes = [-lr / (1 - beta1**t) for t in steps]
     torch._foreach_addcdiv_(params, exp_avgs, denom, step_sizes)
+    if l1_decay != 0:  # decoupled L1, in the denominator's temporary
+        soft_threshold_(params, l1_decay, scratch=denom)
+
+
+Adam._KERNELS = {"reference": _reference_kernel, "foreach": _foreach_kernel,
+                 "fused": _fused_kernel, "compiled": _compiled_kernel}

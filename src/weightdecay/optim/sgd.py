@@ -8,6 +8,9 @@ Algorithm 1 of Loshchilov & Hutter (ICLR 2019), in the paper's momentum form::
 
 ``alpha * eta_t`` is ``group["lr"]``, so an LR scheduler changes both the step and the decay.
 torch's momentum (buf = mu*buf + g; theta -= lr_t*buf) equals this only while lr is constant.
+By design, since the step size lives in the buffer: when the learning rate reaches 0 (the end
+of a cosine period) SGD keeps moving theta by the remaining momentum, beta1^k * m_t after k
+more updates, where torch.optim.SGD stops at once.
 """
 
 from __future__ import annotations
@@ -16,13 +19,9 @@ from collections.abc import Iterable
 
 import torch
 
+from .. import _validate
 from . import _compiled, _reference
-from ._base import DecayOptimizer, check_nonneg, check_unit, foreach_ok
-from ._decay import decay_per_update
-
-#: tensors with at least this many elements get the compiled single-pass kernel when
-#: ``impl=None`` (16 MB in float32: the step saves milliseconds, the compilation is paid once)
-COMPILE_MIN_NUMEL = 2**22
+from ._base import DecayOptimizer, Tensors, masked_decay_, soft_threshold_
 
 
 class SGD(DecayOptimizer):
@@ -38,9 +37,20 @@ class SGD(DecayOptimizer):
             decay factor lambda (``SGDW``, multiplied per ``decay_convention``).
         nesterov: Nesterov momentum (theta -= beta1*m_t + lr_t*g_t).
         decay_convention: what SGDW's lambda is multiplied by: ``"schedule"`` (eta_t, the
-            paper's; default), ``"lr"`` (lr_t, torch's), ``"constant"`` (1). Ignored by SGD.
+            paper's; default), ``"lr"`` (lr_t, torch's), ``"constant"`` (1), ``"corrected"``
+            (lr_t * lr_t / lr_max, lr_max = the group's initial lr; AdamC). Ignored by SGD.
+        cautious: SGDW only: cautious weight decay (arXiv 2510.12402), decay only where the
+            update u_t (the step subtracted, m_t or Nesterov's) and theta_{t-1} have the same
+            sign: ``theta_t = theta_{t-1} - u_t - d_t * 1[u_t * theta_{t-1} >= 0] *
+            theta_{t-1}``. Any convention; every implementation but fused.
+        l1: L1 coefficient lambda_1. ``SGD``: coupled, lambda_1 * sign(theta_{t-1}) is added to
+            the gradient (the subgradient of lambda_1 * ||theta||_1). ``SGDW``: decoupled, a
+            proximal step after the update, ``theta_t <- sign(theta_t) * max(|theta_t| -
+            d1_t, 0)`` with d1_t = lambda_1 times what the convention multiplies lambda by
+            (eta_t by default): weights within d1_t of zero become exactly zero.
         impl: ``None`` (automatic: foreach; the compiled kernel for tensors of at least
-            ``COMPILE_MIN_NUMEL`` = 2**22 elements), ``"reference"`` (the pseudocode per tensor),
+            ``COMPILE_MIN_NUMEL_TENSOR`` = 2**22 elements, flat buffers of at least
+            ``COMPILE_MIN_NUMEL_FLAT``), ``"reference"`` (the pseudocode per tensor),
             ``"foreach"`` (multi-tensor kernels) or ``"compiled"`` (a single-pass
             ``torch.compile`` kernel per tensor; compiles once, best for few large tensors).
         flat: keep the group's parameters, gradients and state in one contiguous buffer each
@@ -53,7 +63,9 @@ class SGD(DecayOptimizer):
     """
 
     decoupled = False
-    _checks = {"lr": check_nonneg, "momentum": check_unit, "weight_decay": check_nonneg}
+    _checks = {"lr": _validate.non_negative, "momentum": _validate.fraction,
+               "weight_decay": _validate.non_negative, "l1": _validate.non_negative}
+    _COMPILED = "sgd"
 
     def __init__(
         self,
@@ -64,84 +76,41 @@ class SGD(DecayOptimizer):
         nesterov: bool = False,
         *,
         decay_convention: str = "schedule",
+        cautious: bool = False,
+        l1: float = 0.0,
         impl: str | None = None,
         flat: bool = False,
     ) -> None:
-        if nesterov and check_unit("momentum", momentum) == 0:
-            raise ValueError("Invalid nesterov=True with momentum=0; Nesterov needs momentum > 0")
+        if nesterov and _validate.fraction("momentum", momentum) == 0:
+            raise ValueError("nesterov=True needs momentum > 0, got momentum=0")
         defaults = dict(
             lr=lr,
             momentum=momentum,
             weight_decay=weight_decay,
             nesterov=nesterov,
             decay_convention=decay_convention,
+            cautious=cautious,
+            l1=l1,
             impl=impl,
         )
         super().__init__(params, defaults, flat=flat)
 
-    #: state tensors shaped like the parameter (flat mode keeps them in one buffer)
     def _state_keys(self, group: dict) -> tuple[str, ...]:
         return ("momentum",)
 
-    def _update_group(self, group: dict, params: list[torch.Tensor]) -> None:
-        bufs = []
-        for p in params:
-            state = self.state[p]
-            if "momentum" not in state:  # m_0 = 0
-                state["momentum"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            bufs.append(state["momentum"])
-        self._apply(group, params, [p.grad for p in params], bufs)
+    def _hyper(self, group: dict) -> dict:
+        hyper = self._decay_hyper(group)
+        hyper.update(lr=group["lr"], momentum=group["momentum"], nesterov=group["nesterov"])
+        return hyper
 
-    def _update_flat(self, group: dict, fg) -> None:
-        # one buffer: a single-pass compiled kernel (torch has no fused Algorithm 1), or the
-        # foreach kernels for a buffer too small for the kernel's dispatch to pay off
-        impl = group["impl"] or ("compiled" if fg.compiled else "foreach")
-        self._apply(group, [fg.param], [fg.grad], [fg.state["momentum"]], impl=impl)
+    def _flags(self, group: dict) -> dict:
+        return dict(nesterov=bool(group["nesterov"]), cautious=bool(group["cautious"]),
+                    use_l1=group["l1"] != 0)
 
-    def _apply(self, group, params, grads, bufs, impl=None) -> None:
-        """Algorithm 1 on lists of tensors (per-parameter tensors, or one flat buffer)."""
-        impl = impl or group["impl"]
-        if impl == "fused":
-            raise ValueError(
-                f"impl='fused' is not available for {type(self).__name__}: torch's fused SGD "
-                "uses torch-style momentum, not Algorithm 1; use 'compiled', 'foreach' or None"
-            )
-        kw = dict(lr=group["lr"], momentum=group["momentum"],
-                  l2=0.0 if self.decoupled else group["weight_decay"],
-                  decay=decay_per_update(group) if self.decoupled else 0.0,
-                  nesterov=group["nesterov"])
-        if impl is None:
-            if not foreach_ok(params):
-                impl = "reference"
-            else:
-                # torch has no fused Algorithm 1; foreach needs 4 passes over memory, the
-                # compiled kernel 1. For tensors large enough that the one-time compilation
-                # (~20 s cold, ~5 s with Inductor's disk cache) pays off, use the kernel.
-                big = [i for i, p in enumerate(params) if p.numel() >= COMPILE_MIN_NUMEL]
-                if big and _compiled.available():
-                    self._apply(group, *([x[i] for i in big] for x in (params, grads, bufs)),
-                                impl="compiled")
-                    bigset = set(big)
-                    small = [i for i in range(len(params)) if i not in bigset]
-                    params, grads, bufs = ([x[i] for i in small] for x in (params, grads, bufs))
-                    if not params:
-                        return
-                impl = "foreach"
-        if impl == "compiled":
-            # tensors the compiled kernel cannot take (compilation unavailable, warned once;
-            # non-contiguous) get the foreach kernel, each tensor updated exactly once
-            rest = [i for i, (p, g, m) in enumerate(zip(params, grads, bufs))
-                    if not _compiled.sgd_update(p, g, m, **kw)]
-            if not rest:
-                return
-            params, grads, bufs = ([x[i] for i in rest] for x in (params, grads, bufs))
-            impl = "foreach"
-        if impl == "reference":
-            for p, g, m in zip(params, grads, bufs):
-                _reference.sgd_step(p, g, m, lr_t=kw["lr"], momentum=kw["momentum"],
-                                    l2=kw["l2"], decay_t=kw["decay"], nesterov=kw["nesterov"])
-        else:
-            _multi_tensor_sgd(params, grads, bufs, **kw)
+    @classmethod
+    def _fused_refusal(cls) -> str | None:
+        return (f"impl='fused' is not available for {cls.__name__}: torch's fused SGD uses "
+                "torch-style momentum, not Algorithm 1; use 'compiled', 'foreach' or None")
 
 
 class SGDW(SGD):
@@ -149,8 +118,9 @@ class SGDW(SGD):
 
     Per update: ``theta_t = theta_{t-1} - m_t - d_t * theta_{t-1}`` where the decay
     ``d_t = eta_t * lambda`` by default (``decay_convention="schedule"``, the paper's: lambda
-    is **not** multiplied by alpha), ``lr_t * lambda`` with ``"lr"`` (torch's convention) or
-    ``lambda`` with ``"constant"``. See :class:`SGD` for the arguments.
+    is **not** multiplied by alpha), ``lr_t * lambda`` with ``"lr"`` (torch's convention),
+    ``lambda`` with ``"constant"`` or ``lr_t * (lr_t / lr_max) * lambda`` with ``"corrected"``
+    (see :mod:`weightdecay.optim._decay`). See :class:`SGD` for the arguments.
 
     Example:
         >>> opt = weightdecay.SGDW(model.parameters(), lr=0.1, weight_decay=1e-4)
@@ -159,10 +129,48 @@ class SGDW(SGD):
     decoupled = True
 
 
+# ---------------------------------------------------------------------------- the kernels
+# Each takes the tensor lists [params, grads, momentum buffers] (one device and dtype, real),
+# ``steps`` (None: SGD counts no updates) and the step's hyperparameters (SGD._hyper).
+
+
 @torch.no_grad()
-def _multi_tensor_sgd(params, grads, bufs, *, lr, momentum, l2, decay, nesterov) -> None:
+def _reference_kernel(tensors: Tensors, steps, hp: dict) -> None:
+    lr = hp["lr"]
+    decay_t = _reference.decay_factor(hp["convention"], hp["lam"], lr, hp["lr_max"])
+    l1_decay_t = _reference.decay_factor(hp["convention"], hp["lam1"], lr, hp["lr_max"])
+    for p, g, m in zip(*tensors):
+        _reference.sgd_step(p, g, m, lr_t=lr, momentum=hp["momentum"], l2=hp["l2"],
+                            decay_t=decay_t, nesterov=hp["nesterov"], cautious=hp["cautious"],
+                            l1=hp["l1"], l1_decay_t=l1_decay_t)
+
+
+_FAST = ("lr", "momentum", "l2", "decay", "nesterov", "cautious", "l1", "l1_decay")
+
+
+def _foreach_kernel(tensors: Tensors, steps, hp: dict) -> None:
+    params, grads, bufs = tensors
+    _multi_tensor_sgd(params, grads, bufs, **{k: hp[k] for k in _FAST})
+
+
+def _compiled_kernel(tensors: Tensors, steps, hp: dict) -> None:
+    kw = {k: hp[k] for k in _FAST}
+    for p, g, m in zip(*tensors):
+        _compiled.sgd_update(p, g, m, use_l1=hp["use_l1"], **kw)
+
+
+@torch.no_grad()
+def _multi_tensor_sgd(params, grads, bufs, *, lr, momentum, l2, decay, nesterov,
+                      cautious=False, l1=0.0, l1_decay=0.0) -> None:
     """Algorithm 1 with foreach kernels; at most one parameter-sized temporary per tensor."""
-    if l2 != 0:
+    if l1 != 0:  # temporary: g_t + lambda*theta + lambda_1*sign(theta) (coupled L2, L1)
+        tmp = torch._foreach_sign(params)
+        torch._foreach_mul_(tmp, l1)
+        torch._foreach_add_(tmp, grads)
+        if l2 != 0:
+            torch._foreach_add_(tmp, params, alpha=l2)
+        grads, owned = tmp, True
+    elif l2 != 0:
         grads = torch._foreach_add(grads, params, alpha=l2)  # temporary: g_t + lambda*theta
         owned = True
     else:
@@ -182,6 +190,21 @@ def _multi_tensor_sgd(params, grads, bufs, *, lr, momentum, l2, decay, nesterov)
         torch._foreach_add_(step, bufs, alpha=momentum)
     else:
         step = bufs
-    if decay != 0:
+    if decay != 0 and cautious:  # (decoupled, so grads are g_t: no L2 temporary)
+        if nesterov:  # the step is the one temporary: it takes the mask, then is redone
+            torch._foreach_mul_(step, params)
+            masked_decay_(params, step, decay)
+            torch._foreach_copy_(step, grads)
+            torch._foreach_mul_(step, lr)
+            torch._foreach_add_(step, bufs, alpha=momentum)
+        else:
+            masked_decay_(params, torch._foreach_mul(step, params), decay)
+    elif decay != 0:
         torch._foreach_add_(params, params, alpha=-decay)  # decay theta_{t-1} (step precomputed)
     torch._foreach_sub_(params, step)
+    if l1_decay != 0:  # decoupled L1 (the step's temporary, if any, is free again)
+        soft_threshold_(params, l1_decay, scratch=step if nesterov else None)
+
+
+SGD._KERNELS = {"reference": _reference_kernel, "foreach": _foreach_kernel,
+                "compiled": _compiled_kernel}

@@ -1,21 +1,42 @@
-"""``decoupled_weight_decay(OptimizerClass)``: the decoupled variant of any element-wise
-torch optimizer (RMSprop, Adagrad, Adamax, NAdam, ...) — the paper's future work (§9).
+"""``decoupled_weight_decay(OptimizerClass)``: the decoupled variant of a torch optimizer —
+the element-wise ones (RMSprop, Adagrad, Adamax, NAdam, ...), which the paper's Sec. 5
+(Conclusion and Future Work) expects to benefit alike, and non-element-wise ones such as
+``torch.optim.Muon`` (orthogonalized momentum).
 
 The returned class takes the same arguments plus ``decay_convention``; its ``weight_decay``
 is the decoupled factor lambda, applied per update as ``theta -= d_t * theta_{t-1}`` with
-``d_t = eta_t * lambda`` (``"schedule"``, default), ``lr_t * lambda`` (``"lr"``) or
-``lambda`` (``"constant"``), and never reaches the wrapped optimizer (which would add it to
-the gradient as L2). At lambda = 0 the class is the wrapped optimizer, bit for bit.
+``d_t = eta_t * lambda`` (``"schedule"``, default), ``lr_t * lambda`` (``"lr"``),
+``lambda`` (``"constant"``) or ``lr_t * eta_t * lambda`` (``"corrected"``), and never
+reaches the wrapped optimizer (which would add it to the gradient as L2, or decay by its own
+convention). One update is the decay of theta_{t-1}, then the wrapped optimizer's update;
+at lambda = 0 the class is the wrapped optimizer, bit for bit.
+
+Supported (tested, ``tests/test_optim_api.py``): every ``torch.optim`` optimizer of torch
+2.13 except two: SGD, Adam, AdamW, Adamax, NAdam, RAdam, RMSprop, Adagrad, Adadelta, ASGD,
+Rprop, Adafactor and Muon. Refused: ``LBFGS`` (it evaluates the closure many times inside one
+``step()``: there is no single update to decay around) and ``SparseAdam`` (its updates touch
+only the rows of a sparse gradient; a decay of every row would not be what it promises).
+Notes: ``lr_t`` is ``group["lr"]``, before any rescaling the wrapped optimizer applies itself
+(Muon's shape adjustment ``adjust_lr_fn``, Adafactor's relative step); and an optimizer
+whose update depends on theta itself (Adafactor's RMS(theta) scale) sees the decayed weights.
 """
 
 from __future__ import annotations
 
 import torch
 
-from ._base import check_nonneg
+from .. import _validate
 from ._decay import check_convention, decay_per_update
 
 _CACHE: dict[type, type] = {}
+
+#: torch optimizers the wrapper refuses, and why
+_REFUSED = {
+    torch.optim.LBFGS: "it evaluates the closure many times inside one step(), so there is "
+                       "no single update to decay around",
+    torch.optim.SparseAdam: "its updates touch only the rows of a sparse gradient, and a "
+                            "decay of every row would not be what it promises",
+}
 
 
 def decoupled_weight_decay(optimizer_cls: type[torch.optim.Optimizer]) -> type:
@@ -30,19 +51,24 @@ def decoupled_weight_decay(optimizer_cls: type[torch.optim.Optimizer]) -> type:
             "decoupled_weight_decay expects a torch.optim.Optimizer subclass, "
             f"got {optimizer_cls!r}"
         )
+    for refused, why in _REFUSED.items():
+        if issubclass(optimizer_cls, refused):
+            raise ValueError(f"decoupled_weight_decay does not support {refused.__name__}: "
+                             f"{why}")
     if optimizer_cls in _CACHE:
         return _CACHE[optimizer_cls]
 
-    class Decoupled(optimizer_cls):
+    class Decoupled(optimizer_cls):  # type: ignore[valid-type, misc]
         __doc__ = (
             f"{optimizer_cls.__name__} with decoupled weight decay: lambda is multiplied by "
-            "eta_t (decay_convention='schedule'), lr_t ('lr') or 1 ('constant') and applied "
+            "eta_t (decay_convention='schedule'), lr_t ('lr'), 1 ('constant') or lr_t*eta_t "
+            "('corrected') and applied "
             "to theta_{t-1} before the wrapped update; the wrapped optimizer sees no L2 term."
         )
 
         def __init__(self, params, *args, weight_decay=0.0, decay_convention="schedule",
                      **kwargs):
-            check_nonneg("weight_decay", weight_decay)
+            _validate.non_negative("weight_decay", weight_decay)
             check_convention(decay_convention)
             params = list(params)
             ours = {"weight_decay": weight_decay, "decay_convention": decay_convention}
@@ -55,7 +81,7 @@ def decoupled_weight_decay(optimizer_cls: type[torch.optim.Optimizer]) -> type:
                     group.update(ours)
             self.defaults.update(ours)  # used by later add_param_group calls
             for group in self.param_groups:
-                check_nonneg("weight_decay", group["weight_decay"])
+                _validate.non_negative("weight_decay", group["weight_decay"])
                 check_convention(group["decay_convention"])
                 group.setdefault("initial_lr", group["lr"])
 

@@ -38,6 +38,8 @@ from typing import Any
 
 import numpy as np
 
+from .._validate import non_negative, positive, positive_int
+
 __all__ = [
     "Schedule",
     "as_schedule",
@@ -56,41 +58,9 @@ __all__ = [
 # ----------------------------------------------------------------------------- validation
 
 
-def _real(name: str, value: Any) -> float:
-    """Return ``value`` as a finite float or raise ``ValueError`` naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{name} must be a real number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    return value
-
-
-def _positive(name: str, value: Any) -> float:
-    value = _real(name, value)
-    if value <= 0:
-        raise ValueError(f"{name} must be > 0, got {value!r}")
-    return value
-
-
-def _non_negative(name: str, value: Any) -> float:
-    value = _real(name, value)
-    if value < 0:
-        raise ValueError(f"{name} must be >= 0, got {value!r}")
-    return value
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
 def _eta_range(eta_min: Any, eta_max: Any) -> tuple[float, float]:
-    eta_min = _non_negative("eta_min", eta_min)
-    eta_max = _non_negative("eta_max", eta_max)
+    eta_min = non_negative("eta_min", eta_min)
+    eta_max = non_negative("eta_max", eta_max)
     if eta_min > eta_max:
         raise ValueError(f"eta_min must be <= eta_max, got eta_min={eta_min!r} > {eta_max!r}")
     return eta_min, eta_max
@@ -418,7 +388,7 @@ def constant(value: float = 1.0) -> Schedule:
     Args:
         value: the multiplier, ``>= 0``.
     """
-    return _Constant(_non_negative("value", value))
+    return _Constant(non_negative("value", value))
 
 
 def step_drop(milestones: Sequence[float], factor: float = 0.1) -> Schedule:
@@ -437,9 +407,9 @@ def step_drop(milestones: Sequence[float], factor: float = 0.1) -> Schedule:
         >>> s(29), s(30), s(85)  # doctest: +SKIP
         (1.0, 0.1, 0.001)
     """
-    factor = _positive("factor", factor)
+    factor = positive("factor", factor)
     try:
-        values = [_non_negative("milestones", m) for m in milestones]
+        values = [non_negative("milestones", m) for m in milestones]
     except TypeError as err:
         raise ValueError(f"milestones must be a sequence of numbers, got {milestones!r}") from err
     if any(b <= a for a, b in zip(values, values[1:])):
@@ -454,7 +424,7 @@ def linear(total_steps: float, eta_min: float = 0.0, eta_max: float = 1.0) -> Sc
         total_steps: length of the decay in updates, ``> 0``.
         eta_min, eta_max: end and start multipliers, ``0 <= eta_min <= eta_max``.
     """
-    total_steps = _positive("total_steps", total_steps)
+    total_steps = positive("total_steps", total_steps)
     eta_min, eta_max = _eta_range(eta_min, eta_max)
     return _Linear(total_steps, eta_min, eta_max)
 
@@ -469,7 +439,7 @@ def cosine(total_steps: float, eta_min: float = 0.0, eta_max: float = 1.0) -> Sc
         total_steps: length of the annealing in updates, ``> 0``.
         eta_min, eta_max: multipliers, ``0 <= eta_min <= eta_max``.
     """
-    total_steps = _positive("total_steps", total_steps)
+    total_steps = positive("total_steps", total_steps)
     eta_min, eta_max = _eta_range(eta_min, eta_max)
     return _Cosine(total_steps, eta_min, eta_max)
 
@@ -484,8 +454,8 @@ def linear_warmup(warmup_steps: float, start: float = 0.0) -> Schedule:
         warmup_steps: length of the ramp in updates, ``>= 0`` (0 means no warmup).
         start: multiplier at ``t = 0``, in ``[0, 1]``.
     """
-    warmup_steps = _non_negative("warmup_steps", warmup_steps)
-    start = _non_negative("start", start)
+    warmup_steps = non_negative("warmup_steps", warmup_steps)
+    start = non_negative("start", start)
     if start > 1:
         raise ValueError(f"start must be in [0, 1], got {start!r}")
     return _LinearWarmup(warmup_steps, start)
@@ -507,7 +477,7 @@ def join(schedules: Sequence[Schedule | float], boundaries: Sequence[float]) -> 
     if not pieces:
         raise ValueError("schedules must not be empty, got []")
     try:
-        values = [_positive("boundaries", b) for b in boundaries]
+        values = [positive("boundaries", b) for b in boundaries]
     except TypeError as err:
         raise ValueError(f"boundaries must be a sequence of numbers, got {boundaries!r}") from err
     if len(values) != len(pieces) - 1:
@@ -544,8 +514,8 @@ def updates_per_epoch(dataset_size: int, batch_size: int, drop_last: bool = Fals
     ``ceil(B / b)`` (a last, smaller batch counts as an update), or ``floor(B / b)`` with
     ``drop_last=True`` (as ``torch.utils.data.DataLoader(drop_last=True)``).
     """
-    dataset_size = _positive_int("dataset_size", dataset_size)
-    batch_size = _positive_int("batch_size", batch_size)
+    dataset_size = positive_int("dataset_size", dataset_size)
+    batch_size = positive_int("batch_size", batch_size)
     if drop_last:
         if batch_size > dataset_size:
             raise ValueError(
@@ -566,6 +536,6 @@ def epochs_to_updates(epochs: float, steps_per_epoch: int) -> int:
         epochs: ``>= 0``, finite.
         steps_per_epoch: updates per epoch, a positive integer (see :func:`updates_per_epoch`).
     """
-    epochs = _non_negative("epochs", epochs)
-    steps_per_epoch = _positive_int("steps_per_epoch", steps_per_epoch)
+    epochs = non_negative("epochs", epochs)
+    steps_per_epoch = positive_int("steps_per_epoch", steps_per_epoch)
     return int(math.floor(epochs * steps_per_epoch + 0.5))

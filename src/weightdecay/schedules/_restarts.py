@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from ._functions import Schedule, _dispatch, _non_negative, _positive, _power, _scalar_step
+from .._validate import non_negative, positive
+from ._functions import Schedule, _dispatch, _power, _scalar_step
 
 __all__ = [
     "CosineRestarts",
@@ -39,8 +40,8 @@ class _Periods:
     """Geometric restart periods ``T_i = T_0 * T_mult**i`` (all in updates)."""
 
     def __init__(self, T_0: Any, T_mult: Any) -> None:
-        self.T_0 = _positive("T_0", T_0)
-        self.T_mult = _positive("T_mult", T_mult)
+        self.T_0 = positive("T_0", T_0)
+        self.T_mult = positive("T_mult", T_mult)
         # Total length of all periods: finite only when they shrink.
         self.horizon = self.T_0 / (1.0 - self.T_mult) if self.T_mult < 1 else math.inf
 
@@ -113,7 +114,7 @@ class _Periods:
         return i
 
     def ends(self, until: Any) -> list[float]:
-        until = _non_negative("until", until)
+        until = non_negative("until", until)
         if until >= self.horizon:
             raise ValueError(
                 f"until must be < {self.horizon!r} updates (the total length of all periods "
@@ -282,14 +283,14 @@ def cosine_restarts(
         (1.0, 1.0, [10.0, 30.0, 70.0, 150.0])
     """
     periods = _Periods(T_0, T_mult)
-    eta_min = _non_negative("eta_min", eta_min)
-    eta_max = _non_negative("eta_max", eta_max)
+    eta_min = non_negative("eta_min", eta_min)
+    eta_max = non_negative("eta_max", eta_max)
     if eta_min > eta_max:
         raise ValueError(f"eta_min must be <= eta_max, got eta_min={eta_min!r} > {eta_max!r}")
-    amplitude_decay = _positive("amplitude_decay", amplitude_decay)
+    amplitude_decay = positive("amplitude_decay", amplitude_decay)
     if amplitude_decay > 1:
         raise ValueError(f"amplitude_decay must be in (0, 1], got {amplitude_decay!r}")
-    warmup = _non_negative("warmup", warmup)
+    warmup = non_negative("warmup", warmup)
     if warmup >= periods.T_0:
         raise ValueError(f"warmup must be < T_0={periods.T_0!r} updates, got {warmup!r}")
     if not isinstance(warmup_every_cycle, bool):
