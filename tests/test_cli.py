@@ -185,7 +185,7 @@ def test_sweep_export_report(capsys, tmp_path, spec_file, monkeypatch):
 
     calls = []
 
-    def fake_write_report(records, out_dir, spec=None, versions=None):
+    def fake_write_report(records, out_dir, spec=None, versions=None, **options):
         calls.append((records, spec, versions))
         path = Path(out_dir) / "report.html"
         path.write_text("<html></html>")
@@ -225,7 +225,7 @@ def test_reproduce_writes_report_and_resumes(capsys, tmp_path, monkeypatch):
     monkeypatch.setitem(presets.PRESETS, "quick", tiny)
     written = []
 
-    def fake_write_report(records, out_dir, spec=None, versions=None):
+    def fake_write_report(records, out_dir, spec=None, versions=None, **options):
         written.append(len(records))
         path = Path(out_dir) / "report.html"
         path.write_text("<html></html>")

@@ -67,7 +67,8 @@ def make_record(optimizer, lr, wd, err, *, seed=0, figure="fig2", schedule="cosi
         "schedule": schedule, "T_0": T_0, "T_mult": 2.0, "milestones": None,
         "drop_factor": 0.1, "epochs": epochs, "batch_size": 128, "seed": seed,
         "device": "cpu", "momentum": 0.9, "decay_all": True, "width": None,
-        "test_size": N_TEST, "eval_every": 1, "experiment": figure, "figure": figure,
+        "test_size": N_TEST, "eval_every": 1, "cautious": False, "l1": 0.0,
+        "scale_invariant_only": False, "experiment": figure, "figure": figure,
         "trial_number": n, "state": state, "diverged": diverged,
         "final_test_error": final, "best_test_error": final,
         "final_train_loss": float("nan") if diverged else 2.0 * err ** 2,
@@ -415,3 +416,26 @@ def test_records_from_the_store_feed_the_report(tmp_path):
     assert len(loaded) == len(recs)
     claims = {c.key: c for c in scorecard(loaded, n_boot=100, equivalence=False)}
     assert claims["fig2.sgd"].verdict == "holds" and claims["delta.sgd"].verdict == "holds"
+
+
+def test_variants_are_ranked_with_paired_differences(tmp_path):
+    from weightdecay.report.variants import markdown, variant_table
+
+    recs = (grid("adamw", separable, figure="variants", seeds=(0, 1))
+            + [dict(r, decay_convention="lr") for r in
+               grid("adamw", lambda le, we: separable(le, we) + 0.01, figure="variants",
+                    seeds=(0, 1), start=5000)]
+            + [dict(r, cautious=True) for r in
+               grid("adamw", rising, figure="variants", seeds=(0, 1), start=9000)])
+    ev = Evidence(recs, n_boot=200)
+    rows = variant_table(ev)
+    assert [r.name for r in rows][-1] == "torch (lr_t·λ)"  # 1 point worse: ranked last
+    paper = next(r for r in rows if r.name == "paper (η_t·λ)")
+    torch_row = next(r for r in rows if r.name.startswith("torch"))
+    assert paper.vs_paper is None and torch_row.vs_paper.lo > 0
+    assert next(r for r in rows if r.name.startswith("cautious")).slope.reading == "rises with α"
+    assert "| AdamW | paper (η_t·λ) |" in markdown(rows)
+    text = write_report(recs, tmp_path, n_boot=50).read_text()
+    assert (tmp_path / "variants.png").exists() and "Decay variants" in text
+    stats = json.loads((tmp_path / "stats.json").read_text())
+    assert len(stats["variants"]["rows"]) == 3

@@ -16,8 +16,11 @@ intervals twice as wide), cosine annealing, batch 128, grids in powers of 2.
 - ``full``: every claim of the scorecard: Fig. 2 on a 32x range with 9 decay values and 3
   seeds; Fig. 1 (Adam/AdamW under fixed, step-drop, cosine); Fig. 3 (40-epoch runs);
   Fig. 4 (warm restarts, 30 epochs, 3 seeds); Supp. 3 (budgets of 5, 10, 20 epochs, raw λ
-  vs λ_norm); torch's decay convention; and the mechanism ablation (decay only the
-  weights that BatchNorm makes scale-invariant).
+  vs λ_norm); torch's decay convention; and two mechanism ablations for AdamW's rising
+  optimum (decay only the weights that BatchNorm makes scale-invariant; 3x the budget).
+- ``variants``: SGDW and AdamW under the paper's decay, torch's, the corrected (AdamC) one,
+  cautious decay and decay of the scale-invariant weights only, on equal terms (5 α × 8 λ,
+  2 seeds each), ranked by best error with the Fig. 2 slope of each.
 - ``cifar10``: the paper's own settings (CIFAR-10, Shake-Shake 26 2x64d, batch 128, 100
   epochs, grids in powers of 2, normalized weight decay) for GPUs and many workers.
 
@@ -138,6 +141,21 @@ FULL: dict[str, Any] = {
                 {"optimizer": "adamw", "lr": _pow2(-6, -4), "weight_decay_norm": _pow2(-6, 0)},
             ],
         },
+        {   # mechanism 1 (AdamW's best lambda rises with alpha in Fig. 2): is it the decay of
+            # the parameters that BatchNorm does not make scale-invariant (the head, the
+            # norms' scales)? Decay only the scale-invariant convolution weights.
+            "name": "ablation_si", "figure": "ablation", "schedules": ["cosine"],
+            "epochs": [10], "seeds": [0, 1], "scale_invariant_only": True, **_FINAL_ONLY,
+            "optimizers": copy.deepcopy(_FIG2_FULL[1::2]),  # sgdw, adamw
+        },
+        {   # mechanism 2: is the rise a transient of short training (weight norms not yet at
+            # their equilibrium)? AdamW's Fig. 2 at 3x the budget
+            "name": "ablation_budget", "figure": "ablation", "schedules": ["cosine"],
+            "epochs": [30], "seeds": [0, 1], "eval_every": 30,
+            "optimizers": [
+                {"optimizer": "adamw", "lr": _pow2(-7, -3), "weight_decay": _pow2(-12, -5)},
+            ],
+        },
         {   # torch's convention: decay lr_t * lambda (lambda in torch's units, lambda/alpha)
             "name": "conventions", "figure": "conventions", "schedules": ["cosine"],
             "epochs": [10], "seeds": [0, 1], "decay_convention": "lr", **_FINAL_ONLY,
@@ -191,8 +209,49 @@ CIFAR10: dict[str, Any] = {
     ],
 }
 
+# -- variants: the decay rules users ask for, on equal terms ---------------------------------
+
+_LR_SGDW, _LR_ADAMW = _pow2(-4, 0), _pow2(-7, -3)
+
+
+def _variant(optimizer: str, lr: list[float], wd: list[float], **setting: Any) -> dict:
+    return {"optimizer": optimizer, "lr": lr, "weight_decay": wd, **setting}
+
+
+VARIANTS: dict[str, Any] = {
+    "name": "variants",
+    "description": (
+        "SGDW and AdamW under the paper's decay (eta_t*lambda), torch's (lr_t*lambda), "
+        "corrected (AdamC: lr_t^2/lr_max*lambda), cautious, and decay of the scale-invariant "
+        "weights only: Fig. 2 heat maps on MNIST-1D, 2 seeds, 10k held-out test examples."
+    ),
+    "defaults": dict(_MNIST1D),
+    "experiments": [
+        {
+            "name": "variants", "figure": "variants", "schedules": ["cosine"],
+            "epochs": [10], "seeds": [0, 1], **_FINAL_ONLY,
+            # each grid in its convention's own units, centred on where the pilot's optimum
+            # lands in them (lr/corrected: lambda/alpha; cautious decays about half the
+            # coordinates, so its lambda sits about one step higher)
+            "optimizers": [
+                _variant("sgdw", _LR_SGDW, _pow2(-11, -4)),
+                _variant("sgdw", _LR_SGDW, _pow2(-9, -2), decay_convention="lr"),
+                _variant("sgdw", _LR_SGDW, _pow2(-9, -2), decay_convention="corrected"),
+                _variant("sgdw", _LR_SGDW, _pow2(-10, -3), cautious=True),
+                _variant("sgdw", _LR_SGDW, _pow2(-11, -4), scale_invariant_only=True),
+                _variant("adamw", _LR_ADAMW, _pow2(-11, -4)),
+                _variant("adamw", _LR_ADAMW, _pow2(-6, 1), decay_convention="lr"),
+                _variant("adamw", _LR_ADAMW, _pow2(-6, 1), decay_convention="corrected"),
+                _variant("adamw", _LR_ADAMW, _pow2(-10, -3), cautious=True),
+                _variant("adamw", _LR_ADAMW, _pow2(-11, -4), scale_invariant_only=True),
+            ],
+        }
+    ],
+}
+
 #: preset name -> sweep spec
-PRESETS: dict[str, dict[str, Any]] = {"quick": QUICK, "full": FULL, "cifar10": CIFAR10}
+PRESETS: dict[str, dict[str, Any]] = {"quick": QUICK, "full": FULL, "variants": VARIANTS,
+                                      "cifar10": CIFAR10}
 
 
 def preset_names() -> tuple[str, ...]:
@@ -201,7 +260,7 @@ def preset_names() -> tuple[str, ...]:
 
 
 def get_preset(name: str) -> dict[str, Any]:
-    """A deep copy of the preset ``name`` (``quick``, ``full`` or ``cifar10``)."""
+    """A deep copy of the preset ``name`` (one of :data:`PRESETS`)."""
     if name not in PRESETS:
         raise ValueError(f"preset={name!r} is not valid; valid: {', '.join(PRESETS)}")
     return copy.deepcopy(PRESETS[name])

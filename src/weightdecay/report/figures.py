@@ -36,13 +36,14 @@ __all__ = [
     "fig3",
     "fig4",
     "fig_slopes",
+    "fig_variants",
     "optimizer_label",
     "supp1",
     "supp3",
 ]
 
 #: figures in report order (the first six are the paper's; "slopes" summarizes Fig. 2)
-FIGURES = ("fig2", "slopes", "fig1", "fig3", "fig4", "supp1", "supp3")
+FIGURES = ("fig2", "slopes", "fig1", "fig3", "fig4", "supp1", "supp3", "variants")
 
 _OPT_ORDER = ("sgd", "sgdw", "adam", "adamw")
 _OPT_LABEL = {"sgd": "SGD", "sgdw": "SGDW", "adam": "Adam", "adamw": "AdamW"}
@@ -321,6 +322,30 @@ def supp3(records, top_k: int = 1):
     _draw_panels(fig, panels, ev, len(kinds), len(budgets), top_k=top_k, shared_scale=True)
     fig.suptitle("Supp. Fig. 3 — the best setting per budget: raw λ vs normalized λ_norm "
                  f"({_note(recs)})", fontsize=12)
+    return fig
+
+
+def fig_variants(records, top_k: int = 10):
+    """The ``variants`` preset: one heat map per optimizer and decay rule (rows SGDW and
+    AdamW; columns the paper's decay, torch's, corrected, cautious, scale-invariant weights
+    only), each with its best λ per α and the fitted slope; λ in each rule's own units."""
+    ev = evidence_for(records)
+    recs = _need(ev, "variants", "sgdw/adamw under several decay rules")
+    key = _fig_key(ev, recs, "variants")
+    settings = (("paper", {"decay_convention": "schedule", "cautious": False,
+                           "scale_invariant_only": False}),
+                ("torch (lr_t·λ)", {"decay_convention": "lr"}),
+                ("corrected", {"decay_convention": "corrected"}),
+                ("cautious", {"cautious": True}),
+                ("scale-invariant only", {"scale_invariant_only": True}))
+    opts = [o for o in ("sgdw", "adamw") if any(r.get("optimizer") == o for r in recs)]
+    panels = [Panel(f"{_OPT_LABEL[o]}, {label}", key, "weight_decay",
+                    tuple({"optimizer": o, **match}.items()))
+              for o in opts for label, match in settings]
+    fig = _figure(5.2 * len(settings), 4.8 * len(opts) + 0.5)
+    _draw_panels(fig, panels, ev, len(opts), len(settings), top_k=top_k)
+    fig.suptitle(f"Decay variants — final test error (%), ◆ best λ of each α ({_note(recs)})",
+                 fontsize=12)
     return fig
 
 

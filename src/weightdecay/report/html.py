@@ -37,6 +37,8 @@ from .stats import (
     completed,
     format_value,
 )
+from .variants import VariantRow, variant_table
+from .variants import markdown as variants_markdown
 
 __all__ = ["replication", "write_report"]
 
@@ -57,6 +59,9 @@ _CAPTIONS = {
             "(anytime performance), ±1 SE over seeds.",
     "supp1": "Supp. Fig. 1 — the schedule multiplier η_t of cosine annealing with warm "
              "restarts; the ends of the periods are the recommended checkpoints.",
+    "variants": "Decay variants — SGDW and AdamW under the paper's decay (η_t·λ), torch's "
+                "(lr_t·λ), corrected (AdamC, lr_t²/lr_max·λ), cautious decay, and decay of the "
+                "scale-invariant weights only; each heat map in its rule's own λ units.",
     "supp3": "Supp. Fig. 3 — heat maps at several epoch budgets, raw λ vs normalized λ_norm "
              "(App. B.1): the best raw λ should move with the budget, the best λ_norm less.",
 }
@@ -232,7 +237,7 @@ def _scorecard_html(claims: Sequence[Claim], replicated: Mapping[str, Any] | Non
 
 def _design_html(ev: Evidence) -> str:
     parts = []
-    for fig in ("fig2", "fig1", "fig3", "fig4", "supp3", "conventions"):
+    for fig in ("fig2", "fig1", "fig3", "fig4", "supp3", "conventions", "ablation", "variants"):
         recs = ev.experiment(fig)
         if not recs:
             continue
@@ -326,6 +331,24 @@ def _tables_html(ev: Evidence, name: str) -> tuple[str, dict]:
     return "\n".join(out), js
 
 
+def _variants_html(rows: Sequence[VariantRow]) -> str:
+    if not rows:
+        return ""
+    head = ("<tr><th class='l'>optimizer</th><th class='l'>decay</th><th>best test error "
+            "[90 %]</th><th>vs the paper's decay</th><th>slope d log λ*/d log α</th>"
+            "<th class='l'>reading</th></tr>")
+    body = "".join(
+        f"<tr><td class='l'>{_e(r.optimizer)}</td><td class='l'>{_e(r.name)}</td>"
+        f"<td>{_e(r.best_error.format('{:.2f} %', 100))}</td>"
+        f"<td>{_e('—' if r.vs_paper is None else r.vs_paper.format('{:+.1f} %', 100))}</td>"
+        f"<td>{_e(r.slope.slope.format())}</td><td class='l'>{_e(r.slope.reading)}</td></tr>"
+        for r in rows)
+    return ("<p>Each optimizer's decay rules, ranked by best final test error (best cell of "
+            "the heat map; the difference from the paper's decay is paired: same seeds, same "
+            "test examples). λ grids are in each rule's own units, so only errors and slopes "
+            "compare across rules.</p><table>" + head + body + "</table>")
+
+
 def replication(claims: Sequence[Claim], original: Mapping[str, Any]) -> dict[str, Any]:
     """Compare a scorecard with an original one (``stats.json`` ``"scorecard"`` list or a
     results file with it): which verdicts replicated. Claims "not run" in either are left
@@ -345,7 +368,9 @@ def replication(claims: Sequence[Claim], original: Mapping[str, Any]) -> dict[st
 def _draw(name: str, ev: Evidence):
     if name == "supp1":
         return F.supp1(ev.records)
-    return getattr(F, name if name != "slopes" else "fig_slopes")(ev)
+    if name in ("slopes", "variants"):
+        return getattr(F, f"fig_{name}")(ev)
+    return getattr(F, name)(ev)
 
 
 def write_report(
@@ -395,6 +420,8 @@ def write_report(
     wanted = [n for n in ("fig2", "slopes", "fig1", "fig3", "fig4", "supp3")
               if untagged or (n if n != "slopes" else "fig2") in tags]
     wanted.insert(len(wanted) - ("supp3" in wanted), "supp1")
+    if "variants" in tags:
+        wanted.insert(0, "variants")
 
     sections: list[str] = []
     stats_json: dict[str, Any] = {"scorecard": [c.to_dict() for c in claims]}
@@ -416,6 +443,11 @@ def write_report(
             tables, js = _tables_html(ev, name)
             parts.append(tables)
             stats_json[name] = js
+        if name == "variants":
+            rows = variant_table(ev)
+            parts.insert(2, _variants_html(rows))
+            stats_json["variants"] = {"rows": [r.to_dict() for r in rows],
+                                      "markdown": variants_markdown(rows)}
         sections.append("\n".join(parts))
     if "conventions" in tags:
         tables, js = _tables_html(ev, "conventions")

@@ -98,6 +98,9 @@ def write(run: Path, name: str, results: Path, readme: Path | None) -> None:
     results.mkdir(parents=True, exist_ok=True)
     summary = _summary(stats)
     lines = [markdown_table(stats["scorecard"])]
+    if stats.get("variants", {}).get("markdown"):
+        summary["variants"] = stats["variants"]["rows"]
+        lines = [stats["variants"]["markdown"]]  # the variants preset scores no paper claim
     rep = stats.get("replication")
     if rep:
         lines.append(f"\nReplication on other seeds: {rep['replicated']} of {rep['compared']} "

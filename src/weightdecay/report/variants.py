@@ -1,0 +1,104 @@
+"""The decay variants compared on equal terms (the ``variants`` preset): for each optimizer
+and decay rule, the best final test error with its interval, its difference from the
+paper's decay (paired bootstrap: same seeds, same test examples), and the Fig. 2 slope of
+its best λ against α with its reading.
+
+A variant is identified by the settings that distinguish it in the records: the decay
+convention (``"schedule"`` = the paper's η_t·λ, ``"lr"`` = torch's lr_t·λ, ``"corrected"``
+= AdamC's lr_t·(lr_t/lr_max)·λ), ``cautious`` and ``scale_invariant_only``. Their λ grids
+are in each convention's own units, so λ values are not compared across variants — best
+errors and slopes are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from .claims import Evidence
+from .stats import SLOPE_READINGS, Interval, SlopeFit, interval
+
+__all__ = ["VariantRow", "markdown", "variant_table"]
+
+_OPT_LABEL = {"sgdw": "SGDW", "adamw": "AdamW", "sgd": "SGD", "adam": "Adam"}
+
+
+@dataclass
+class VariantRow:
+    """One variant: what it is, how well it does, and how its best λ moves with α."""
+
+    optimizer: str
+    name: str
+    match: dict
+    best_error: Interval
+    vs_paper: Interval | None  # relative difference of best errors, paired; None: the paper's
+    slope: SlopeFit
+
+    def to_dict(self) -> dict:
+        return {"optimizer": self.optimizer, "variant": self.name,
+                "best_error": self.best_error.to_dict(),
+                "vs_paper": None if self.vs_paper is None else self.vs_paper.to_dict(),
+                "slope": self.slope.slope.to_dict(), "reading": self.slope.reading}
+
+
+def _name(r: Mapping) -> str:
+    conv = r.get("decay_convention", "schedule")
+    base = {"schedule": "paper (η_t·λ)", "lr": "torch (lr_t·λ)",
+            "corrected": "corrected (lr_t²/lr_max·λ)", "constant": "constant (λ)"}[conv]
+    if r.get("cautious"):
+        base = "cautious, " + base
+    if r.get("scale_invariant_only"):
+        base = "scale-invariant weights only, " + base
+    return base
+
+
+def variant_table(ev: Evidence, figure: str = "variants") -> list[VariantRow]:
+    """One row per (optimizer, variant) of the experiment ``figure``, each optimizer's rows
+    ranked by best error (lowest first). Empty when the experiment is not in the store."""
+    reps = ev.reps(figure)
+    if reps is None:
+        return []
+    keys: dict[tuple, dict] = {}
+    for r in reps.records:
+        match = {"optimizer": r["optimizer"], "decay_convention": r.get("decay_convention"),
+                 "cautious": bool(r.get("cautious")),
+                 "scale_invariant_only": bool(r.get("scale_invariant_only"))}
+        keys.setdefault(tuple(match.items()), match)
+    rows = []
+    for match in keys.values():
+        hm = ev.heat_map(figure, **match)
+        fit = ev.slope(figure, **match)
+        if hm is None or fit is None:
+            continue
+        rows.append((match, hm.best_error(), fit))
+    out = []
+    for opt in sorted({m["optimizer"] for m, _, _ in rows}):
+        mine = [(m, b, f) for m, b, f in rows if m["optimizer"] == opt]
+        paper = next((b for m, b, _ in mine if m["decay_convention"] == "schedule"
+                      and not m["cautious"] and not m["scale_invariant_only"]), None)
+        table = []
+        for m, b, f in mine:
+            is_paper = paper is not None and b is paper
+            vs = None if paper is None or is_paper else interval((b - paper) / paper)
+            table.append(VariantRow(opt, _name(m), m, interval(b), vs, f))
+        table.sort(key=lambda row: row.best_error.estimate
+                   if np.isfinite(row.best_error.estimate) else np.inf)
+        out += table
+    return out
+
+
+def markdown(rows: list[VariantRow]) -> str:
+    """The table as markdown (best error and the difference in %)."""
+    lines = ["| optimizer | decay | best test error [90 %] | vs the paper's decay "
+             "(relative) | slope d log λ*/d log α | reading |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        vs = "—" if r.vs_paper is None else r.vs_paper.format("{:+.1f} %", 100)
+        lines.append(f"| {_OPT_LABEL.get(r.optimizer, r.optimizer)} | {r.name} | "
+                     f"{r.best_error.format('{:.2f} %', 100)} | {vs} | "
+                     f"{r.slope.slope.format()} | {r.slope.reading} |")
+    lines.append("")
+    lines.append("Readings: " + "; ".join(f"*{k}*: {v}" for k, v in SLOPE_READINGS.items()
+                                          if k != "insufficient data") + ".")
+    return "\n".join(lines)
