@@ -458,7 +458,7 @@ TINY_PRESET = {
 def tiny_preset(monkeypatch):
     monkeypatch.setitem(presets.PRESETS, "quick", TINY_PRESET)
 
-    def fake_write_report(records, out_dir, spec=None, versions=None):
+    def fake_write_report(records, out_dir, spec=None, versions=None, **options):
         path = Path(out_dir) / "report.html"
         path.write_text("<html></html>")
         return path

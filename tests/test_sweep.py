@@ -172,21 +172,35 @@ def test_presets_expand():
     quick = expand_spec(presets.get_preset("quick"))
     assert {r.config.optimizer for r in quick} == {"sgd", "sgdw", "adam", "adamw"}
     assert all(r.config.dataset == "mnist1d" and r.config.model == "cnn1d_bn" for r in quick)
-    assert all(r.config.schedule == "cosine" for r in quick)
-    for r in quick:  # grids in powers of 2
-        assert math.log2(r.config.lr).is_integer()
-        assert math.log2(r.config.weight_decay).is_integer()
+    assert all(r.config.schedule == "cosine" and r.config.test_size == 10_000 for r in quick)
+    for opt in ("sgd", "sgdw", "adam", "adamw"):  # the power the design promises
+        cfgs = [r.config for r in quick if r.config.optimizer == opt]
+        lrs = sorted({c.lr for c in cfgs})
+        lams = sorted({c.weight_decay for c in cfgs})
+        assert lrs[-1] / lrs[0] >= 16 and math.log10(lams[-1] / lams[0]) >= 2
+        assert all(math.log2(b / a) == 1 for a, b in zip(lams, lams[1:]))  # steps of 2
+        assert len({c.seed for c in cfgs}) >= 2
+    assert not {r.config.seed for r in quick} & {1000, 1001}  # the pilot's seeds
 
     full = expand_spec(presets.get_preset("full"))
     figures = {r.figure for r in full}
-    assert figures == {"fig1", "fig2", "fig3", "fig4", "supp1", "supp3"}
+    assert figures == {"fig1", "fig2", "fig3", "fig4", "supp3", "conventions", "ablation"}
     fig4 = {(r.config.optimizer, r.config.schedule) for r in full if r.figure == "fig4"}
     assert fig4 == {("adam", "cosine"), ("adamw", "cosine"), ("sgdw", "cosine"),
                     ("adamw", "restarts"), ("sgdw", "restarts")}
     supp3 = [r.config for r in full if r.figure == "supp3"]
     assert {c.weight_decay_norm is None for c in supp3} == {True, False}
     assert len({c.epochs for c in supp3}) >= 3
-    assert {r.config.seed for r in full if r.figure == "fig2"} == {0, 1}
+    assert {r.config.seed for r in full if r.figure == "fig2"} == {0, 1, 2}
+    ablation = [r.config for r in full if r.figure == "ablation"]
+    assert {c.scale_invariant_only for c in ablation} == {True, False}
+    assert {c.decay_convention for r in full if r.figure == "conventions"
+            for c in [r.config]} == {"lr"}
+
+    variants = expand_spec(presets.get_preset("variants"))
+    kinds = {(r.config.optimizer, r.config.decay_convention, r.config.cautious,
+              r.config.scale_invariant_only) for r in variants}
+    assert len(kinds) == 10 and {k[1] for k in kinds} == {"schedule", "lr", "corrected"}
 
     cifar = expand_spec(presets.get_preset("cifar10"))
     assert cifar and all(

@@ -121,7 +121,7 @@ def _effective_decay(optimizer_name: str, group: Mapping, lr_t: float, lam: floa
     """
     if optimizer_name not in _DECOUPLED:
         return lr_t * lam
-    from weightdecay.optim._decay import decay_per_update
+    from weightdecay import decay_per_update
 
     return decay_per_update({**group, "lr": lr_t, "weight_decay": lam})
 
