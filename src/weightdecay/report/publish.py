@@ -56,6 +56,10 @@ def markdown_table(scorecard: Sequence[Mapping[str, Any]], *, ran_only: bool = T
             continue
         cells = [c["source"], c["claim"], c["metric"], c["estimate_text"], f"**{c['verdict']}**"]
         rows.append("| " + " | ".join(str(x).replace("|", "\\|") for x in cells) + " |")
+    for verdict in ("refuted", "inconclusive"):
+        said = [f"{c['source']}: {c['claim']}" for c in scorecard if c["verdict"] == verdict]
+        if said:
+            rows.append(f"\n**{verdict.capitalize()} here:** " + "; ".join(said) + ".")
     return "\n".join(rows)
 
 
