@@ -622,7 +622,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     spec = get_preset(args.preset)
     plan = (plan_sweep(spec, max_runs=None) if args.seeds is None
             else with_seeds(spec, args.seeds))
-    study = plan.name
+    study = plan.name or args.preset  # every preset names itself
     root = _check_dir(args.out, "--out")
     # a replication on other seeds shares the store but writes its files beside it
     out = root if args.seeds is None else root / study

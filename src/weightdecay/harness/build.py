@@ -91,6 +91,7 @@ def build_schedule(config: RunConfig, spe: int) -> Any:
     if name == "cosine":
         return schedules.cosine(total)
     if name == "restarts":
+        assert config.T_0 is not None  # RunConfig.validate: restarts need T_0
         return schedules.cosine_restarts(
             T_0=_epochs_to_updates(config.T_0, spe), T_mult=config.T_mult
         )
@@ -143,7 +144,8 @@ def build_model(config: RunConfig, dataset: Any) -> torch.nn.Module:
     """The network of ``config`` for ``dataset`` (``config.width``: its width option)."""
     from .models import build_model as build
 
-    options = {} if config.width is None else {_WIDTH_OPTION[config.model]: config.width}
+    options: dict[str, Any] = ({} if config.width is None
+                               else {_WIDTH_OPTION[config.model]: config.width})
     return build(config.model, dataset, **options)
 
 

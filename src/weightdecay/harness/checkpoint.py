@@ -49,7 +49,7 @@ class CheckpointError(ValueError):
 
 def rng_state(generator: torch.Generator) -> dict[str, Any]:
     """Every random state a run draws from: torch (CPU, CUDA), its generator, Python, numpy."""
-    np_state = np.random.get_state()
+    np_state: tuple = np.random.get_state()  # type: ignore[assignment]  # legacy tuple
     return {
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,

@@ -95,7 +95,7 @@ def _run_trial(study, claimed: ClaimedTrial, ckpt_dir: Path, log: Callable[[str]
     try:
         if not isinstance(key, str) or not _KEY.fullmatch(key):
             raise ValueError(f"key={key!r} is not a run key of this harness")
-        config = RunConfig.from_dict(attrs.get("config"))
+        config = RunConfig.from_dict(attrs.get("config"))  # type: ignore[arg-type]  # checked
     except (ValueError, TypeError) as exc:
         log(f"trial {claimed.number}: FAILED: not a trial of this harness: {exc}")
         return _fail(study, claimed, f"not a trial of this harness: {exc}")

@@ -13,6 +13,9 @@ A claim whose experiment is not in the store (``quick`` runs only Fig. 2) is lis
   is refuted when the whole interval is above 0 (or, for "separable", when it excludes 0),
   and is inconclusive when the interval contains 0;
 * the Fig. 2 shape claims use the slope readings of :func:`weightdecay.report.stats.slope_reading`.
+
+Length (~500 lines): one small function per claim of the paper, each stating its metric
+and verdict rule next to the others so that the rules can be read and compared together.
 """
 
 from __future__ import annotations
@@ -116,20 +119,21 @@ class Evidence:
 
     records: Sequence[Mapping]
     n_boot: int = DEFAULT_REPLICATES
-    _reps: dict = field(default_factory=dict)
+    _reps: dict = field(default_factory=dict)  # figure tag (None: untagged) -> Replicates
     _maps: dict = field(default_factory=dict)
     _fits: dict = field(default_factory=dict)
 
-    def experiment(self, figure: str) -> list[Mapping]:
+    def experiment(self, figure: str | None) -> list[Mapping]:
         return [r for r in completed(self.records) if r.get("figure") == figure]
 
-    def reps(self, figure: str) -> Replicates | None:
+    def reps(self, figure: str | None) -> Replicates | None:
         if figure not in self._reps:
             recs = self.experiment(figure)
             self._reps[figure] = Replicates(recs, self.n_boot) if recs else None
         return self._reps[figure]
 
-    def heat_map(self, figure: str, col: str = "weight_decay", **match) -> HeatMap | None:
+    def heat_map(self, figure: str | None, col: str = "weight_decay",
+                 **match) -> HeatMap | None:
         key = (figure, col, tuple(sorted(match.items())))
         if key not in self._maps:
             reps = self.reps(figure)
@@ -142,7 +146,8 @@ class Evidence:
             self._maps[key] = hm
         return self._maps[key]
 
-    def slope(self, figure: str, col: str = "weight_decay", **match) -> SlopeFit | None:
+    def slope(self, figure: str | None, col: str = "weight_decay",
+              **match) -> SlopeFit | None:
         key = (figure, col, tuple(sorted(match.items())))
         if key not in self._fits:
             hm = self.heat_map(figure, col, **match)

@@ -14,6 +14,9 @@ curves show the mean over seeds with a ±1 standard-error band.
 
 Record selection: a figure uses the records tagged with its name (``"fig2"``, ...), else
 the untagged ones. A figure without records raises ``ValueError``.
+
+Length (~570 lines): one function per figure of the paper plus the shared heat-map
+drawing; splitting heat maps from curves would separate figures that share the panels.
 """
 
 from __future__ import annotations
@@ -444,7 +447,8 @@ def fig3(records):
         color = _COLORS[label]
         groups = _group(sub)
         finals = {k: _final(sub, v, "final_test_error") for k, v in groups.items()}
-        best = min((k for k in finals if np.isfinite(finals[k])), key=finals.get, default=None)
+        best = min((k for k in finals if np.isfinite(finals[k])), key=lambda k: finals[k],
+                   default=None)
         for k, runs in groups.items():
             bold = k == best
             kw = {"color": color, "lw": 2.0 if bold else 0.8, "alpha": 1.0 if bold else 0.35}

@@ -8,6 +8,9 @@ it holds the same scorecard, heat maps (mean and standard error per cell) and sl
 
 Reference: Loshchilov & Hutter, "Decoupled Weight Decay Regularization", ICLR 2019; the
 figure names (fig1 ... fig4, supp1, supp3) follow the paper's Sec. 4 and supplement.
+
+Length (~510 lines): the page's sections (scorecard, design, figures, tables, variants,
+trials, spec, versions) are small functions of one template.
 """
 
 from __future__ import annotations
@@ -144,7 +147,7 @@ def _best_settings_html(records: Sequence[Mapping]) -> str:
         groups.setdefault((exp, F.optimizer_label(r)), []).append(r)
     rows = []
     for (exp, label), rs in sorted(groups.items()):
-        settings = {}
+        settings: dict[tuple, list[Mapping]] = {}
         for r in rs:
             key = (r.get("lr"), r.get("weight_decay"), r.get("weight_decay_norm"),
                    r.get("schedule"), r.get("epochs"), r.get("T_0"))
@@ -156,7 +159,7 @@ def _best_settings_html(records: Sequence[Mapping]) -> str:
                 e is None or not math.isfinite(float(e)) for e in errs
             ):
                 continue
-            err = float(np.mean(errs))
+            err = float(np.mean([float(e) for e in errs if e is not None]))
             if err < best_err:
                 best, best_err = runs, err
         if best is None:
@@ -165,8 +168,8 @@ def _best_settings_html(records: Sequence[Mapping]) -> str:
                         "</tr>")
             continue
         r0 = best[0]
-        best_seen = [r.get("best_test_error") for r in best]
-        best_seen = [float(b) for b in best_seen if b is not None and math.isfinite(float(b))]
+        best_seen = [float(b) for b in (r.get("best_test_error") for r in best)
+                     if b is not None and math.isfinite(float(b))]
         rows.append(
             f"<tr><td style='text-align:left'>{_e(exp)}</td><td>{_e(label)}</td>"
             f"<td>{_num(r0.get('lr'))}</td><td>{_num(r0.get('weight_decay'))}</td>"
@@ -290,7 +293,9 @@ def _heat_map_html(hm: HeatMap, fit: SlopeFit | None, k: int = 10) -> str:
 def _tables_html(ev: Evidence, name: str) -> tuple[str, dict]:
     """The numbers behind a heat-map figure, and their JSON."""
     key = name if ev.experiment(name) else None
-    out, js = [], {}
+    out: list[str] = []
+    js: dict[str, Any] = {}
+    panels: list[tuple[dict[str, Any], str, bool]] = []
     recs = [r for r in ev.records if r.get("figure") == key and
             r.get("state", "COMPLETE") == "COMPLETE"]
     panels = []

@@ -122,9 +122,10 @@ class Replicates:
         point = np.array([_error_at(r, epoch) for r in self.records])
         out = np.repeat(point[None, :], self.n_boot + 1, axis=0)
         vecs = [_vector_at(r, epoch) for r in self.records]
-        have = [i for i, v in enumerate(vecs) if v is not None and np.isfinite(point[i])]
+        packed = {i: v for i, v in enumerate(vecs) if v is not None and np.isfinite(point[i])}
+        have = list(packed)
         if have and self._example_counts is not None:
-            wrong = np.stack([unpack_wrong(vecs[i], self.num_test) for i in have])
+            wrong = np.stack([unpack_wrong(packed[i], self.num_test) for i in have])
             out[1:, have] = (self._example_counts @ wrong.T.astype(np.float32)) / self.num_test
             out[0, have] = wrong.mean(axis=1)
         self._cache[epoch] = out

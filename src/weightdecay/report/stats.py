@@ -18,6 +18,9 @@ paired difference Δ = s(L2) − s(decoupled) (Prop. 1 predicts Δ ≈ −1 for 
 
 Units: α and λ (or λ_norm of App. B.1) are the raw stored values; slopes are in
 log λ / log α (base-free); test errors are fractions in [0, 1].
+
+Length (~450 lines): the heat map, its per-row optima and the slope are one estimator in
+three steps, each needing the others' conventions (log axes, NaN for left-out rows).
 """
 
 from __future__ import annotations
@@ -202,8 +205,8 @@ class HeatMap:
         flat = self.mean.ravel()
         finite = np.flatnonzero(np.isfinite(flat))
         order = finite[np.argsort(flat[finite], kind="stable")]
-        return [tuple(int(x) for x in np.unravel_index(f, self.mean.shape))
-                for f in order[:k]]
+        cols = self.mean.shape[1]
+        return [(int(f) // cols, int(f) % cols) for f in order[:k]]
 
     def best_error(self) -> np.ndarray:
         """``(B + 1,)`` the lowest cell mean of each replicate (NaN if none is finite)."""

@@ -24,6 +24,9 @@ vectorized path (``math.cos``/``math.pow`` vs numpy's ``cos``/Python ``pow``), s
 and the matching element of a vectorized call agree bit for bit (the tests check this).
 
 Schedules are plain objects holding their parameters (no closures), so they pickle.
+
+Length (~540 lines): each schedule is a short pure function with its own docstring and
+checks; the file is their list.
 """
 
 from __future__ import annotations
