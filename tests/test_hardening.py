@@ -488,6 +488,12 @@ def test_reproduce_on_other_seeds(capsys, cwd, tiny_preset):
              for r in original]
     assert strip == [{k: v for k, v in r.items() if k in ("lr", "weight_decay", "epochs",
                                                           "dataset")} for r in again]
+    # the replication writes beside the shared store, never over the original's files
+    assert (out / "trials.csv").exists() and (out / "quick-seeds-7-8" / "trials.csv").exists()
+    import json
+
+    timing = json.loads((out / "quick-seeds-7-8" / "reproduce.json").read_text())
+    assert timing["study"] == "quick-seeds-7-8" and timing["complete"] == 4
 
 
 @pytest.mark.parametrize(("seeds", "needle"), [("5", "runs 2 seeds"), ("5,5", "twice"),
