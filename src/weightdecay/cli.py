@@ -583,7 +583,9 @@ def _write_report(storage: str, study: str, out: Path,
     if rep:
         print(f"replication: {rep['replicated']} of {rep['compared']} verdicts as on the "
               f"original seeds" + (f"; differ: {', '.join(rep['differ'])}" if rep["differ"]
-                                   else ""))
+                                   else "")
+              + f"; slope readings: {rep.get('readings_same', 0)} of "
+                f"{rep.get('readings_compared', 0)} the same")
     return path
 
 
@@ -610,6 +612,22 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _complete(storage: str, study: str) -> int:
+    """Completed runs of ``study`` in ``storage`` (0 when either does not exist yet)."""
+    from .harness.store import StoreError, sqlite_path, study_names
+    from .harness.study import sweep_status
+
+    path = sqlite_path(storage)
+    if path is not None and not path.exists():
+        return 0
+    try:
+        if study not in study_names(storage):
+            return 0
+        return sweep_status(storage, study)["complete"]
+    except StoreError:
+        return 0
+
+
 def _cmd_reproduce(args: argparse.Namespace) -> int:
     import time
 
@@ -631,6 +649,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         _download_cifar10()
     out.mkdir(parents=True, exist_ok=True)
     storage = sqlite_url(root / "store.db")
+    done_before = _complete(storage, study)
     records = run_local(plan, storage, study, workers=args.workers, out_dir=out,
                         progress=not args.no_progress)
     _summary(records)
@@ -641,13 +660,15 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     if path is not None:
         print(f"report: {path}")
     wall = time.perf_counter() - started
-    # the wall time of this invocation (sweep + report), for the published results
-    (out / "reproduce.json").write_text(json.dumps({
-        "preset": args.preset, "study": study, "runs": len(records), "workers": args.workers,
-        "cpu_count": os.cpu_count(), "wall_seconds": round(wall, 1),
-        "complete": sum(r.get("state") == "COMPLETE" for r in records)}, indent=1) + "\n",
-        encoding="utf-8")
-    print(f"reproduce: {len(records)} runs, {wall / 60:.1f} min wall")
+    complete = sum(r.get("state") == "COMPLETE" for r in records)
+    print(f"reproduce: {complete - done_before} of {len(records)} runs run now, "
+          f"{wall / 60:.1f} min wall")
+    if complete > done_before:  # the wall time of a run that trained (sweep + report)
+        (out / "reproduce.json").write_text(json.dumps({
+            "preset": args.preset, "study": study, "runs": len(records),
+            "ran": complete - done_before, "complete": complete, "workers": args.workers,
+            "cpu_count": os.cpu_count(), "wall_seconds": round(wall, 1)}, indent=1) + "\n",
+            encoding="utf-8")
     return _exit_code(records, out, "run the same command again to resume")
 
 

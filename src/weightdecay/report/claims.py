@@ -72,6 +72,7 @@ class Claim:
     detail: str = ""
     fmt: str = "{:+.2f}"
     scale: float = 1.0
+    reading: str = ""  # a slope's reading (stats.SLOPE_READINGS), for slope claims
 
     def estimate_text(self) -> str:
         if self.estimate is None:
@@ -88,7 +89,7 @@ class Claim:
                 "metric": self.metric,
                 "estimate": None if self.estimate is None else self.estimate.to_dict(),
                 "estimate_text": self.estimate_text(), "verdict": self.verdict,
-                "rule": self.rule, "detail": self.detail}
+                "rule": self.rule, "detail": self.detail, "reading": self.reading}
 
 
 def _not_run(key, source, claim, metric, why) -> Claim:
@@ -262,7 +263,7 @@ def _claim_fig2_shape(ev: Evidence, opt: str) -> Claim:
         verdict = ("holds" if fit.reading == "separable" else
                    "refuted" if ci.excludes(0.0) else "inconclusive")
     return Claim(f"fig2.{opt}", "Fig. 2", claim, metric, ci, verdict, rule,
-                 _slope_detail(fit, hm))
+                 _slope_detail(fit, hm), reading=fit.reading)
 
 
 def _claim_delta(ev: Evidence, l2: str, dec: str) -> Claim:

@@ -360,11 +360,17 @@ def replication(claims: Sequence[Claim], original: Mapping[str, Any]) -> dict[st
     out."""
     rows = original.get("scorecard", original) if isinstance(original, Mapping) else original
     orig = {c["key"]: c["verdict"] for c in rows}
+    readings = {c["key"]: c.get("reading") for c in rows if c.get("reading")}
     compared = [c for c in claims if c.verdict != "not run"
                 and orig.get(c.key, "not run") != "not run"]
     same = [c.key for c in compared if orig[c.key] == c.verdict]
+    read = [c for c in compared if c.reading and c.key in readings]
     return {"claims": orig, "compared": len(compared), "replicated": len(same),
-            "differ": [c.key for c in compared if orig[c.key] != c.verdict]}
+            "differ": [c.key for c in compared if orig[c.key] != c.verdict],
+            "readings_compared": len(read),
+            "readings_same": sum(readings[c.key] == c.reading for c in read),
+            "readings_differ": [f"{c.key}: {readings[c.key]} -> {c.reading}" for c in read
+                                if readings[c.key] != c.reading]}
 
 
 # ----------------------------------------------------------------------------- main
@@ -473,7 +479,11 @@ def write_report(
         rep_html = (f"<p><b>Replication:</b> {replicated['replicated']} of "
                     f"{replicated['compared']} verdicts are the same as on the original seeds"
                     + (f"; differ: {_e(', '.join(replicated['differ']))}"
-                       if replicated["differ"] else "") + ".</p>")
+                       if replicated["differ"] else "")
+                    + f"; {replicated['readings_same']} of {replicated['readings_compared']} "
+                    "slope readings the same"
+                    + (f" (differ: {_e('; '.join(replicated['readings_differ']))})"
+                       if replicated["readings_differ"] else "") + ".</p>")
     page = f"""<!DOCTYPE html>
 <html lang="en">
 <head>

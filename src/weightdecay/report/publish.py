@@ -110,15 +110,21 @@ def write(run: Path, name: str, results: Path, readme: Path | None) -> None:
         lines.append(f"\nReplication on other seeds: {rep['replicated']} of {rep['compared']} "
                      "verdicts as on the original seeds"
                      + (f" (differ: {', '.join(rep['differ'])})" if rep["differ"] else "")
+                     + (f"; {rep['readings_same']} of {rep['readings_compared']} slope "
+                        "readings the same"
+                        + (f" (differ: {'; '.join(rep['readings_differ'])})"
+                           if rep["readings_differ"] else "")
+                        if rep.get("readings_compared") else "")
                      + ".")
     timing = run / "reproduce.json"
     if timing.exists():
         t = _load(timing)
         summary["reproduce"] = t
         lines.append(f"\nMeasured by `weightdecay reproduce --preset {t['preset']}`: "
-                     f"{t['complete']} of {t['runs']} runs in {int(t['wall_seconds'] // 60)} min "
-                     f"{int(t['wall_seconds'] % 60)} s wall (sweep and report), {t['workers']} "
-                     f"workers on {t['cpu_count']} CPU cores.")
+                     f"{t.get('ran', t['complete'])} of {t['runs']} runs trained in "
+                     f"{int(t['wall_seconds'] // 60)} min {int(t['wall_seconds'] % 60)} s wall "
+                     f"(sweep and report), {t['workers']} workers on {t['cpu_count']} CPU "
+                     "cores.")
     (results / f"{name}.json").write_text(json.dumps(summary, indent=1) + "\n",
                                           encoding="utf-8")
     (results / f"{name}.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
