@@ -148,18 +148,20 @@ def test_identical_runs_stay_paired_and_missing_vectors_keep_their_error():
     assert (e[:, 2] == 0.25).all() and not reps.paired
 
 
-def test_seed_resampling_is_widened_to_an_unbiased_variance():
-    # 2 seeds per setting, no test noise (vectors absent): the bootstrap variance of the
-    # mean must be s^2 / 2 (the usual estimate), not (1/2) * s^2 / 2 (the plug-in one)
+@pytest.mark.parametrize("errs", [(0.10, 0.14), (0.10, 0.14, 0.11), (0.2, 0.9, 0.3, 0.25)])
+def test_seed_resampling_has_an_unbiased_variance_and_stays_in_bounds(errs):
+    # no test noise (vectors absent): the bootstrap variance of the seed mean must be the
+    # usual s^2 / S, not the plug-in (S-1)/S * s^2 / S, and every value an observed one
+    S = len(errs)
     recs = [make_record("sgdw", 0.1, 0.01, 0.1, seed=s, n=s, history=False)
-            for s in range(2)]
-    for r, err in zip(recs, (0.10, 0.14)):
+            for s in range(S)]
+    for r, err in zip(recs, errs):
         r["final_test_wrong"], r["final_test_error"] = None, err
-    reps = Replicates(recs, n_boot=20000)
-    m = reps.mean([0, 1])
-    assert m[0] == pytest.approx(0.12)
-    s2 = np.var([0.10, 0.14], ddof=1)
-    assert np.var(m[1:]) == pytest.approx(s2 / 2, rel=0.05)
+    reps = Replicates(recs, n_boot=40000)
+    m = reps.mean(list(range(S)))
+    assert m[0] == pytest.approx(np.mean(errs))
+    assert np.var(m[1:]) == pytest.approx(np.var(errs, ddof=1) / S, rel=0.05)
+    assert m[1:].min() >= min(errs) and m[1:].max() <= max(errs)
 
 
 def test_a_diverged_run_makes_its_setting_nan():

@@ -15,11 +15,13 @@ Replicate 0 is the data themselves (every example and every seed once). A run wi
 stored vector (an old store) keeps its stored error in every replicate: only its seed is
 resampled. Diverged runs have error NaN.
 
-The plug-in bootstrap of a mean over S seeds underestimates its variance by the factor
-(S-1)/S (by half with 2 seeds); :meth:`Replicates.mean` therefore widens the seeds'
-deviations from their mean by sqrt(S/(S-1)) before resampling them (Davison & Hinkley 1997,
-Sec. 3.3, "modified residuals"). With one seed no seed variance can be estimated: the
-intervals then cover test-sample noise only (the report says how many seeds it had).
+The plug-in bootstrap of a mean over S seeds (S draws with replacement) underestimates its
+variance by the factor (S-1)/S — by half with 2 seeds. Each replicate therefore draws
+**S-1** seeds with replacement (for S >= 2): the variance of their mean is then exactly the
+usual s^2/S, and every value stays an observed error (inflating the seeds' deviations
+instead would push errors below 0 when two seeds disagree widely). With 2 seeds a replicate
+is one seed's heat map; with one seed no seed variance can be estimated and the intervals
+cover test-sample noise only (the report says how many seeds it had).
 """
 
 from __future__ import annotations
@@ -99,8 +101,9 @@ class Replicates:
         self.seed_index = np.searchsorted(self.seeds, [int(r["seed"]) for r in records])
         rng = np.random.default_rng(seed)
         S, n = len(self.seeds), self.num_test
+        draws = max(1, S - 1)  # S-1 draws: an unbiased variance of the mean (module docstring)
         self.seed_counts = np.vstack([np.ones((1, S), dtype=np.int64),
-                                      rng.multinomial(S, np.full(S, 1.0 / S), size=n_boot)])
+                                      rng.multinomial(draws, np.full(S, 1.0 / S), size=n_boot)])
         # example counts of each replicate: (B, n), each row sums to n
         self._example_counts = (rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot)
                                 .astype(np.float32) if n else None)
@@ -140,14 +143,6 @@ class Replicates:
             return np.full(self.n_boot + 1, np.nan)
         w = self.seed_counts[:, self.seed_index[runs_a]].astype(float)  # (B+1, k)
         e = self.errors(epoch)[:, runs_a]
-        k = runs_a.size
-        if k > 1:
-            # the plug-in bootstrap of a mean of k seeds has variance (k-1)/k of the usual
-            # estimate (half of it with 2 seeds): widen each replicate's deviations from its
-            # seed mean by sqrt(k/(k-1)) before resampling (the mean itself is unchanged)
-            with np.errstate(invalid="ignore"):
-                centre = e.mean(axis=1, keepdims=True)
-            e = centre + math.sqrt(k / (k - 1)) * (e - centre)
         drawn = w > 0
         total = w.sum(axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
