@@ -437,6 +437,7 @@ def test_variants_are_ranked_with_paired_differences(tmp_path):
     assert paper.vs_paper is None and torch_row.vs_paper.lo > 0
     assert next(r for r in rows if r.name.startswith("cautious")).slope.reading == "rises with α"
     assert "| AdamW | paper (η_t·λ) |" in markdown(rows)
+    assert "worse: “torch (lr_t·λ)”" in markdown(rows)  # the data's own sentence
     text = write_report(recs, tmp_path, n_boot=50).read_text()
     assert (tmp_path / "variants.png").exists() and "Decay variants" in text
     stats = json.loads((tmp_path / "stats.json").read_text())

@@ -247,9 +247,10 @@ def _note(recs: Sequence[Mapping]) -> str:
     parts = []
     for key, fmt in (("dataset", "{}"), ("model", "{}"), ("epochs", "{} epochs"),
                      ("test_size", "{} test examples")):
-        vals = sorted({str(r.get(key)) for r in recs if r.get(key) is not None})
+        vals = sorted({r.get(key) for r in recs if r.get(key) is not None},
+                      key=lambda v: (isinstance(v, str), v))  # numbers in numeric order
         if vals:
-            parts.append(fmt.format("/".join(vals)))
+            parts.append(fmt.format("/".join(map(str, vals))))
     seeds = sorted({int(r["seed"]) for r in recs if r.get("seed") is not None})
     if seeds:
         parts.append(f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''}")
@@ -469,7 +470,7 @@ def fig3(records):
             a_gen.scatter(xs, 100 * np.array(ys), color=color, label=label, s=28, alpha=0.8)
     a_loss.set_yscale("log")
     a_loss.set(xlabel="epoch", ylabel="training loss", title="(a) training loss")
-    a_err.set(xlabel="epoch", ylabel="test error (%)", title="(b) test error")
+    a_err.set(xlabel="epoch", ylabel="test error (%)", title="(b) test error", yscale="log")
     a_lam.set_xscale("log", base=2)
     a_lam.set(xlabel="λ (Adam: L2 factor λ'; AdamW: decoupled λ)",
               ylabel="final test error (%)", title="(c) test error vs λ (best α)")
@@ -512,8 +513,8 @@ def fig4(records):
     ax.set_yscale("log")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=_FONT["tick"])
-    fig.suptitle(f"Fig. 4 — anytime performance of warm restarts ({_note(recs)}; dots: ends "
-                 "of restart periods)", fontsize=11)
+    fig.suptitle(f"Fig. 4 — anytime performance of warm restarts\n({_note(recs)}; dots: ends "
+                 "of the restart periods)", fontsize=11)
     return fig
 
 

@@ -49,12 +49,13 @@ def _load(path: Path) -> dict[str, Any]:
 
 def markdown_table(scorecard: Sequence[Mapping[str, Any]], *, ran_only: bool = True) -> str:
     """The scorecard as a markdown table (claims not run are left out by default)."""
-    rows = ["| source | claim | metric | estimate [90 % interval] | verdict |",
-            "|---|---|---|---|---|"]
+    rows = ["| source | claim | metric | estimate [90 % interval] | verdict | detail |",
+            "|---|---|---|---|---|---|"]
     for c in scorecard:
         if ran_only and c["verdict"] == "not run":
             continue
-        cells = [c["source"], c["claim"], c["metric"], c["estimate_text"], f"**{c['verdict']}**"]
+        cells = [c["source"], c["claim"], c["metric"], c["estimate_text"], f"**{c['verdict']}**",
+                 c.get("detail", "")]
         rows.append("| " + " | ".join(str(x).replace("|", "\\|") for x in cells) + " |")
     for verdict in ("refuted", "inconclusive"):
         said = [f"{c['source']}: {c['claim']}" for c in scorecard if c["verdict"] == verdict]

@@ -20,7 +20,7 @@ import numpy as np
 from .claims import Evidence
 from .stats import SLOPE_READINGS, Interval, SlopeFit, interval
 
-__all__ = ["VariantRow", "markdown", "variant_table"]
+__all__ = ["VariantRow", "markdown", "summary", "variant_table"]
 
 _OPT_LABEL = {"sgdw": "SGDW", "adamw": "AdamW", "sgd": "SGD", "adam": "Adam"}
 
@@ -99,6 +99,34 @@ def markdown(rows: list[VariantRow]) -> str:
                      f"{r.best_error.format('{:.2f} %', 100)} | {vs} | "
                      f"{r.slope.slope.format()} | {r.slope.reading} |")
     lines.append("")
+    lines += summary(rows)
+    lines.append("")
     lines.append("Readings: " + "; ".join(f"*{k}*: {v}" for k, v in SLOPE_READINGS.items()
                                           if k != "insufficient data") + ".")
     return "\n".join(lines)
+
+
+def summary(rows: list[VariantRow]) -> list[str]:
+    """What the data support, per optimizer, in sentences built from the intervals."""
+    out = []
+    for opt in dict.fromkeys(r.optimizer for r in rows):
+        vs = [(r.name, r.vs_paper) for r in rows if r.optimizer == opt and r.vs_paper is not None]
+        label = _OPT_LABEL.get(opt, opt)
+        better = [name for name, ci in vs if ci.finite and ci.hi < 0]
+        worse = [name for name, ci in vs if ci.finite and ci.lo > 0]
+        if better or worse:
+            said = ([f"better than the paper's decay: {_names(better)}"] if better else []) \
+                + ([f"worse: {_names(worse)}"] if worse else [])
+            text = "; ".join(said)
+        else:
+            text = ("no rule's best test error differs from the paper's decay beyond its "
+                    "interval")
+        separable = [r.name for r in rows if r.optimizer == opt
+                     and r.slope.reading == "separable"]
+        out.append(f"- **{label}**: {text}. Best λ separable from α (reading *separable*): "
+                   + (_names(separable) if separable else "none") + ".")
+    return out
+
+
+def _names(names: list[str]) -> str:
+    return ", ".join(f"“{n}”" for n in names)
