@@ -32,7 +32,8 @@ def test_write_makes_results_and_regenerates_the_readme_block(tmp_path):
     readme.write_text("intro\n<!-- results:quick -->\nstale text\n<!-- /results:quick -->\nend\n")
     publish.write(run, "quick", tmp_path / "results", readme)
     text = readme.read_text()
-    assert "stale text" not in text and "| Fig. 2 | a \\| b | slope | -0.80 | **holds** |  |" in text
+    assert "stale text" not in text
+    assert "| Fig. 2 | a \\| b | slope | -0.80 | **holds** |  |" in text
     assert "fig1" not in text and text.endswith("<!-- /results:quick -->\nend\n")
     saved = json.loads((tmp_path / "results" / "quick.json").read_text())
     assert saved["scorecard"][0]["verdict"] == "holds" and "fig2_slopes" in saved
