@@ -422,3 +422,8 @@ def test_decay_variants_reach_the_optimizer():
     assert math.isfinite(rec["final_test_error"])
     with pytest.raises(ValueError, match="cautious"):
         _cfg(optimizer="adam", cautious=True)
+    mlp = build_model("mlp", TOY)  # no normalization: nothing to decay is refused, not silent
+    from weightdecay.harness.build import RunSetupError
+
+    with pytest.raises(RunSetupError, match="nothing would be decayed"):
+        build_optimizer(_cfg(scale_invariant_only=True), mlp, example_input=TOY.x_train[:BATCH])

@@ -370,7 +370,7 @@ def _download_cifar10() -> None:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from .harness import train
-    from .harness.build import check_device
+    from .harness.build import RunSetupError, check_device
     from .harness.checkpoint import CheckpointError, load_checkpoint
     from .harness.config import RunConfig
 
@@ -408,7 +408,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     try:
         record = train.run(config, checkpoint_path=args.checkpoint, on_epoch=on_epoch)
-    except CheckpointError as exc:
+    except (CheckpointError, RunSetupError) as exc:
         raise UsageError(str(exc)) from None
     if record["diverged"]:
         print(f"diverged after {len(record['history']['epoch'])} epochs")

@@ -19,6 +19,7 @@ import torch
 from .config import RunConfig
 
 __all__ = [
+    "RunSetupError",
     "build_model",
     "build_normalized_decay",
     "build_optimizer",
@@ -98,6 +99,11 @@ def build_schedule(config: RunConfig, spe: int) -> Any:
     raise ValueError(f"schedule={name!r} is not valid")  # pragma: no cover - validated
 
 
+class RunSetupError(ValueError):
+    """A valid configuration that cannot be set up for its model or data (e.g. decay of
+    scale-invariant weights only, on a model that has none)."""
+
+
 def build_optimizer(
     config: RunConfig, model: torch.nn.Module, weight_decay: float | None = None,
     example_input: torch.Tensor | None = None,
@@ -125,6 +131,10 @@ def build_optimizer(
         params: Any = weightdecay.param_groups_weight_decay(
             model, lam, scale_invariant_only=True, example_input=example_input,
             other_weight_decay=0.0)
+        if not any(g["params"] and g["weight_decay"] > 0 for g in params):
+            raise RunSetupError(f"scale_invariant_only: no weight of model {config.model!r} is "
+                             "scale-invariant (no normalization follows it), so nothing would "
+                             "be decayed")
     elif config.decay_all:
         params = list(model.parameters())
     else:
