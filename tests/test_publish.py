@@ -48,20 +48,38 @@ def test_write_makes_results_and_regenerates_the_readme_block(tmp_path):
                                                                 tmp_path / "results")
 
 
-def test_check_compares_verdicts_exactly_and_numbers_with_a_tolerance(tmp_path):
+def test_check_compares_verdicts_exactly_and_estimates_with_the_committed_interval(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     ref = tmp_path / "quick.json"
-    ref.write_text(json.dumps(_stats()))
-    (run / "stats.json").write_text(json.dumps(_stats(est=-0.78)))
-    assert publish.check(run, ref, tol=0.05) == []
-    (run / "stats.json").write_text(json.dumps(_stats(est=-0.6)))
-    problems = publish.check(run, ref, tol=0.05)
-    assert len(problems) == 3 and all("fig2.sgd" in p for p in problems)
+    ref.write_text(json.dumps(_stats()))  # fig2.sgd: -0.80 [-1.00, -0.60]
+    for inside in (-0.8, -0.99, -0.61):
+        (run / "stats.json").write_text(json.dumps(_stats(est=inside)))
+        assert publish.check(run, ref) == []
+    (run / "stats.json").write_text(json.dumps(_stats(est=-0.55)))
+    assert publish.check(run, ref) == [
+        "fig2.sgd: estimate -0.550 outside the committed interval [-1.000, -0.600]"]
     (run / "stats.json").write_text(json.dumps(_stats(verdict="refuted")))
     assert publish.check(run, ref) == ["fig2.sgd: verdict 'refuted', committed 'holds'"]
     assert publish.main(["check", str(run), "--name", "quick", "--results",
                          str(tmp_path)]) == 1
+
+
+def test_check_uses_the_tolerance_where_there_is_no_interval(tmp_path):
+    def stats(value):
+        out = _stats()
+        out["scorecard"][0]["estimate"] = {"estimate": value, "lo": None, "hi": None}
+        return out
+
+    run = tmp_path / "run"
+    run.mkdir()
+    ref = tmp_path / "quick.json"
+    ref.write_text(json.dumps(stats(1.0)))
+    (run / "stats.json").write_text(json.dumps(stats(1.04)))
+    assert publish.check(run, ref, tol=0.05) == []
+    (run / "stats.json").write_text(json.dumps(stats(1.1)))
+    assert publish.check(run, ref, tol=0.05) == [
+        "fig2.sgd: estimate +1.100, committed +1.000 (tolerance 0.05)"]
 
 
 def test_the_readme_says_what_the_committed_results_say():

@@ -15,9 +15,14 @@ scorecard as a markdown table, included by the docs site) and copies ``fig2.png`
 printed output, in a code fence). Nothing in the README's results is typed; a test checks
 that the README and the files agree.
 
-``check`` compares a fresh run with the committed file: every verdict must be equal, every
-estimate and interval bound within ``--tol`` (absolute, in the metric's units); it prints
-each difference and exits 1 when there is one (CI runs it after ``make quick``).
+``check`` compares a fresh run with the committed file: every verdict must be equal and every
+fresh estimate must lie inside the committed 90 % interval (an estimate without an interval:
+within ``--tol``, absolute); it prints each difference and exits 1 when there is one (CI
+runs it after ``make quick``). The runs are bit-for-bit deterministic on one CPU type, but
+not across instruction sets (AVX-512 and AVX2 round the convolutions' sums differently and
+ten epochs amplify that like a change of seed): the same quick preset on two CPUs gave Fig. 2
+slopes up to 0.31 apart, each inside the other's interval, with the same verdicts. So the
+committed interval, the statement the README makes, is the tolerance.
 """
 
 from __future__ import annotations
@@ -33,8 +38,8 @@ from typing import Any
 
 __all__ = ["check", "fill_readme", "markdown_table", "write"]
 
-#: estimates may differ this much (absolute) between machines before ``check`` fails: the
-#: runs are deterministic on one CPU type, but float reductions differ across instruction sets
+#: an estimate that has no interval (e.g. the exact Prop. 1 check) may differ this much
+#: (absolute) from the committed one before ``check`` fails
 DEFAULT_TOL = 0.05
 
 
@@ -138,7 +143,11 @@ def write(run: Path, name: str, results: Path, readme: Path | None) -> None:
 
 
 def check(run: Path, reference: Path, tol: float = DEFAULT_TOL) -> list[str]:
-    """Differences between a fresh run's scorecard and the committed one (empty: none)."""
+    """Differences between a fresh run's scorecard and the committed one (empty: none).
+
+    Verdicts must be equal; a fresh estimate must lie inside the committed interval
+    ``[lo, hi]`` (or, where the committed entry has no interval, within ``tol``).
+    """
     fresh = {c["key"]: c for c in _load(run / "stats.json")["scorecard"]}
     ref = {c["key"]: c for c in _load(reference)["scorecard"]}
     problems = []
@@ -150,13 +159,17 @@ def check(run: Path, reference: Path, tol: float = DEFAULT_TOL) -> list[str]:
         if a["verdict"] != b["verdict"]:
             problems.append(f"{key}: verdict {b['verdict']!r}, committed {a['verdict']!r}")
         ea, eb = a.get("estimate") or {}, b.get("estimate") or {}
-        for field in ("estimate", "lo", "hi"):
-            x, y = ea.get(field), eb.get(field)
-            if (x is None) != (y is None):
-                problems.append(f"{key}: {field} {y!r}, committed {x!r}")
-            elif x is not None and abs(x - y) > tol:
-                problems.append(f"{key}: {field} {y:+.3f}, committed {x:+.3f} "
-                                f"(tolerance {tol})")
+        x, y = ea.get("estimate"), eb.get("estimate")
+        if (x is None) != (y is None):
+            problems.append(f"{key}: estimate {y!r}, committed {x!r}")
+        elif x is None or y is None:
+            continue
+        elif ea.get("lo") is not None and ea.get("hi") is not None:
+            if not ea["lo"] <= y <= ea["hi"]:
+                problems.append(f"{key}: estimate {y:+.3f} outside the committed interval "
+                                f"[{ea['lo']:+.3f}, {ea['hi']:+.3f}]")
+        elif abs(x - y) > tol:
+            problems.append(f"{key}: estimate {y:+.3f}, committed {x:+.3f} (tolerance {tol})")
     return problems
 
 
@@ -169,7 +182,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--results", type=Path, default=Path("docs/results"))
     ap.add_argument("--readme", type=Path, default=Path("README.md"))
     ap.add_argument("--no-readme", action="store_true")
-    ap.add_argument("--tol", type=float, default=DEFAULT_TOL)
+    ap.add_argument("--tol", type=float, default=DEFAULT_TOL,
+                    help="for estimates without an interval (absolute)")
     args = ap.parse_args(argv)
     if args.action == "readme":
         args.readme.write_text(fill_readme(args.readme.read_text(encoding="utf-8"),
