@@ -19,10 +19,11 @@ that the README and the files agree.
 fresh estimate must lie inside the committed 90 % interval (an estimate without an interval:
 within ``--tol``, absolute); it prints each difference and exits 1 when there is one (CI
 runs it after ``make quick``). The runs are bit-for-bit deterministic on one CPU type, but
-not across instruction sets (AVX-512 and AVX2 round the convolutions' sums differently and
-ten epochs amplify that like a change of seed): the same quick preset on two CPUs gave Fig. 2
-slopes up to 0.31 apart, each inside the other's interval, with the same verdicts. So the
-committed interval, the statement the README makes, is the tolerance.
+not across CPU types (the convolution kernels torch picks for a CPU's vector
+instructions round differently, and ten epochs amplify that like a change of seed): the
+same quick preset on two CPUs gave Fig. 2 slopes up to 0.31 apart, each inside the other's
+interval, with the same verdicts. So the committed interval, the statement the README
+makes, is the tolerance.
 """
 
 from __future__ import annotations
