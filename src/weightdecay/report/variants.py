@@ -114,13 +114,13 @@ def summary(rows: list[VariantRow]) -> list[str]:
         label = _OPT_LABEL.get(opt, opt)
         better = [name for name, ci in vs if ci.finite and ci.hi < 0]
         worse = [name for name, ci in vs if ci.finite and ci.lo > 0]
-        if better or worse:
-            said = ([f"better than the paper's decay: {_names(better)}"] if better else []) \
-                + ([f"worse: {_names(worse)}"] if worse else [])
-            text = "; ".join(said)
-        else:
-            text = ("no rule's best test error differs from the paper's decay beyond its "
-                    "interval")
+        said = []
+        if better:
+            said.append(f"better than the paper's decay: {_names(better)}")
+        if worse:
+            said.append(f"worse: {_names(worse)}")
+        text = "; ".join(said) or ("no rule's best test error differs from the paper's decay "
+                                   "beyond its interval")
         separable = [r.name for r in rows if r.optimizer == opt
                      and r.slope.reading == "separable"]
         out.append(f"- **{label}**: {text}. Best λ separable from α (reading *separable*): "
