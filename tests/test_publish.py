@@ -92,3 +92,23 @@ def test_the_readme_says_what_the_committed_results_say():
     assert publish.fill_readme(readme, root / "docs" / "results") == readme, (
         "README.md results blocks differ from docs/results/: run "
         "`python -m weightdecay.report.publish readme`")
+
+
+def test_hostile_names_and_files_are_refused_before_anything_is_written(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "stats.json").write_text(json.dumps(_stats()))
+    results = tmp_path / "deep" / "results"
+    for name in ("../escape", "/abs", "a/b", ".."):
+        with pytest.raises(SystemExit, match="--name .* is not valid"):
+            publish.main(["write", str(run), "--name", name, "--results", str(results),
+                          "--no-readme"])
+    assert not (tmp_path / "deep").exists() and not (tmp_path / "escape.json").exists()
+    for bad in ('{"scorecard": 5}', "[1, 2]", '{"scorecard": [{"verdict": "holds"}]}'):
+        (run / "stats.json").write_text(bad)
+        with pytest.raises(SystemExit, match="holds no scorecard"):
+            publish.main(["write", str(run), "--name", "quick", "--results", str(results),
+                          "--no-readme"])
+        with pytest.raises(SystemExit, match="holds no scorecard"):
+            publish.check(run, run / "stats.json")
+    assert not results.exists()

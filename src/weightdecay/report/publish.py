@@ -53,6 +53,19 @@ def _load(path: Path) -> dict[str, Any]:
         raise SystemExit(f"publish: error: {path} is not JSON ({e})") from None
 
 
+def _load_scorecard(path: Path) -> dict[str, Any]:
+    """``path`` (a run's ``stats.json`` or a committed results file), checked to hold a
+    scorecard: a list of claims, each with a string ``key`` and a ``verdict``."""
+    data = _load(path)
+    claims = data.get("scorecard") if isinstance(data, dict) else None
+    if not isinstance(claims, list) or not all(
+            isinstance(c, dict) and isinstance(c.get("key"), str) and "verdict" in c
+            for c in claims):
+        raise SystemExit(f"publish: error: {path} holds no scorecard (a list of claims, each "
+                         "with a key and a verdict)")
+    return data
+
+
 def markdown_table(scorecard: Sequence[Mapping[str, Any]], *, ran_only: bool = True) -> str:
     """The scorecard as a markdown table (claims not run are left out by default)."""
     rows = ["| source | claim | metric | estimate [90 % interval] | verdict | detail |",
@@ -105,7 +118,7 @@ def fill_readme(text: str, results: Path) -> str:
 
 def write(run: Path, name: str, results: Path, readme: Path | None) -> None:
     """Write ``results/NAME.json``, ``NAME.md`` and the figures; regenerate the README."""
-    stats = _load(run / "stats.json")
+    stats = _load_scorecard(run / "stats.json")
     results.mkdir(parents=True, exist_ok=True)
     summary = _summary(stats)
     lines = [markdown_table(stats["scorecard"])]
@@ -149,8 +162,8 @@ def check(run: Path, reference: Path, tol: float = DEFAULT_TOL) -> list[str]:
     Verdicts must be equal; a fresh estimate must lie inside the committed interval
     ``[lo, hi]`` (or, where the committed entry has no interval, within ``tol``).
     """
-    fresh = {c["key"]: c for c in _load(run / "stats.json")["scorecard"]}
-    ref = {c["key"]: c for c in _load(reference)["scorecard"]}
+    fresh = {c["key"]: c for c in _load_scorecard(run / "stats.json")["scorecard"]}
+    ref = {c["key"]: c for c in _load_scorecard(reference)["scorecard"]}
     problems = []
     for key in sorted(set(ref) | set(fresh)):
         a, b = ref.get(key), fresh.get(key)
@@ -193,6 +206,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.run is None or args.name is None:
         ap.error(f"{args.action} needs RUN and --name")
+    from ..harness.spec import SpecError, check_study_name
+
+    try:  # NAME names files in --results: a safe name keeps them there
+        check_study_name(args.name, "--name")
+    except SpecError as exc:
+        raise SystemExit(f"publish: error: {exc}") from None
     if args.action == "write":
         write(args.run, args.name, args.results, None if args.no_readme else args.readme)
         print(f"wrote {args.results / (args.name + '.json')} and "
