@@ -74,6 +74,8 @@ def spec_file(tmp_path):
         (["train", "--test-size", "0"], ["test_size"]),
         (["train", "--model", "mlp", "--scale-invariant-only", "--weight-decay", "0.01",
           "--dataset", "digits", "--epochs", "1"], ["nothing would be decayed"]),
+        (["train", "--model", "cnn1d_bn", "--dataset", "digits", "--epochs", "1"],
+         ["needs inputs of 2 dims"]),
         (["frobnicate"], ["frobnicate"]),
         (["export", "--storage", "sqlite:///x.db"], ["--study"]),
         (["reproduce", "--preset", "huge", "--out", "x"], ["huge"]),

@@ -427,3 +427,6 @@ def test_decay_variants_reach_the_optimizer():
 
     with pytest.raises(RunSetupError, match="nothing would be decayed"):
         build_optimizer(_cfg(scale_invariant_only=True), mlp, example_input=TOY.x_train[:BATCH])
+    # lambda = 0 (a grid's no-decay row) on a model that has scale-invariant weights builds
+    opt = build_optimizer(cfg.replace(weight_decay=0.0), model, example_input=TOY.x_train[:BATCH])
+    assert all(g["weight_decay"] == 0 for g in opt.param_groups)

@@ -100,8 +100,8 @@ def build_schedule(config: RunConfig, spe: int) -> Any:
 
 
 class RunSetupError(ValueError):
-    """A valid configuration that cannot be set up for its model or data (e.g. decay of
-    scale-invariant weights only, on a model that has none)."""
+    """A valid configuration that cannot be set up for its model or data (a network for
+    another kind of input; decay of scale-invariant weights only, on a model that has none)."""
 
 
 def build_optimizer(
@@ -131,7 +131,7 @@ def build_optimizer(
         params: Any = weightdecay.param_groups_weight_decay(
             model, lam, scale_invariant_only=True, example_input=example_input,
             other_weight_decay=0.0)
-        if not any(g["params"] and g["weight_decay"] > 0 for g in params):
+        if not params.summary.scale_invariance.invariant:  # what the probe found, any λ
             raise RunSetupError(f"scale_invariant_only: no weight of model {config.model!r} is "
                              "scale-invariant (no normalization follows it), so nothing would "
                              "be decayed")
@@ -156,7 +156,10 @@ def build_model(config: RunConfig, dataset: Any) -> torch.nn.Module:
 
     options: dict[str, Any] = ({} if config.width is None
                                else {_WIDTH_OPTION[config.model]: config.width})
-    return build(config.model, dataset, **options)
+    try:
+        return build(config.model, dataset, **options)
+    except ValueError as exc:  # e.g. a 1-D network for images: the config cannot be set up
+        raise RunSetupError(str(exc)) from None
 
 
 def build_normalized_decay(
