@@ -52,6 +52,15 @@ class ScaleInvariantNoise(nn.Module):
         xi = torch.randn(self.dim, dtype=self.weight.dtype, generator=self.generator)
         return (self.weight / self.weight.norm()) @ xi
 
+    @torch.no_grad()
+    def set_gradient(self) -> None:
+        """``weight.grad`` = the gradient of :meth:`loss` (the same draw of xi_t), without
+        autograd: (xi - theta_hat <theta_hat, xi>) / ||theta||."""
+        xi = torch.randn(self.dim, dtype=self.weight.dtype, generator=self.generator)
+        norm = self.weight.norm()
+        unit = self.weight / norm
+        self.weight.grad = xi.sub_(unit, alpha=float(unit @ xi)).div_(norm)
+
 
 def simulate(
     make_optimizer: Callable[[list[nn.Parameter]], torch.optim.Optimizer],
@@ -75,8 +84,7 @@ def simulate(
     optimizer = make_optimizer([problem.weight])
     with EquilibriumMonitor(problem, optimizer, every, scale_invariant=["weight"]) as monitor:
         for _ in range(positive_int("steps", steps)):
-            optimizer.zero_grad(set_to_none=True)
-            problem.loss().backward()
+            problem.set_gradient()
             optimizer.step()
     return monitor.records()
 
