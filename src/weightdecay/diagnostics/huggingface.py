@@ -43,7 +43,7 @@ def _unwrap(optimizer: Any) -> torch.optim.Optimizer:
     return optimizer
 
 
-class EquilibriumTrainerCallback(TrainerCallback, ExportableState):  # type: ignore[misc, unused-ignore]
+class EquilibriumTrainerCallback(TrainerCallback, ExportableState):
     """Attach an :class:`~weightdecay.diagnostics.EquilibriumMonitor` to ``Trainer.train()``.
 
     Args:

@@ -27,7 +27,7 @@ from .monitor import EquilibriumMonitor
 __all__ = ["EquilibriumCallback"]
 
 
-class EquilibriumCallback(L.Callback):  # type: ignore[misc, unused-ignore]
+class EquilibriumCallback(L.Callback):
     """Attach an :class:`~weightdecay.diagnostics.EquilibriumMonitor` to a Lightning fit.
 
     Args:

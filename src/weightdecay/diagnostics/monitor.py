@@ -42,30 +42,30 @@ _OPT = (type(None),)
 #: every key of a record, with the types its value may have (``None``: not available; the
 #: ``why_*`` fields then say why). Floats are finite: an infinite timescale is None.
 RECORD_FIELDS: dict[str, tuple[type, ...]] = {
-    "name": _STR,                      # parameter name in the model
-    "step": _INT,                      # update count t after this update (1 = the first)
-    "group": _INT,                     # index of the optimizer's param group
-    "category": _STR,                  # "scale_invariant", "normalization", "other", or yours
-    "scale_invariant": _BOOL,          # found (or given) scale-invariant
+    "name": _STR,                       # parameter name in the model
+    "step": _INT,                       # update count t after this update (1 = the first)
+    "group": _INT,                      # index of the optimizer's param group
+    "category": _STR,                   # "scale_invariant", "normalization", "other", or yours
+    "scale_invariant": _BOOL,           # found (or given) scale-invariant
     "numel": _INT,
-    "optimizer": _STR,                 # the update rule the prediction is for
-    "lr": _NUM + _OPT,                 # lr_t
-    "eta": _NUM + _OPT,                # eta_t = lr_t / initial_lr
-    "decay_per_update": _NUM + _OPT,          # d_t (effective for L2 in a momentum buffer; 0: none)
-    "momentum": _NUM + _OPT,                # b of the update filter
-    "norm": _NUM + _OPT,               # ||theta_t||
-    "grad_norm": _NUM + _OPT,          # ||g_t||, the gradient of this update
-    "max_abs": _NUM + _OPT,            # ||theta_t||_inf
-    "relative_update": _NUM + _OPT,    # ||theta_t - theta_{t-1}|| / ||theta_{t-1}||
-    "angular_update": _NUM + _OPT,     # angle(theta_t, theta_{t-1}), radians
+    "optimizer": _STR,                  # the update rule the prediction is for
+    "lr": _NUM + _OPT,                  # lr_t
+    "eta": _NUM + _OPT,                 # eta_t = lr_t / initial_lr
+    "decay_per_update": _NUM + _OPT,    # d_t (effective for L2 in a momentum buffer; 0: none)
+    "momentum": _NUM + _OPT,            # b of the update filter
+    "norm": _NUM + _OPT,                # ||theta_t||
+    "grad_norm": _NUM + _OPT,           # ||g_t||, the gradient of this update
+    "max_abs": _NUM + _OPT,             # ||theta_t||_inf
+    "relative_update": _NUM + _OPT,     # ||theta_t - theta_{t-1}|| / ||theta_{t-1}||
+    "angular_update": _NUM + _OPT,      # angle(theta_t, theta_{t-1}), radians
     "predicted_angular_update": _NUM + _OPT,
-    "angular_ratio": _NUM + _OPT,      # measured / predicted
+    "angular_ratio": _NUM + _OPT,       # measured / predicted
     "predicted_norm": _NUM + _OPT,
-    "norm_ratio": _NUM + _OPT,         # measured / predicted
-    "max_abs_bound": _NUM + _OPT,      # Xie & Li's lr_t/d_t for Adam-like decoupled decay
-    "timescale_updates": _NUM + _OPT,  # 1/(2 d_t)
-    "timescale_epochs": _NUM + _OPT,   # the same in epochs (updates_per_epoch given)
-    "timescales_elapsed": _NUM + _OPT,      # sum over updates of 2 d_s (trapezoid over measured)
+    "norm_ratio": _NUM + _OPT,          # measured / predicted
+    "max_abs_bound": _NUM + _OPT,       # Xie & Li's lr_t/d_t for Adam-like decoupled decay
+    "timescale_updates": _NUM + _OPT,   # 1/(2 d_t)
+    "timescale_epochs": _NUM + _OPT,    # the same in epochs (updates_per_epoch given)
+    "timescales_elapsed": _NUM + _OPT,  # sum over updates of 2 d_s (trapezoid over measured)
     "why_no_prediction": _STR + _OPT,
     "why_no_norm_prediction": _STR + _OPT,
 }
@@ -167,7 +167,7 @@ class EquilibriumMonitor:
         *,
         example_input: Any = None,
         scale_invariant: Iterable[str] | None = None,
-        categories: Mapping[str, str] | Callable[[str], str] | None = None,
+        categories: Mapping[str, str] | Callable[[str], str | None] | None = None,
         updates_per_epoch: float | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
@@ -287,9 +287,10 @@ class EquilibriumMonitor:
         now = [self._tracked[k][1].detach() for k in idx]
         grads = [self._tracked[k][1].grad for k in idx]
         dense = [k for k, g in enumerate(grads) if g is not None and not g.is_sparse]
+        dense_grads = [g for g in grads if g is not None and not g.is_sparse]
         # three multi-tensor calls: ||theta_{t-1}||, ||theta_t||, ||g_t||; then the difference
         # (in the copy) and the largest |theta_t|
-        norms = list(torch._foreach_norm([*before, *now, *(grads[k] for k in dense)]))
+        norms = list(torch._foreach_norm([*before, *now, *dense_grads]))
         torch._foreach_sub_(before, now)  # theta_{t-1} - theta_t, in the copy
         norms += torch._foreach_norm(before)
         norms += torch._foreach_norm(now, ord=math.inf)
