@@ -40,12 +40,14 @@ _EXPORTS = {
     "ema_timescale": "weightdecay.decay",
     "weight_decay_for_timescale": "weightdecay.decay",
     "Timescale": "weightdecay.decay",
+    # what decay does while training: equilibrium diagnostics (weightdecay.diagnostics)
+    "EquilibriumMonitor": "weightdecay.diagnostics.monitor",
     # experiments (import optuna / matplotlib only when used)
     "RunConfig": "weightdecay.harness.config",
     "write_report": "weightdecay.report.html",
 }
 
-_SUBMODULES = ("optim", "schedules", "decay", "harness", "report", "cli")
+_SUBMODULES = ("optim", "schedules", "decay", "diagnostics", "harness", "report", "cli")
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES])
 
