@@ -16,10 +16,11 @@ import math
 import numpy as np
 import pytest
 
+from weightdecay.api import write_report
 from weightdecay.harness.vectors import pack_wrong, unpack_wrong
 from weightdecay.report import figures as F
 from weightdecay.report.claims import Evidence, scorecard
-from weightdecay.report.html import replication, write_report
+from weightdecay.report.model import Replication
 from weightdecay.report.resample import Replicates
 from weightdecay.report.stats import (
     SLOPE_READINGS,
@@ -380,10 +381,11 @@ def test_replication_compares_verdicts(tmp_path, fig2_ev):
     claims = scorecard(fig2_ev.records, evidence=fig2_ev, equivalence=False)
     orig = {"scorecard": [dict(c.to_dict(), verdict="refuted") if c.key == "fig2.sgd"
                           else c.to_dict() for c in claims]}
-    rep = replication(claims, orig)
-    assert rep["differ"] == ["fig2.sgd"] and rep["replicated"] == rep["compared"] - 1
+    rep = Replication.compare(claims, orig)
+    assert rep.differ == ["fig2.sgd"] and rep.replicated == rep.compared - 1
+    assert Replication.from_dict(rep.to_dict()) == rep
     text = write_report(fig2_ev.records, tmp_path, n_boot=50, original=orig).read_text()
-    assert "Replication:" in text and "fig2.sgd" in text
+    assert f"Replication on other seeds:</b> {rep.sentence()}" in text and "fig2.sgd" in text
 
 
 def test_write_report_lists_figures_it_cannot_draw(tmp_path):
