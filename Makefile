@@ -4,7 +4,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: venv quick quick-check results test lint bench clean docs wheel wheel-smoke integrations
+.PHONY: venv quick quick-check results test test-fast lint bench clean docs wheel wheel-smoke integrations
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -36,6 +36,10 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/python -m pytest
+
+# the suite without the tests that compile kernels (marked `compile`: torch.compile / Inductor)
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not compile"
 
 # The documentation site -> site/ (any warning fails: --strict). Optional packages are pinned
 # in requirements-*.txt and always installed with requirements.txt as constraints (torch).

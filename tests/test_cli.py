@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from weightdecay import cli
+from weightdecay import api, cli
 from weightdecay.harness import presets, store
+from weightdecay.report import html, model
+from weightdecay.report.model import Report
 
 torch.set_num_threads(1)
 
@@ -32,6 +34,13 @@ epochs = [1]
   lr = [0.001, 0.002]
   weight_decay = [0.0]
 """
+
+
+def fake_write_html(report, out_dir):
+    path = Path(out_dir) / "report.html"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("<html></html>")
+    return path
 
 
 def run_cli(capsys, *argv):
@@ -192,18 +201,16 @@ def test_sweep_export_report(capsys, tmp_path, spec_file, monkeypatch):
 
     calls = []
 
-    def fake_write_report(records, out_dir, spec=None, versions=None, **options):
+    def fake_build_report(records, *, spec=None, versions=None, **options):
         calls.append((records, spec, versions))
-        path = Path(out_dir) / "report.html"
-        path.write_text("<html></html>")
-        return path
+        return Report(records=list(records))
 
-    import weightdecay.report as report
-
-    monkeypatch.setattr(report, "write_report", fake_write_report, raising=False)
+    monkeypatch.setattr(model, "build_report", fake_build_report)
+    monkeypatch.setattr(html, "write_html", fake_write_html)
     code, text, _ = run_cli(capsys, "report", "--storage", url, "--study", "clitiny",
                             "--out", str(tmp_path / "rep"))
     assert code == 0 and (tmp_path / "rep" / "report.html").exists()
+    assert (tmp_path / "rep" / "stats.json").exists()  # the Report's serialization
     records, spec, versions = calls[0]
     assert len(records) == 2 and spec["name"] == "clitiny" and "torch" in versions
 
@@ -232,15 +239,12 @@ def test_reproduce_writes_report_and_resumes(capsys, tmp_path, monkeypatch):
     monkeypatch.setitem(presets.PRESETS, "quick", tiny)
     written = []
 
-    def fake_write_report(records, out_dir, spec=None, versions=None, **options):
-        written.append(len(records))
-        path = Path(out_dir) / "report.html"
-        path.write_text("<html></html>")
-        return path
+    def fake_report(storage, study, out=None, **options):
+        written.append(len(store.load_records(storage, study)))
+        fake_write_html(None, out)
+        return Report()
 
-    import weightdecay.report as report
-
-    monkeypatch.setattr(report, "write_report", fake_write_report, raising=False)
+    monkeypatch.setattr(api, "report", fake_report)
     out = tmp_path / "q"
     code, text, err = run_cli(capsys, "reproduce", "--preset", "quick", "--out", str(out),
                               "--workers", "0", "--no-progress")
@@ -255,12 +259,14 @@ def test_reproduce_writes_report_and_resumes(capsys, tmp_path, monkeypatch):
     assert "2 already complete, 0 enqueued" in err
     assert len(list(csv.DictReader((out / "trials.csv").open()))) == 2
     assert written == [2, 2]
+    timing = json.loads((out / "stats.json").read_text())["timing"]  # kept from the first run
+    assert timing == json.loads((out / "reproduce.json").read_text()) and timing["ran"] == 2
 
 
 def test_download_flag_fetches_cifar10_before_training(capsys, monkeypatch):
     """--download is wired to the checksum-verified CIFAR-10 download (never run in tests:
     the download itself is replaced by a stand-in that stops the command)."""
-    from weightdecay.harness import data
+    from weightdecay.harness import cifar10
 
     calls = []
 
@@ -271,12 +277,12 @@ def test_download_flag_fetches_cifar10_before_training(capsys, monkeypatch):
         calls.append(1)
         raise Stop
 
-    monkeypatch.setattr(data, "download_cifar10", fake_download)
+    monkeypatch.setattr(cifar10, "download_cifar10", fake_download)
     with pytest.raises(Stop):
         cli.main(["train", "--dataset", "cifar10", "--model", "resnet_small", "--download"])
     assert calls == [1]
     # not for other data sets
-    monkeypatch.setattr(data, "download_cifar10", lambda *a, **k: calls.append(2))
+    monkeypatch.setattr(cifar10, "download_cifar10", lambda *a, **k: calls.append(2))
     assert cli.main(["train", "--dataset", "digits", "--model", "mlp", "--epochs", "1",
                      "--download"]) == 0
     assert calls == [1]

@@ -59,7 +59,7 @@ def fake_run(config, checkpoint_path=None, progress=False, on_epoch=None, data=N
             "final_test_wrong": "8A==", "history": history}
 
 
-def fake_write_report(records, out_dir, spec=None, versions=None, **options):
+def fake_write_html(report, out_dir):
     path = Path(out_dir) / "report.html"
     path.write_text("<html></html>")
     return path
@@ -67,11 +67,12 @@ def fake_write_report(records, out_dir, spec=None, versions=None, **options):
 
 @pytest.fixture
 def stand_ins(monkeypatch):
-    import weightdecay.report as report
     from weightdecay.harness import build, train
+    from weightdecay.report import html, model
 
     monkeypatch.setattr(train, "run", fake_run)
-    monkeypatch.setattr(report, "write_report", fake_write_report, raising=False)
+    monkeypatch.setattr(model, "build_report", lambda records, **kw: model.Report())
+    monkeypatch.setattr(html, "write_html", fake_write_html)
     monkeypatch.setattr(build, "get_dataset", lambda *a, **k: None)
     for name in list(presets.PRESETS):
         monkeypatch.setitem(presets.PRESETS, name, {**TINY_PRESET, "name": name})

@@ -10,8 +10,6 @@ from torch import nn
 
 from weightdecay.harness.data import Dataset, load_dataset
 from weightdecay.harness.models import (
-    DEFAULT_MODELS,
-    MODELS,
     ShakeShakeBlock,
     ShakeShakeResNet,
     build_model,
@@ -20,6 +18,7 @@ from weightdecay.harness.models import (
     shake_shake,
     weight_norm,
 )
+from weightdecay.registry import DATASETS, MODELS
 
 torch.set_num_threads(1)
 
@@ -282,9 +281,23 @@ def test_weight_norm_is_l2_norm_of_all_parameters():
 
 def test_default_models():
     assert default_model("mnist1d") == "cnn1d_bn"
-    assert set(DEFAULT_MODELS.values()) <= set(MODELS)
+    assert {default_model(name) for name in DATASETS} <= set(MODELS)
     with pytest.raises(ValueError, match="imagenet"):
         default_model("imagenet")
+
+
+@pytest.mark.parametrize("name, shape, option", [("cnn1d_bn", MNIST1D, "channels"),
+                                                 ("mlp", DIGITS, "hidden"),
+                                                 ("resnet_small", DIGITS, "width")])
+def test_width_sets_the_models_own_width_option(name, shape, option):
+    def count(**kw):
+        torch.manual_seed(0)
+        return count_parameters(build_model(name, input_shape=shape, num_classes=10, **kw))
+
+    assert count(width=4) == count(**{option: 4}) < count()
+    if option != "width":
+        with pytest.raises(ValueError, match="not both"):
+            build_model(name, input_shape=shape, num_classes=10, width=4, **{option: 4})
 
 
 def test_mlp_learns_digits():

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from weightdecay import cli
+from weightdecay import api, cli
 
 try:
     import tomllib
@@ -36,7 +36,7 @@ def _pyproject() -> dict:
 def test_cli_checks_exactly_the_harness_extra():
     extra = _pyproject()["project"]["optional-dependencies"]["harness"]
     names = {re.split(r"[<>=!~\[; ]", req, maxsplit=1)[0].lower() for req in extra}
-    assert {_IMPORT_NAME.get(n, n) for n in names} == set(cli.HARNESS_MODULES)
+    assert {_IMPORT_NAME.get(n, n) for n in names} == set(api.HARNESS_MODULES)
 
 
 ARGVS = {
@@ -102,7 +102,7 @@ def test_core_import_needs_no_harness_module():
         "opt = wd.AdamW([p], lr=1e-3, weight_decay=0.1)\n"
         "wd.schedules.as_torch_scheduler(opt, wd.schedules.cosine_restarts(T_0=10, T_mult=2))\n"
         "opt.step()\n"
-        "from weightdecay.cli import HARNESS_MODULES\n"
+        "from weightdecay.api import HARNESS_MODULES\n"
         "print(sorted(m for m in HARNESS_MODULES if m in set(sys.modules) - before))\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -115,3 +115,21 @@ def test_package_data_is_declared():
     assert (ROOT / "src" / "weightdecay" / "py.typed").is_file()
     data = _pyproject()["tool"]["setuptools"]["package-data"]
     assert "py.typed" in data["weightdecay"]
+
+
+def test_version_is_written_once_and_is_the_installed_metadata():
+    """``weightdecay --version`` and ``weightdecay.__version__`` say what the installed
+    distribution's metadata says; pyproject.toml reads the version, it does not repeat it."""
+    from importlib import metadata
+
+    import weightdecay
+
+    installed = metadata.version("weightdecay")
+    assert weightdecay.__version__ == installed
+    proc = subprocess.run([sys.executable, "-m", "weightdecay.cli", "--version"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == f"weightdecay {installed}"
+    project = _pyproject()["project"]
+    assert "version" not in project and project["dynamic"] == ["version"]
+    attr = _pyproject()["tool"]["setuptools"]["dynamic"]["version"]["attr"]
+    assert attr == "weightdecay.__version__"

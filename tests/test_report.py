@@ -16,10 +16,11 @@ import math
 import numpy as np
 import pytest
 
+from weightdecay.api import write_report
 from weightdecay.harness.vectors import pack_wrong, unpack_wrong
 from weightdecay.report import figures as F
 from weightdecay.report.claims import Evidence, scorecard
-from weightdecay.report.html import replication, write_report
+from weightdecay.report.model import Replication
 from weightdecay.report.resample import Replicates
 from weightdecay.report.stats import (
     SLOPE_READINGS,
@@ -155,8 +156,8 @@ def test_seed_resampling_has_an_unbiased_variance_and_stays_in_bounds(errs):
     S = len(errs)
     recs = [make_record("sgdw", 0.1, 0.01, 0.1, seed=s, n=s, history=False)
             for s in range(S)]
-    for r, err in zip(recs, errs):
-        r["final_test_wrong"], r["final_test_error"] = None, err
+    for r, err in zip(recs, errs):  # no test sample to resample: seeds only
+        r["final_test_wrong"], r["final_test_error"], r["num_test"] = None, err, None
     reps = Replicates(recs, n_boot=40000)
     m = reps.mean(list(range(S)))
     assert m[0] == pytest.approx(np.mean(errs))
@@ -380,10 +381,11 @@ def test_replication_compares_verdicts(tmp_path, fig2_ev):
     claims = scorecard(fig2_ev.records, evidence=fig2_ev, equivalence=False)
     orig = {"scorecard": [dict(c.to_dict(), verdict="refuted") if c.key == "fig2.sgd"
                           else c.to_dict() for c in claims]}
-    rep = replication(claims, orig)
-    assert rep["differ"] == ["fig2.sgd"] and rep["replicated"] == rep["compared"] - 1
+    rep = Replication.compare(claims, orig)
+    assert rep.differ == ["fig2.sgd"] and rep.replicated == rep.compared - 1
+    assert Replication.from_dict(rep.to_dict()) == rep
     text = write_report(fig2_ev.records, tmp_path, n_boot=50, original=orig).read_text()
-    assert "Replication:" in text and "fig2.sgd" in text
+    assert f"Replication on other seeds:</b> {rep.sentence()}" in text and "fig2.sgd" in text
 
 
 def test_write_report_lists_figures_it_cannot_draw(tmp_path):

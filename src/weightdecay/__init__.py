@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib
 
+#: the one place the version is written (pyproject.toml reads it: dynamic = ["version"])
 __version__ = "0.1.0"
 
 # public name -> module that defines it
@@ -44,10 +45,11 @@ _EXPORTS = {
     "EquilibriumMonitor": "weightdecay.diagnostics.monitor",
     # experiments (import optuna / matplotlib only when used)
     "RunConfig": "weightdecay.harness.config",
-    "write_report": "weightdecay.report.html",
+    "write_report": "weightdecay.api",
 }
 
-_SUBMODULES = ("optim", "schedules", "decay", "diagnostics", "harness", "report", "cli")
+_SUBMODULES = ("optim", "schedules", "decay", "diagnostics", "registry", "harness", "report", "api",
+               "cli")
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES])
 

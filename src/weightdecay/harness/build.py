@@ -16,11 +16,12 @@ from typing import Any
 
 import torch
 
+from .. import registry
 from .config import RunConfig
 
 __all__ = [
     "RunSetupError",
-    "build_model",
+    "build_network",
     "build_normalized_decay",
     "build_optimizer",
     "build_schedule",
@@ -29,12 +30,8 @@ __all__ = [
     "steps_per_epoch",
 ]
 
-_OPTIMIZER_CLASSES = {"sgd": "SGD", "sgdw": "SGDW", "adam": "Adam", "adamw": "AdamW"}
 # (dataset name, device, test_size) -> Dataset; loading a data set once per process suffices
 _DATASET_CACHE: dict[tuple[str, str, int | None], Any] = {}
-# the model option that config.width sets, per model name
-_WIDTH_OPTION = {"cnn1d_bn": "channels", "cnn1d": "channels", "mlp": "hidden",
-                 "resnet_small": "width", "shakeshake26_2x64d": "width"}
 
 
 def get_dataset(name: str, device: str = "cpu", test_size: int | None = None) -> Any:
@@ -124,7 +121,7 @@ def build_optimizer(
     import weightdecay
 
     lam = config.weight_decay if weight_decay is None else weight_decay
-    cls = getattr(weightdecay, _OPTIMIZER_CLASSES[config.optimizer])
+    cls = registry.optimizer(config.optimizer).cls()
     if config.scale_invariant_only:
         if example_input is None:
             raise ValueError("scale_invariant_only needs example_input, a training batch")
@@ -150,14 +147,13 @@ def build_optimizer(
     return cls(params, betas=(config.momentum, 0.999), eps=1e-8, **common)
 
 
-def build_model(config: RunConfig, dataset: Any) -> torch.nn.Module:
-    """The network of ``config`` for ``dataset`` (``config.width``: its width option)."""
-    from .models import build_model as build
+def build_network(config: RunConfig, dataset: Any) -> torch.nn.Module:
+    """The network of ``config`` for ``dataset``
+    (:func:`weightdecay.harness.models.build_model`, ``config.width`` its width option)."""
+    from .models import build_model
 
-    options: dict[str, Any] = ({} if config.width is None
-                               else {_WIDTH_OPTION[config.model]: config.width})
     try:
-        return build(config.model, dataset, **options)
+        return build_model(config.model, dataset, width=config.width)
     except ValueError as exc:  # e.g. a 1-D network for images: the config cannot be set up
         raise RunSetupError(str(exc)) from None
 

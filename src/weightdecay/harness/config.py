@@ -25,8 +25,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .. import registry
+from ..registry import DATASETS, MODELS, OPTIMIZERS, SCHEDULES
+
 __all__ = [
     "DATASETS",
+    "FIELD_HELP",
     "MAX_EPOCHS",
     "MAX_T_MULT",
     "MODELS",
@@ -35,20 +39,6 @@ __all__ = [
     "RunConfig",
     "default_milestones",
 ]
-
-#: dataset names understood by :func:`weightdecay.harness.data.load_dataset`
-DATASETS = ("mnist1d", "digits", "cifar10")
-#: model names understood by :func:`weightdecay.harness.models.build_model`
-MODELS = ("cnn1d_bn", "cnn1d", "mlp", "resnet_small", "shakeshake26_2x64d")
-#: "sgd"/"adam" add lambda*theta to the gradient (L2); "sgdw"/"adamw" decay decoupled
-OPTIMIZERS = ("sgd", "sgdw", "adam", "adamw")
-#: eta_t schedules; "restarts" is cosine annealing with warm restarts (SGDR)
-SCHEDULES = ("fixed", "step", "linear", "cosine", "restarts")
-#: experiment tags (sweep specs tag runs; the report draws and scores by tag): the paper's
-#: figures, then this project's experiments around them (decay conventions, the mechanism
-#: ablation, the decay variants)
-FIGURES = ("fig1", "fig2", "fig3", "fig4", "supp1", "supp3", "conventions", "ablation",
-           "variants")
 
 #: the largest held-out test sample (``test_size``) of a generated data set (mnist1d)
 MAX_TEST_SIZE = 100_000
@@ -115,9 +105,11 @@ class RunConfig:
 
     Fields (units in brackets):
 
-    - ``dataset``, ``model``: names from :data:`DATASETS` and :data:`MODELS`.
-    - ``optimizer``: one of :data:`OPTIMIZERS`; ``"sgd"``/``"adam"`` use L2 (lambda*theta
-      added to the gradient), ``"sgdw"``/``"adamw"`` decoupled decay (Algorithms 1, 2).
+    - ``dataset``, ``model``: names from :data:`weightdecay.registry.DATASETS` and
+      :data:`weightdecay.registry.MODELS`.
+    - ``optimizer``: one of :data:`weightdecay.registry.OPTIMIZERS`; ``"sgd"``/``"adam"``
+      use L2 (lambda*theta added to the gradient), ``"sgdw"``/``"adamw"`` decoupled decay
+      (Algorithms 1, 2).
     - ``lr``: base learning rate alpha (> 0).
     - ``weight_decay``: raw lambda per update (>= 0); ignored when ``weight_decay_norm``
       is set.
@@ -127,7 +119,8 @@ class RunConfig:
     - ``decay_convention``: what lambda is multiplied by per update, one of the library's
       ``weightdecay.DECAY_CONVENTIONS`` (``"schedule"``: eta_t * lambda, the paper's
       Algorithms 1-2).
-    - ``schedule``: eta_t schedule, one of :data:`SCHEDULES`, applied per update.
+    - ``schedule``: eta_t schedule, one of :data:`weightdecay.registry.SCHEDULES`, applied
+      per update.
     - ``T_0`` [epochs, may be fractional, at most :data:`MAX_EPOCHS`]: first restart
       period; required for ``"restarts"``, ignored otherwise. ``T_mult`` (in [1,
       :data:`MAX_T_MULT`]): period growth factor.
@@ -235,9 +228,11 @@ class RunConfig:
             if not _is_int(self.test_size) or not 1 <= self.test_size <= MAX_TEST_SIZE:
                 raise ValueError(f"test_size must be None or an integer in [1, {MAX_TEST_SIZE}], "
                                  f"got {self.test_size!r}")
-            if self.dataset != "mnist1d":
-                raise ValueError(f"test_size is only available for dataset 'mnist1d' (a "
-                                 f"generated data set), not {self.dataset!r}")
+            if not registry.dataset(self.dataset).generated:
+                generated = [repr(n) for n in DATASETS if registry.dataset(n).generated]
+                raise ValueError(f"test_size is only available for dataset "
+                                 f"{' or '.join(generated)} (a generated data set), not "
+                                 f"{self.dataset!r}")
         if not _is_int(self.seed) or not 0 <= self.seed < SEED_LIMIT:
             raise ValueError(f"seed must be an integer in [0, 2**32), got {self.seed!r}")
 
@@ -265,9 +260,10 @@ class RunConfig:
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
         self._check_real("l1", low=0.0)
-        if self.cautious and self.optimizer not in ("sgdw", "adamw"):
-            raise ValueError(f"cautious=True is a decoupled decay (sgdw, adamw), not "
-                             f"{self.optimizer!r}")
+        if self.cautious and not registry.is_decoupled(self.optimizer):
+            decoupled = [o for o in OPTIMIZERS if registry.is_decoupled(o)]
+            raise ValueError(f"cautious=True is a decoupled decay ({', '.join(decoupled)}), "
+                             f"not {self.optimizer!r}")
         return self
 
     def _check_real(
@@ -358,6 +354,39 @@ class RunConfig:
         blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=False)
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
 
+
+#: one line per field, the help of its flag (``weightdecay train --FIELD-NAME``; a bool field
+#: is a switch away from its default, ``--no-decay-all``); the class docstring says the rest
+FIELD_HELP = {
+    "dataset": "data set",
+    "model": "network",
+    "optimizer": "sgd/adam: L2 added to the gradient; sgdw/adamw: decoupled decay",
+    "lr": "base learning rate alpha (> 0)",
+    "weight_decay": "raw lambda per update (times eta_t, NOT times alpha); the L2 coefficient "
+                    "for sgd/adam",
+    "weight_decay_norm": "normalized lambda_norm (paper App. B.1), instead of --weight-decay",
+    "decay_convention": "what lambda is multiplied by per update, one of "
+                        "weightdecay.DECAY_CONVENTIONS (the paper: schedule = eta_t)",
+    "schedule": "eta_t schedule",
+    "T_0": "first restart period in epochs (schedule=restarts)",
+    "T_mult": f"restart period growth factor (1 to {MAX_T_MULT:g})",
+    "milestones": "step-drop epochs, comma-separated (default: 30/60/80%% of epochs)",
+    "drop_factor": "multiplier at each step-drop milestone, in (0, 1]",
+    "epochs": f"training epochs (at most {MAX_EPOCHS})",
+    "batch_size": "examples per update",
+    "seed": f"random seed, in [0, {SEED_LIMIT})",
+    "device": "cpu, cuda, cuda:N or mps",
+    "momentum": "SGD momentum / Adam beta1, in [0, 1)",
+    "decay_all": "exempt biases and 1-D tensors from decay (the paper decays all)",
+    "width": "model width (channels / hidden units; default: the model's own)",
+    "test_size": "mnist1d: N held-out test signals from the generator instead of the "
+                 "canonical 1000",
+    "eval_every": "evaluate the test error every N epochs (and after the last)",
+    "cautious": "cautious decay: only where update and weight agree in sign (sgdw/adamw)",
+    "l1": "L1 factor (sgd/adam: l1*sign(theta) in the gradient; sgdw/adamw: soft-threshold "
+          "after the update)",
+    "scale_invariant_only": "decay only the weights a normalization makes scale-invariant",
+}
 
 # fields that enter the key only when they differ from these defaults, so that the keys of
 # runs planned before the fields existed (stores, checkpoints) do not change

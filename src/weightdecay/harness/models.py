@@ -1,4 +1,5 @@
-"""Models for the experiment harness, built by name with :func:`build_model`.
+"""Models for the experiment harness, built by name with :func:`build_model` (the names and
+their builders: :data:`weightdecay.registry.MODELS`).
 
 =====================  =================  =============================================
 name                   inputs             what it is
@@ -24,26 +25,24 @@ Example::
 
     model = build_model("cnn1d_bn", dataset)              # or
     model = build_model("mlp", input_shape=(1, 40), num_classes=10, hidden=128)
-
-Length (~410 lines): five networks and the builder that names them.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .. import registry
+
 if TYPE_CHECKING:
     from weightdecay.harness.data import Dataset
 
 __all__ = [
-    "DEFAULT_MODELS",
-    "MODELS",
     "ShakeShakeBlock",
     "ShakeShakeResNet",
     "build_model",
@@ -294,7 +293,8 @@ class ShakeShakeResNet(nn.Module):
         return self.head(out.mean(dim=(2, 3)))
 
 
-# --------------------------------------------------------------------------- registry
+# --------------------------------------------------------------------------- builders
+# (the targets of weightdecay.registry's model entries: builder(input_shape, num_classes, **kw))
 
 
 def _needs(name: str, shape: tuple[int, ...], ndim: int, hint: str) -> None:
@@ -329,25 +329,9 @@ def _shakeshake26_2x64d(shape, k, **kw):
     return ShakeShakeResNet(shape[0], k, **kw)
 
 
-MODELS: dict[str, Callable[..., nn.Module]] = {
-    "cnn1d_bn": _cnn1d_bn,
-    "cnn1d": _cnn1d,
-    "mlp": _mlp,
-    "resnet_small": _resnet_small,
-    "shakeshake26_2x64d": _shakeshake26_2x64d,
-}
-
-DEFAULT_MODELS = {"mnist1d": "cnn1d_bn", "digits": "resnet_small",
-                  "cifar10": "shakeshake26_2x64d"}
-
-
 def default_model(dataset_name: str) -> str:
-    """The model the harness uses for a dataset when none is named."""
-    try:
-        return DEFAULT_MODELS[dataset_name]
-    except KeyError:
-        raise ValueError(f"no default model for dataset {dataset_name!r}; known: "
-                         f"{', '.join(DEFAULT_MODELS)}") from None
+    """The model the harness uses for a dataset when none is named (its registry entry)."""
+    return registry.dataset(dataset_name).default_model
 
 
 def build_model(
@@ -356,9 +340,11 @@ def build_model(
     *,
     input_shape: Sequence[int] | None = None,
     num_classes: int | None = None,
+    width: int | None = None,
     **kwargs,
 ) -> nn.Module:
-    """Build a model by name (one of :data:`MODELS`) for a dataset's inputs and classes.
+    """Build a model by name (one of :data:`weightdecay.registry.MODELS`) for a dataset's
+    inputs and classes, with the builder the registry names.
 
     Args:
         name: model name, see the module docstring.
@@ -366,14 +352,20 @@ def build_model(
             ``num_classes``. Or pass those two instead.
         input_shape: one input's shape without the batch dimension, e.g. ``(1, 40)``.
         num_classes: number of output logits.
+        width: the model's width option (its registry entry's ``width_option``:
+            ``cnn1d*``: channels, ``mlp``: hidden, ``resnet_small``/``shakeshake26_2x64d``:
+            width); ``None`` = the model's default.
         **kwargs: model options (``cnn1d*``: channels, depth, kernel_size; ``mlp``: hidden;
             ``resnet_small``: width, blocks_per_stage; ``shakeshake26_2x64d``: depth, width,
             shake_forward, shake_backward).
 
     Initialization uses torch's global generator: seed it with ``torch.manual_seed``.
     """
-    if name not in MODELS:
-        raise ValueError(f"unknown model name {name!r}; known: {', '.join(MODELS)}")
+    entry = registry.model(name)
+    if width is not None:
+        if entry.width_option in kwargs:
+            raise ValueError(f"give width or {entry.width_option}, not both")
+        kwargs[entry.width_option] = width
     if dataset is not None:
         input_shape = dataset.input_shape if input_shape is None else input_shape
         num_classes = dataset.num_classes if num_classes is None else num_classes
@@ -385,7 +377,7 @@ def build_model(
         raise ValueError(f"input_shape must be positive ints, got {input_shape!r}")
     _check_positive_int("num_classes", num_classes)
     try:
-        return MODELS[name](shape, num_classes, **kwargs)
+        return registry.resolve("model", name)(shape, num_classes, **kwargs)
     except TypeError as e:  # an option the model does not have
         raise ValueError(f"bad options {sorted(kwargs)} for model {name!r}: {e}") from e
 

@@ -37,8 +37,8 @@ raise :class:`SpecError` naming the key. A spec planning more than ``max_runs`` 
 (default :data:`DEFAULT_MAX_RUNS`) is refused after counting its grids, before a single
 run config is built.
 
-Length (~470 lines): reading, checking and expanding share the spec's structure (its keys,
-grids and merge order), written once here; a quarter of the file is this format's doc.
+The same spec can be described by the flags of ``weightdecay sweep`` (one experiment):
+:func:`grid_spec` builds it, and :func:`parse_number` reads their numbers (``2**-10``).
 
 Paper: Loshchilov & Hutter, "Decoupled Weight Decay Regularization", ICLR 2019, Sec. 4
 (grids in powers of 2 over (alpha, lambda), Figs. 1-4 and Supp. Figs. 1, 3).
@@ -62,7 +62,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib  # type: ignore[import-not-found]  # not installed on 3.11+
 
-from .config import DATASETS, FIGURES, MODELS, OPTIMIZERS, SCHEDULES, RunConfig, is_finite_number
+from ..registry import DATASETS, EXPERIMENTS, MODELS, OPTIMIZERS, SCHEDULES
+from .config import RunConfig, is_finite_number
 
 __all__ = [
     "DEFAULT_MAX_RUNS",
@@ -71,7 +72,13 @@ __all__ = [
     "SweepPlan",
     "check_study_name",
     "expand_spec",
+    "GRID_KEYS",
+    "grid_spec",
     "load_spec",
+    "parse_ints",
+    "parse_names",
+    "parse_number",
+    "parse_numbers",
     "plan_sweep",
     "validate_spec",
     "with_seeds",
@@ -189,6 +196,92 @@ def load_spec(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(spec, dict):
         raise SpecError(f"{where} must hold a table, got {type(spec).__name__}")
     return spec
+
+
+def parse_number(text: str) -> float:
+    """One finite number as a flag gives it: ``0.001``, ``1e-3`` or ``2**-10``.
+
+    Raises ``ValueError`` naming the text (an overflow, a complex power and NaN included)."""
+    part = text.strip()
+    try:
+        if "**" in part:
+            base, exp = part.split("**", 1)
+            value = float(base) ** float(exp)
+        else:
+            value = float(part)
+    except (ValueError, OverflowError, ZeroDivisionError):
+        raise ValueError(f"not a finite number: {part!r}") from None
+    if isinstance(value, complex) or not math.isfinite(value):
+        raise ValueError(f"not a finite number: {part!r}")
+    return value
+
+
+def parse_numbers(text: str) -> list[float]:
+    """Comma-separated numbers (:func:`parse_number`), e.g. ``2**-10,2**-9``."""
+    return [parse_number(part) for part in text.split(",")]
+
+
+def parse_ints(text: str) -> list[int]:
+    """Comma-separated integers, e.g. ``0,1,2``."""
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise ValueError(f"not a comma-separated list of integers: {text!r}") from None
+
+
+def parse_names(text: str) -> list[str]:
+    """Comma-separated names (blanks dropped), e.g. ``sgdw,adamw``."""
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+#: what :func:`grid_spec` takes (the flags of ``weightdecay sweep``): how a flag's text is
+#: read, and what it is
+GRID_KEYS: dict[str, tuple[Any, str]] = {
+    "name": (str, "experiment and default study name"),
+    "figure": (str, "figure tag (fig1 ... supp3)"),
+    "dataset": (str, "data set"),
+    "model": (str, "network"),
+    "optimizers": (parse_names, "comma-separated optimizers (sgd,sgdw,adam,adamw)"),
+    "lr": (parse_numbers, "learning-rate grid, e.g. 2**-10,2**-9"),
+    "weight_decay": (parse_numbers, "lambda grid"),
+    "weight_decay_norm": (parse_numbers, "lambda_norm grid"),
+    "schedules": (parse_names, "schedule grid"),
+    "epochs": (parse_ints, "epoch-budget grid"),
+    "seeds": (parse_ints, "seed grid"),
+    "batch_size": (parse_ints, "batch-size grid"),
+    "T_0": (parse_number, "first restart period [epochs] (restarts)"),
+}
+
+
+def grid_spec(optimizers: Sequence[str] | None = None, lr: Sequence[float] | None = None, *,
+              name: str | None = None, weight_decay: Sequence[float] | None = None,
+              weight_decay_norm: Sequence[float] | None = None,
+              **experiment: Any) -> dict[str, Any]:
+    """A sweep spec of one experiment: every optimizer over the same ``lr`` grid and decay
+    grid (``weight_decay``, default ``[0.0]``, or ``weight_decay_norm``), with the other grids
+    and scalars of :data:`GRID_KEYS` in ``experiment`` (``None`` values are left out). The
+    spec and experiment are named ``name`` (default ``"sweep"``). Checked later, by
+    :func:`plan_sweep`.
+
+    Raises:
+        SpecError: no optimizer or no lr grid, both decay grids, or an unknown key.
+    """
+    for key, value in (("optimizers", optimizers), ("lr", lr)):
+        if not value:
+            raise SpecError(f"the grid needs {key!r} (--{key} is required without a SPEC file)")
+    if weight_decay is not None and weight_decay_norm is not None:
+        raise SpecError("give weight_decay or weight_decay_norm, not both")
+    _unknown("the grid", list(experiment), [k for k in GRID_KEYS if k not in (
+        "name", "optimizers", "lr", "weight_decay", "weight_decay_norm")])
+    assert optimizers is not None and lr is not None
+    name = name or "sweep"
+    decay: dict[str, Any] = ({"weight_decay_norm": list(weight_decay_norm)}
+                             if weight_decay_norm is not None
+                             else {"weight_decay": list(weight_decay) if weight_decay else [0.0]})
+    exp: dict[str, Any] = {"name": name, "optimizers": [
+        {"optimizer": o, "lr": list(lr), **decay} for o in optimizers]}
+    exp.update({k: v for k, v in experiment.items() if v is not None})
+    return {"name": name, "experiments": [exp]}
 
 
 def _depth(obj: Any) -> int:
@@ -309,9 +402,9 @@ def _entries(spec: dict[str, Any]) -> list[_Entry]:
         names.add(ename)
         _unknown(where, list(exp), _EXPERIMENT_KEYS)
         figure = exp.get("figure")
-        if figure is not None and figure not in FIGURES:
+        if figure is not None and figure not in EXPERIMENTS:
             raise SpecError(f"{where}: figure={figure!r} is not valid; valid: "
-                            f"{', '.join(FIGURES)}")
+                            f"{', '.join(EXPERIMENTS)}")
         opts = exp.get("optimizers")
         if not isinstance(opts, list) or not opts:
             raise SpecError(f"{where}: 'optimizers' must be a non-empty list of tables")

@@ -21,7 +21,6 @@
 
 The hot loop does one host sync per epoch (the loss is accumulated as a tensor), so the
 harness costs a few percent over a hand-written loop (see ``benchmarks/bench_harness.py``).
-Length (~430 lines): the stages, the record and the metrics they compute read together.
 """
 from __future__ import annotations
 
@@ -37,8 +36,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .. import registry
 from .build import (
-    build_model,
+    build_network,
     build_normalized_decay,
     build_optimizer,
     build_schedule,
@@ -86,7 +86,6 @@ RECORD_KEYS = (
     "history",
 )
 
-_DECOUPLED = ("sgdw", "adamw")
 # Test-set forward passes are chunked so that big test sets (CIFAR-10: 10k) fit in memory.
 _EVAL_BATCH = 1000
 
@@ -119,7 +118,7 @@ def _effective_decay(optimizer_name: str, group: Mapping, lr_t: float, lam: floa
     amounts to (Prop. 1); for Adam it is only nominal, since the preconditioner rescales it
     per coordinate (Prop. 2).
     """
-    if optimizer_name not in _DECOUPLED:
+    if not registry.is_decoupled(optimizer_name):
         return lr_t * lam
     from weightdecay import decay_per_update
 
@@ -212,7 +211,7 @@ def _set_up(config: RunConfig, data: Any, checkpoint: Mapping[str, Any] | None) 
     n_train = len(dataset.y_train)
     spe = steps_per_epoch(n_train, config.batch_size)
 
-    model = build_model(config, dataset).to(device)
+    model = build_network(config, dataset).to(device)
 
     schedule = build_schedule(config, spe)
     # the first training examples, for finding scale-invariant weights (a forward pass that

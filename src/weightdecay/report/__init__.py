@@ -1,16 +1,23 @@
 """Report layer: the claims scorecard, figures and report.html, from stored trials only.
 
-Reads the records of ``weightdecay.harness.store.load_records`` (list of dicts) — never an
-optimizer or a trainer. matplotlib is imported only when a figure is drawn, and figures use
-the object API (no ``pyplot``, no backend switch, no windows)::
+Reads the records of ``weightdecay.harness.store.load_records`` (list of dicts) — never a
+trainer. :func:`build_report` computes a :class:`Report` once (scorecard, replication,
+tables, best settings, variants); report.html (:func:`write_html`), the terminal tables
+(:mod:`weightdecay.report.tables`), ``stats.json`` (:meth:`Report.to_dict`) and the
+committed results (:mod:`weightdecay.report.publish`) render it. matplotlib is imported only
+when a figure is drawn, and figures use the object API (no ``pyplot``, no backend switch, no
+windows)::
 
     from weightdecay.harness.store import load_records
-    from weightdecay.report import write_report, fig2, scorecard
+    from weightdecay.report import build_report, fig2, write_html
     records = load_records("sqlite:///runs/quick/store.db", "quick")
-    for claim in scorecard(records):
+    report = build_report(records)
+    for claim in report.scorecard:
         print(claim.line())
-    fig2(records).savefig("fig2.png", dpi=120)
-    write_report(records, "runs/quick/report")
+    fig2(report.evidence).savefig("fig2.png", dpi=120)
+    write_html(report, "runs/quick/report")
+
+``weightdecay.api.report`` does all of it from a store, and writes ``stats.json``.
 """
 
 from __future__ import annotations
@@ -18,7 +25,9 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "write_report": "weightdecay.report.html",
+    "Report": "weightdecay.report.model",
+    "build_report": "weightdecay.report.model",
+    "write_html": "weightdecay.report.html",
     "scorecard": "weightdecay.report.claims",
     "Claim": "weightdecay.report.claims",
     "Evidence": "weightdecay.report.claims",
@@ -29,7 +38,7 @@ _EXPORTS = {
     "fig_slopes": "weightdecay.report.figures",
     "supp1": "weightdecay.report.figures",
     "supp3": "weightdecay.report.figures",
-    "FIGURES": "weightdecay.report.figures",
+    "FIGURES": "weightdecay.registry",
     "Replicates": "weightdecay.report.resample",
     "HeatMap": "weightdecay.report.stats",
     "Interval": "weightdecay.report.stats",

@@ -13,19 +13,19 @@ A claim whose experiment is not in the store (``quick`` runs only Fig. 2) is lis
   is refuted when the whole interval is above 0 (or, for "separable", when it excludes 0),
   and is inconclusive when the interval contains 0;
 * the Fig. 2 shape claims use the slope readings of :func:`weightdecay.report.stats.slope_reading`.
-
-Length (~500 lines): one small function per claim of the paper, each stating its metric
-and verdict rule next to the others so that the rules can be read and compared together.
 """
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from .. import registry
+from ..registry import optimizer_label
 from .resample import DEFAULT_REPLICATES, Replicates
 from .stats import (
     SLOPE_READINGS,
@@ -42,8 +42,6 @@ from .stats import (
 __all__ = ["VERDICTS", "Claim", "Evidence", "scorecard", "exact_equivalence"]
 
 VERDICTS = ("holds", "refuted", "inconclusive", "not run")
-
-_OPT_LABEL = {"sgd": "SGD", "sgdw": "SGDW", "adam": "Adam", "adamw": "AdamW"}
 
 
 @dataclass
@@ -167,7 +165,13 @@ def exact_equivalence(steps: int = 200, seed: int = 0) -> dict[str, float]:
     SGDW with λ (momentum 0, Prop. 1's setting) and (b) Adam with L2 coefficient λ' and
     AdamW with λ, where λ' is the best match found over a grid of 41 values spanning four
     decades around λ/α. Returns the largest relative parameter difference of each pair.
+    Deterministic, so computed once per process (every report of a process shares it).
     """
+    return dict(_exact_equivalence(steps, seed))
+
+
+@functools.cache
+def _exact_equivalence(steps: int, seed: int) -> dict[str, float]:
     import torch
 
     import weightdecay as wd
@@ -235,8 +239,8 @@ def _slope_detail(fit: SlopeFit, hm: HeatMap) -> str:
 
 
 def _claim_fig2_shape(ev: Evidence, opt: str) -> Claim:
-    coupled = opt in ("sgd", "adam")
-    label = _OPT_LABEL[opt]
+    coupled = not registry.is_decoupled(opt)
+    label = optimizer_label(opt)
     lam = "λ'" if coupled else "λ"
     claim = (f"with L2 ({label}) the best {lam} falls as α grows (a diagonal valley)" if coupled
              else f"with decoupled decay ({label}) the best λ does not move with α "
@@ -267,7 +271,7 @@ def _claim_fig2_shape(ev: Evidence, opt: str) -> Claim:
 
 
 def _claim_delta(ev: Evidence, l2: str, dec: str) -> Claim:
-    a, b = _OPT_LABEL[l2], _OPT_LABEL[dec]
+    a, b = optimizer_label(l2), optimizer_label(dec)
     claim = (f"decoupling removes the coupling: the best decay's slope is lower with L2 "
              f"({a}) than decoupled ({b})" + (" (Prop. 1: by 1)" if l2 == "sgd" else ""))
     metric = f"Δ = s({a}) − s({b}), paired"
@@ -301,7 +305,7 @@ def _claim_adamw_vs_adam(ev: Evidence) -> Claim:
 
 
 def _claim_cosine(ev: Evidence, opt: str) -> Claim:
-    label = _OPT_LABEL[opt]
+    label = optimizer_label(opt)
     claim = f"cosine annealing beats a fixed schedule for {label}"
     metric = f"(best {label} cosine − best {label} fixed) / best fixed, Fig. 1 grids"
     ci = _best_diff(ev, "fig1", {"optimizer": opt, "schedule": "cosine"},
@@ -421,7 +425,7 @@ def _period_ends(records: Sequence[Mapping]) -> list[int]:
 
 
 def _claim_fig4(ev: Evidence, opt: str) -> Claim:
-    label = _OPT_LABEL[opt]
+    label = optimizer_label(opt)
     claim = f"warm restarts ({label}R) improve anytime performance over one cosine cycle"
     metric = (f"mean test error of {label} (one cycle) − {label}R at the restart periods' "
               "ends before the budget's end")
@@ -443,7 +447,7 @@ def _claim_fig4(ev: Evidence, opt: str) -> Claim:
 
 
 def _claim_convention(ev: Evidence, opt: str) -> Claim:
-    label = _OPT_LABEL[opt]
+    label = optimizer_label(opt)
     claim = (f"under torch's convention (decay lr_t·λ) {label}'s best λ moves with α more "
              "than under the paper's (η_t·λ)")
     metric = ("s(\"lr\") − s(\"schedule\"), λ in each convention's own units (the "
@@ -498,7 +502,9 @@ def scorecard(records: Sequence[Mapping], n_boot: int = DEFAULT_REPLICATES,
     """
     ev = evidence if evidence is not None else Evidence(records, n_boot)
     out = [_claim_equivalence()] if equivalence else []
-    out += [_claim_fig2_shape(ev, o) for o in ("sgd", "adam", "sgdw", "adamw")]
+    # L2 first (SGD, Adam), then decoupled (SGDW, AdamW)
+    out += [_claim_fig2_shape(ev, o) for o in sorted(registry.OPTIMIZERS,
+                                                     key=registry.is_decoupled)]
     out += [_claim_delta(ev, "sgd", "sgdw"), _claim_delta(ev, "adam", "adamw")]
     out += [_claim_adamw_vs_adam(ev)]
     out += [_claim_cosine(ev, "adam"), _claim_cosine(ev, "adamw")]

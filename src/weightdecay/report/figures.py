@@ -12,11 +12,10 @@ bootstrap standard error (seeds and test examples), circle the 10 best cells, ha
 diverged ones, and mark each learning rate's best λ (◆) with the fitted line through them;
 curves show the mean over seeds with a ±1 standard-error band.
 
-Record selection: a figure uses the records tagged with its name (``"fig2"``, ...), else
-the untagged ones. A figure without records raises ``ValueError``.
-
-Length (~570 lines): one function per figure of the paper plus the shared heat-map
-drawing; splitting heat maps from curves would separate figures that share the panels.
+Record selection: a figure uses the records tagged with its experiment (its registry entry's
+``tag``: ``"fig2"``, ...), else the untagged ones. A figure without records raises
+``ValueError`` (:func:`missing` says so without drawing). The names, captions and order of
+the figures are :data:`weightdecay.registry.FIGURES`.
 """
 
 from __future__ import annotations
@@ -27,11 +26,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import registry
+from ..registry import best_setting, optimizer_label, schedule_label, setting_key
 from .claims import Evidence
 from .stats import HeatMap, SlopeFit, completed, format_value
 
 __all__ = [
-    "FIGURES",
     "draw_heat_map",
     "evidence_for",
     "fig1",
@@ -40,29 +40,15 @@ __all__ = [
     "fig4",
     "fig_slopes",
     "fig_variants",
-    "optimizer_label",
+    "missing",
     "supp1",
     "supp3",
 ]
 
-#: figures in report order (the first six are the paper's; "slopes" summarizes Fig. 2)
-FIGURES = ("fig2", "slopes", "fig1", "fig3", "fig4", "supp1", "supp3", "variants")
-
-_OPT_ORDER = ("sgd", "sgdw", "adam", "adamw")
-_OPT_LABEL = {"sgd": "SGD", "sgdw": "SGDW", "adam": "Adam", "adamw": "AdamW"}
-_SCHED_LABEL = {"fixed": "fixed", "step": "step-drop", "linear": "linear",
-                "cosine": "cosine", "restarts": "warm restarts"}
 _COLORS = {"SGD": "tab:orange", "SGDW": "tab:red", "Adam": "tab:blue", "AdamW": "tab:green",
            "SGDR": "tab:pink", "SGDWR": "tab:brown", "AdamR": "tab:cyan",
            "AdamWR": "tab:purple"}
 _FONT = {"title": 10, "label": 9, "tick": 8}
-
-
-def optimizer_label(record: Mapping) -> str:
-    """Paper name of a record's optimizer: SGD, SGDW, Adam, AdamW; + "R" with restarts."""
-    opt = str(record.get("optimizer", "?"))
-    name = _OPT_LABEL.get(opt, opt)
-    return name + "R" if record.get("schedule") == "restarts" else name
 
 
 def evidence_for(records: Sequence[Mapping] | Evidence) -> Evidence:
@@ -127,7 +113,8 @@ def _lambda_axis_label(hm: HeatMap) -> str:
         return "normalized weight decay λ_norm"
     conv = hm.meta.get("decay_convention")
     unit = "" if conv in (None, "schedule") else f" (convention \"{conv}\")"
-    if hm.meta.get("optimizer") in ("sgd", "adam"):
+    if hm.meta.get("optimizer") in registry.OPTIMIZERS and \
+            not registry.is_decoupled(hm.meta["optimizer"]):
         return "L2 factor λ' (added to the gradient)" + unit
     return "weight decay λ (decoupled)" + unit
 
@@ -257,11 +244,21 @@ def _note(recs: Sequence[Mapping]) -> str:
     return ", ".join(parts)
 
 
-def _need(ev: Evidence, figure: str, what: str) -> list[Mapping]:
-    recs = _records(ev, figure)
-    if not recs:
-        raise ValueError(f"{figure} needs completed trials of {what}; found none")
-    return recs
+def missing(ev: Evidence, name: str) -> str | None:
+    """Why figure ``name`` cannot be drawn from ``ev`` (no records of its experiment), or
+    None when it can."""
+    entry = registry.figure(name)
+    if entry.tag is None or _records(ev, entry.tag):
+        return None
+    return f"{entry.tag} needs completed trials of {entry.needs}; found none"
+
+
+def _need(ev: Evidence, name: str) -> list[Mapping]:
+    """The records figure ``name`` draws (``ValueError`` when there are none)."""
+    reason = missing(ev, name)
+    if reason is not None:
+        raise ValueError(reason)
+    return _records(ev, registry.figure(name).tag or name)
 
 
 def _fig_key(ev: Evidence, recs: Sequence[Mapping], figure: str) -> str:
@@ -273,10 +270,11 @@ def fig2(records, top_k: int = 10):
     """Paper Fig. 2: final test error over (α, λ) for SGD, SGDW, Adam and AdamW, each with
     the best λ of every learning rate and the fitted slope d log λ*/d log α."""
     ev = evidence_for(records)
-    recs = _need(ev, "fig2", "sgd, sgdw, adam or adamw")
+    recs = _need(ev, "fig2")
     key = _fig_key(ev, recs, "fig2")
-    opts = [o for o in _OPT_ORDER if any(r.get("optimizer") == o for r in recs)]
-    panels = [Panel(_OPT_LABEL[o], key, "weight_decay", (("optimizer", o),)) for o in opts]
+    opts = [o for o in registry.OPTIMIZERS if any(r.get("optimizer") == o for r in recs)]
+    panels = [Panel(optimizer_label(o), key, "weight_decay", (("optimizer", o),))
+              for o in opts]
     nrows, ncols = (2, 2) if len(panels) > 2 else (1, len(panels))
     fig = _figure(6.4 * ncols, 5.2 * nrows + 0.5)
     _draw_panels(fig, panels, ev, nrows, ncols, top_k=top_k)
@@ -289,12 +287,12 @@ def fig1(records, top_k: int = 10):
     """Paper Fig. 1: final test error over (α, λ); rows Adam and AdamW, columns the fixed,
     step-drop and cosine schedules (those stored)."""
     ev = evidence_for(records)
-    recs = _need(ev, "fig1", "adam/adamw with fixed, step or cosine schedules")
+    recs = _need(ev, "fig1")
     key = _fig_key(ev, recs, "fig1")
     scheds = [s for s in ("fixed", "step", "cosine") if any(r.get("schedule") == s
                                                             for r in recs)]
     opts = [o for o in ("adam", "adamw") if any(r.get("optimizer") == o for r in recs)]
-    panels = [Panel(f"{_OPT_LABEL[o]}, {_SCHED_LABEL[s]}", key, "weight_decay",
+    panels = [Panel(f"{optimizer_label(o)}, {schedule_label(s)}", key, "weight_decay",
                     (("optimizer", o), ("schedule", s)), slope=False)
               for o in opts for s in scheds]
     fig = _figure(5.6 * len(scheds), 4.8 * len(opts) + 0.5)
@@ -308,7 +306,7 @@ def supp3(records, top_k: int = 1):
     normalized λ_norm (App. B.1, λ = λ_norm·√(b/(B·T)); bottom rows); each row's best λ
     marked; one colour scale."""
     ev = evidence_for(records)
-    recs = _need(ev, "supp3", "runs at several epoch budgets")
+    recs = _need(ev, "supp3")
     key = _fig_key(ev, recs, "supp3")
     budgets = sorted({int(r["epochs"]) for r in recs})
     kinds = [k for k in ("raw", "norm")
@@ -334,7 +332,7 @@ def fig_variants(records, top_k: int = 10):
     AdamW; columns the paper's decay, torch's, corrected, cautious, scale-invariant weights
     only), each with its best λ per α and the fitted slope; λ in each rule's own units."""
     ev = evidence_for(records)
-    recs = _need(ev, "variants", "sgdw/adamw under several decay rules")
+    recs = _need(ev, "variants")
     key = _fig_key(ev, recs, "variants")
     settings = (("paper", {"decay_convention": "schedule", "cautious": False,
                            "scale_invariant_only": False}),
@@ -342,8 +340,9 @@ def fig_variants(records, top_k: int = 10):
                 ("corrected", {"decay_convention": "corrected"}),
                 ("cautious", {"cautious": True}),
                 ("scale-invariant only", {"scale_invariant_only": True}))
-    opts = [o for o in ("sgdw", "adamw") if any(r.get("optimizer") == o for r in recs)]
-    panels = [Panel(f"{_OPT_LABEL[o]}, {label}", key, "weight_decay",
+    opts = [o for o in registry.OPTIMIZERS if registry.is_decoupled(o)
+            and any(r.get("optimizer") == o for r in recs)]
+    panels = [Panel(f"{optimizer_label(o)}, {label}", key, "weight_decay",
                     tuple({"optimizer": o, **match}.items()))
               for o in opts for label, match in settings]
     fig = _figure(5.2 * len(settings), 4.8 * len(opts) + 0.5)
@@ -357,7 +356,7 @@ def fig_slopes(records):
     """The best λ of each learning rate (◆, bootstrap 90 % range as bars) for the Fig. 2
     optimizers, with the fitted lines; grey guides show slope 0 (separable) and −1 (L2)."""
     ev = evidence_for(records)
-    recs = _need(ev, "fig2", "sgd, sgdw, adam or adamw")
+    recs = _need(ev, "slopes")
     key = _fig_key(ev, recs, "fig2")
     fig = _figure(11.0, 4.4)
     axes = fig.subplots(1, 2, squeeze=False)[0]
@@ -367,7 +366,7 @@ def fig_slopes(records):
             hm = ev.heat_map(key, optimizer=opt)
             if fit is None or hm is None:
                 continue
-            label = _OPT_LABEL[opt]
+            label = optimizer_label(opt)
             used = fit.rows_used
             a = hm.rows[used]
             with np.errstate(invalid="ignore"):
@@ -383,9 +382,10 @@ def fig_slopes(records):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log", base=2)
         ax.set(xlabel="learning rate α", ylabel="best λ (L2: λ'; decoupled: λ)",
-               title=f"{_OPT_LABEL[pair[0]]} vs {_OPT_LABEL[pair[1]]}")
+               title=f"{optimizer_label(pair[0])} vs {optimizer_label(pair[1])}")
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=_FONT["tick"])
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=_FONT["tick"])
     fig.suptitle("Best decay of each learning rate (90 % bootstrap range) and the fitted "
                  "slope d log λ*/d log α: Prop. 1 predicts −1 with L2, 0 decoupled",
                  fontsize=11)
@@ -396,13 +396,11 @@ def fig_slopes(records):
 
 
 def _group(recs: Sequence[Mapping]) -> dict[tuple, list[int]]:
-    """Run indices grouped by setting (everything but the seed)."""
+    """Run indices grouped by setting (:func:`weightdecay.registry.setting_key`: everything
+    but the seed)."""
     out: dict[tuple, list[int]] = {}
     for i, r in enumerate(recs):
-        key = (r.get("optimizer"), r.get("lr"), r.get("weight_decay"),
-               r.get("weight_decay_norm"), r.get("schedule"), r.get("epochs"), r.get("T_0"),
-               r.get("T_mult"))
-        out.setdefault(key, []).append(i)
+        out.setdefault(setting_key(r), []).append(i)
     return out
 
 
@@ -425,6 +423,12 @@ def _final(recs, runs, key):
     return float(np.mean(vals)) if vals and len(vals) == len(runs) else float("nan")
 
 
+def _best_error(recs: Sequence[Mapping]) -> float:
+    """The mean final test error of the best setting among ``recs`` (NaN: none)."""
+    best = best_setting(recs)
+    return float("nan") if best is None else best.error
+
+
 def _plot_band(ax, curve, scale=1.0, **kw):
     x, m, s = curve
     (line,) = ax.plot(x, m * scale, **kw)
@@ -437,31 +441,34 @@ def fig3(records):
     error per epoch (best setting bold, ±1 SE over seeds), (c) final test error vs λ,
     (d) final test error vs final training loss, one point per setting."""
     ev = evidence_for(records)
-    recs = [r for r in _need(ev, "fig3", "adam and adamw") if r.get("schedule") != "restarts"]
+    recs = [r for r in _need(ev, "fig3") if r.get("schedule") != "restarts"]
     fig = _figure(11.5, 8.5)
     (a_loss, a_err), (a_lam, a_gen) = fig.subplots(2, 2)
     for opt in ("adam", "adamw"):
-        sub = [r for r in recs if r.get("optimizer") == opt and not r.get("diverged")]
+        mine = [r for r in recs if r.get("optimizer") == opt]
+        sub = [r for r in mine if not r.get("diverged")]  # the curves of runs that trained
         if not sub:
             continue
-        label = _OPT_LABEL[opt]
+        label = optimizer_label(opt)
         color = _COLORS[label]
         groups = _group(sub)
         finals = {k: _final(sub, v, "final_test_error") for k, v in groups.items()}
-        best = min((k for k in finals if np.isfinite(finals[k])), key=lambda k: finals[k],
-                   default=None)
+        best = best_setting(mine)
         for k, runs in groups.items():
-            bold = k == best
+            bold = best is not None and k == setting_key(best.runs[0])
             kw = {"color": color, "lw": 2.0 if bold else 0.8, "alpha": 1.0 if bold else 0.35}
             if bold:
-                kw["label"] = f"{label} (best: α={format_value(k[1])}, λ={format_value(k[2])})"
+                r0 = sub[runs[0]]
+                kw["label"] = (f"{label} (best: α={format_value(r0.get('lr'))}, "
+                               f"λ={format_value(r0.get('weight_decay'))})")
             for ax, name, scale in ((a_loss, "train_loss", 1.0), (a_err, "test_error", 100.0)):
                 c = _curve(sub, runs, name)
                 if c is not None:
                     _plot_band(ax, c, scale, **kw)
-        lams = sorted({k[2] for k in groups if k[2] and k[2] > 0})
-        per_lam = [min((finals[k] for k in groups if k[2] == lam and np.isfinite(finals[k])),
-                       default=np.nan) for lam in lams]
+        lams = sorted({r["weight_decay"] for r in sub if r.get("weight_decay")
+                       and r["weight_decay"] > 0})
+        per_lam = [_best_error([r for r in mine if r.get("weight_decay") == lam])
+                   for lam in lams]
         a_lam.plot(lams, 100 * np.array(per_lam), "o-", color=color, label=label)
         pts = [(_final(sub, v, "final_train_loss"), finals[k]) for k, v in groups.items()]
         pts = [p for p in pts if np.isfinite(p[0]) and np.isfinite(p[1])]
@@ -492,12 +499,12 @@ def fig4(records):
     from weightdecay.schedules import period_ends
 
     ev = evidence_for(records)
-    recs = _need(ev, "fig4", "adam/adamw/sgdw with and without restarts")
+    recs = _need(ev, "fig4")
     fig = _figure(8.0, 5.0)
     ax = fig.subplots()
     for runs in _group(recs).values():
         r0 = recs[runs[0]]
-        label = optimizer_label(r0)
+        label = optimizer_label(r0.get("optimizer"), r0.get("schedule"))
         c = _curve(recs, runs, "test_error")
         if c is None:
             continue
@@ -518,8 +525,8 @@ def fig4(records):
     return fig
 
 
-def supp1(records: Sequence[Mapping] | None = None, *, T_0: float = 100, T_mult: float = 2.0,
-          epochs: float | None = None, steps_per_epoch: int = 10):
+def supp1(records: Sequence[Mapping] | Evidence | None = None, *, T_0: float = 100,
+          T_mult: float = 2.0, epochs: float | None = None, steps_per_epoch: int = 10):
     """Paper Supp. Fig. 1: the schedule multiplier η_t over epochs for warm restarts.
 
     From stored ``"eta"`` histories of runs with ``schedule == "restarts"`` (tagged "supp1"
@@ -535,6 +542,8 @@ def supp1(records: Sequence[Mapping] | None = None, *, T_0: float = 100, T_mult:
                          f"T_mult={T_mult!r}")
     if steps_per_epoch < 1:
         raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch!r}")
+    if isinstance(records, Evidence):
+        records = records.records
     curves = []
     if records:
         done = completed(records)

@@ -1,35 +1,36 @@
-"""report.html: the claims scorecard first, then every figure the stored trials allow, with
-the numbers behind them, a trials summary, the best settings, the sweep spec and the
-software versions.
+"""report.html: a renderer of the :class:`~weightdecay.report.model.Report`.
+
+The page opens with the claims scorecard, then every figure the Report lists (drawn here,
+from the Report's evidence, by the functions the registry names), with the numbers behind
+them, a trials summary, the best settings, the sweep spec and the software versions. It
+computes nothing the Report does not hold, apart from drawing.
 
 The page is self-contained (inline CSS, no scripts, no network) apart from the PNG files
-written beside it; all text from records or the spec is HTML-escaped. ``stats.json`` beside
-it holds the same scorecard, heat maps (mean and standard error per cell) and slopes.
+written beside it; all text from records or the spec is HTML-escaped. Every file is written
+atomically, inside the folder named (``weightdecay._io.write_atomic``). ``stats.json`` is not
+written here: it is the Report's serialization, which its orchestrator writes
+(:func:`weightdecay.api.report`).
 
 Reference: Loshchilov & Hutter, "Decoupled Weight Decay Regularization", ICLR 2019; the
 figure names (fig1 ... fig4, supp1, supp3) follow the paper's Sec. 4 and supplement.
-
-Length (~510 lines): the page's sections (scorecard, design, figures, tables, variants,
-trials, spec, versions) are small functions of one template.
 """
 
 from __future__ import annotations
 
-import datetime
 import html
 import json
 import math
-import platform
+import os
 from collections.abc import Mapping, Sequence
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from . import figures as F
-from .claims import Claim, Evidence, scorecard
-from .resample import DEFAULT_REPLICATES
+from .. import registry
+from .._io import atomic_open, write_atomic
+from .claims import Claim
+from .model import STATES, HeatMapTable, Replication, Report, SettingRow
 from .stats import (
     BASIN_FACTOR,
     INTERVAL_LEVEL,
@@ -37,37 +38,13 @@ from .stats import (
     SLOPE_READINGS,
     HeatMap,
     SlopeFit,
-    completed,
     format_value,
 )
-from .variants import VariantRow, variant_table
-from .variants import markdown as variants_markdown
+from .variants import VariantRow
 
-__all__ = ["replication", "write_report"]
+__all__ = ["write_html"]
 
 _DPI = 120
-_STATES = ("COMPLETE", "RUNNING", "WAITING", "FAIL")
-_CAPTIONS = {
-    "fig2": "Fig. 2 — final test error (%) over (α, λ) for SGD, SGDW, Adam and AdamW: each "
-            "cell's mean over seeds ± its bootstrap standard error (seeds and test "
-            "examples); red rings: the 10 best cells; ◆: the best λ of each learning rate "
-            "(a local parabola through the row's best cell), dashed: the fitted slope.",
-    "slopes": "The best decay of each learning rate with its 90 % bootstrap range, and the "
-              "fitted line; Prop. 1 predicts slope −1 with L2 (SGD), 0 when decoupled.",
-    "fig1": "Fig. 1 — final test error over (α, λ) for Adam (L2) and AdamW under the fixed, "
-            "step-drop and cosine schedules.",
-    "fig3": "Fig. 3 — Adam vs AdamW over a long run: learning curves (±1 SE over seeds), "
-            "test error vs λ and test error vs training loss.",
-    "fig4": "Fig. 4 — test error per epoch with one cosine cycle and with warm restarts "
-            "(anytime performance), ±1 SE over seeds.",
-    "supp1": "Supp. Fig. 1 — the schedule multiplier η_t of cosine annealing with warm "
-             "restarts; the ends of the periods are the recommended checkpoints.",
-    "variants": "Decay variants — SGDW and AdamW under the paper's decay (η_t·λ), torch's "
-                "(lr_t·λ), corrected (AdamC, lr_t²/lr_max·λ), cautious decay, and decay of the "
-                "scale-invariant weights only; each heat map in its rule's own λ units.",
-    "supp3": "Supp. Fig. 3 — heat maps at several epoch budgets, raw λ vs normalized λ_norm "
-             "(App. B.1): the best raw λ should move with the budget, the best λ_norm less.",
-}
 _CSS = """
 body { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 2em auto;
        max-width: 1250px; color: #222; line-height: 1.45; padding: 0 1em; }
@@ -109,107 +86,63 @@ def _pct(x: Any) -> str:
     return _num(None if x is None else 100 * float(x), "{:.2f}%")
 
 
-def _default_versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for pkg in ("weightdecay", "torch", "numpy", "optuna", "matplotlib", "scipy"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = "not installed"
-    return out
-
-
 # ----------------------------------------------------------------------------- sections
 
 
-def _summary_table(records: Sequence[Mapping]) -> str:
-    groups: dict[str, list[Mapping]] = {}
-    for r in records:
-        groups.setdefault(str(r.get("experiment") or r.get("figure") or "(none)"), []).append(r)
-    head = "".join(f"<th>{s}</th>" for s in (*_STATES, "diverged", "total"))
+def _summary_table(report: Report) -> str:
+    head = "".join(f"<th>{s}</th>" for s in (*STATES, "diverged", "total"))
     rows = []
-    for name, rs in [*sorted(groups.items()), ("all", list(records))]:
-        counts = [sum(1 for r in rs if r.get("state", "COMPLETE") == s) for s in _STATES]
-        other = len(rs) - sum(counts)
-        div = sum(1 for r in rs if r.get("diverged"))
-        cells = "".join(f"<td>{c}</td>" for c in counts)
-        label = _e(name) + (f" (+{other} other)" if other else "")
-        tag = "th" if name == "all" else "td"
+    for t in report.trials:
+        cells = "".join(f"<td>{t.states[s]}</td>" for s in STATES)
+        label = _e(t.experiment) + (f" (+{t.other} other)" if t.other else "")
+        tag = "th" if t.experiment == "all" else "td"
         rows.append(f"<tr><{tag} style='text-align:left'>{label}</{tag}>{cells}"
-                    f"<td>{div}</td><td>{len(rs)}</td></tr>")
-    return (f"<table><tr><th>experiment</th>{head}</tr>\n" + "\n".join(rows) + "</table>")
+                    f"<td>{t.diverged}</td><td>{t.total}</td></tr>")
+    return f"<table><tr><th>experiment</th>{head}</tr>\n" + "\n".join(rows) + "</table>"
 
 
-def _best_settings_html(records: Sequence[Mapping]) -> str:
-    groups: dict[tuple, list[Mapping]] = {}
-    for r in completed(records):
-        exp = str(r.get("experiment") or r.get("figure") or "(none)")
-        groups.setdefault((exp, F.optimizer_label(r)), []).append(r)
+def _best_settings_html(settings: Sequence[SettingRow]) -> str:
     rows = []
-    for (exp, label), rs in sorted(groups.items()):
-        settings: dict[tuple, list[Mapping]] = {}
-        for r in rs:
-            key = (r.get("lr"), r.get("weight_decay"), r.get("weight_decay_norm"),
-                   r.get("schedule"), r.get("epochs"), r.get("T_0"))
-            settings.setdefault(key, []).append(r)
-        best, best_err = None, math.inf
-        for runs in settings.values():
-            errs = [r.get("final_test_error") for r in runs]
-            if any(r.get("diverged") for r in runs) or any(
-                e is None or not math.isfinite(float(e)) for e in errs
-            ):
-                continue
-            err = float(np.mean([float(e) for e in errs if e is not None]))
-            if err < best_err:
-                best, best_err = runs, err
-        if best is None:
-            rows.append(f"<tr><td style='text-align:left'>{_e(exp)}</td><td>{_e(label)}</td>"
-                        "<td colspan='7' style='text-align:left'>every setting diverged</td>"
-                        "</tr>")
+    for row in settings:
+        if not row.complete:
             continue
-        r0 = best[0]
-        best_seen = [float(b) for b in (r.get("best_test_error") for r in best)
-                     if b is not None and math.isfinite(float(b))]
+        first = (f"<tr><td class='l'>{_e(row.experiment or '(none)')}</td>"
+                 f"<td>{_e(row.label)}</td>")
+        if row.best is None:
+            rows.append(first + "<td colspan='8' class='l'>every setting diverged</td></tr>")
+            continue
+        s, best = row.best.setting, row.best.best_error
         rows.append(
-            f"<tr><td style='text-align:left'>{_e(exp)}</td><td>{_e(label)}</td>"
-            f"<td>{_num(r0.get('lr'))}</td><td>{_num(r0.get('weight_decay'))}</td>"
-            f"<td>{_num(r0.get('weight_decay_norm'))}</td><td>{_e(r0.get('schedule'))}</td>"
-            f"<td>{_num(r0.get('epochs'), '{:g}')}</td><td>{len(best)}</td>"
-            f"<td>{_pct(best_err)}</td>"
-            f"<td>{_pct(np.mean(best_seen)) if best_seen else '–'}</td></tr>"
-        )
+            first + f"<td>{_num(s['lr'])}</td><td>{_num(s['weight_decay'])}</td>"
+            f"<td>{_num(s['weight_decay_norm'])}</td><td>{_e(s['schedule'])}</td>"
+            f"<td>{_num(s['epochs'], '{:g}')}</td><td>{len(row.best.runs)}</td>"
+            f"<td>{_pct(row.best.error)}</td><td>{_pct(best) if math.isfinite(best) else '–'}"
+            "</td></tr>")
+    if not rows:
+        return "<p class='note'>no completed trials yet</p>"
     head = ("<tr><th>experiment</th><th>optimizer</th><th>α</th><th>λ</th><th>λ_norm</th>"
             "<th>schedule</th><th>epochs</th><th>seeds</th><th>final test error</th>"
             "<th>best test error</th></tr>")
-    if not rows:
-        return "<p class='note'>no completed trials yet</p>"
     return "<table>" + head + "\n".join(rows) + "</table>"
 
 
 def _spec_html(spec: Any) -> str:
     if spec is None:
         return "<p class='note'>no sweep spec recorded</p>"
-    if isinstance(spec, str):
-        text = spec
-    else:
-        text = json.dumps(spec, indent=2, sort_keys=True, default=str)
+    text = spec if isinstance(spec, str) else json.dumps(spec, indent=2, sort_keys=True,
+                                                           default=str)
     return f"<pre>{_e(text)}</pre>"
 
 
-def _versions_html(versions: Mapping[str, Any] | None) -> str:
-    note = ""
-    if not versions:
-        versions = _default_versions()
-        note = ("<p class='meta'>Not stored with the study; these are the versions at "
-                "report time.</p>")
+def _versions_html(report: Report) -> str:
+    note = "" if report.versions_stored else (
+        "<p class='meta'>Not stored with the study; these are the versions at report time.</p>")
     rows = "".join(f"<tr><th style='text-align:left'>{_e(k)}</th><td>{_e(v)}</td></tr>"
-                   for k, v in versions.items())
+                   for k, v in report.versions.items())
     return note + f"<table>{rows}</table>"
 
 
-
-
-def _scorecard_html(claims: Sequence[Claim], replicated: Mapping[str, Any] | None) -> str:
+def _scorecard_html(claims: Sequence[Claim], replicated: Replication | None) -> str:
     head = ("<tr><th class='l'>source</th><th class='l'>claim</th><th class='l'>metric</th>"
             "<th>estimate [90 % interval]</th><th>verdict</th>"
             + ("<th>original verdict</th>" if replicated else "")
@@ -220,7 +153,7 @@ def _scorecard_html(claims: Sequence[Claim], replicated: Mapping[str, Any] | Non
             continue
         orig = ""
         if replicated:
-            o = replicated["claims"].get(c.key)
+            o = replicated.claims.get(c.key)
             mark = "" if o is None else (" ✓" if o == c.verdict else " ✗")
             orig = f"<td>{_e(o or '—')}{mark}</td>"
         rows.append(
@@ -238,22 +171,16 @@ def _scorecard_html(claims: Sequence[Claim], replicated: Mapping[str, Any] | Non
     return "<table>" + head + "\n".join(rows) + "</table>" + tail
 
 
-def _design_html(ev: Evidence) -> str:
-    parts = []
-    for fig in ("fig2", "fig1", "fig3", "fig4", "supp3", "conventions", "ablation", "variants"):
-        recs = ev.experiment(fig)
-        if not recs:
-            continue
-        seeds = sorted({int(r["seed"]) for r in recs})
-        n = sorted({int(r["num_test"]) for r in recs if r.get("num_test")})
-        parts.append(f"<li><b>{_e(fig)}</b>: {len(recs)} runs, seeds {_e(seeds)}, "
-                     f"{_e('/'.join(map(str, n)) or '?')} test examples per run</li>")
+def _design_html(report: Report) -> str:
+    parts = [f"<li><b>{_e(d.experiment)}</b>: {d.runs} runs, seeds {_e(d.seeds)}, "
+             f"{_e('/'.join(map(str, d.num_test)) or '?')} test examples per run</li>"
+             for d in report.design]
     rules = "".join(f"<li><b>{_e(k)}</b>: {_e(v)}</li>" for k, v in SLOPE_READINGS.items())
     return (
         "<ul>" + "".join(parts) + "</ul>"
         f"<p class='meta'>Intervals: {int(INTERVAL_LEVEL * 100)} % percentile bootstrap, "
-        f"{ev.n_boot} replicates resampling seeds and test examples together (paired across "
-        "settings). The best λ of a learning-rate row is the vertex of a parabola of "
+        f"{report.n_boot} replicates resampling seeds and test examples together (paired "
+        "across settings). The best λ of a learning-rate row is the vertex of a parabola of "
         f"log(error) through the row's best cell and up to {OPTIMUM_WINDOW} neighbours on "
         "each side; a row enters the slope when its optimum is bracketed by the grid and its "
         f"best error is within {BASIN_FACTOR}× the heat map's best. Slope readings:</p>"
@@ -290,50 +217,19 @@ def _heat_map_html(hm: HeatMap, fit: SlopeFit | None, k: int = 10) -> str:
     return "\n".join(lines)
 
 
-def _tables_html(ev: Evidence, name: str) -> tuple[str, dict]:
-    """The numbers behind a heat-map figure, and their JSON."""
-    key = name if ev.experiment(name) else None
-    out: list[str] = []
-    js: dict[str, Any] = {}
-    panels: list[tuple[dict[str, Any], str, bool]] = []
-    recs = [r for r in ev.records if r.get("figure") == key and
-            r.get("state", "COMPLETE") == "COMPLETE"]
-    panels = []
-    if name == "fig2":
-        panels = [({"optimizer": o}, "weight_decay", True)
-                  for o in ("sgd", "sgdw", "adam", "adamw") if any(r["optimizer"] == o
-                                                                  for r in recs)]
-    elif name == "fig1":
-        panels = [({"optimizer": o, "schedule": s}, "weight_decay", False)
-                  for o in ("adam", "adamw") for s in ("fixed", "step", "cosine")
-                  if any(r["optimizer"] == o and r.get("schedule") == s for r in recs)]
-    elif name == "supp3":
-        for T in sorted({int(r["epochs"]) for r in recs}):
-            panels.append(({"epochs": T, "weight_decay_norm": None}, "weight_decay", True))
-            panels.append(({"epochs": T}, "weight_decay_norm", True))
-    elif name == "conventions":
-        panels = [({"optimizer": o, "decay_convention": c}, "weight_decay", True)
-                  for o in ("sgdw", "adamw") for c in ("schedule", "lr")
-                  if any(r["optimizer"] == o and r.get("decay_convention") == c
-                         for r in recs)]
-    for match, col, with_fit in panels:
-        hm = ev.heat_map(key, col, **match)
-        if hm is None:
-            continue
-        fit = ev.slope(key, col, **match) if with_fit else None
-        title = ", ".join(f"{k}={v}" for k, v in match.items() if v is not None)
-        title += f" ({hm.lam_label})"
-        summary = f"{title}" + ("" if fit is None else
-                                f": slope {fit.slope.format()} — {fit.reading}")
+def _tables_html(tables: Mapping[str, HeatMapTable]) -> str:
+    """The numbers behind a heat-map figure, one collapsible table per panel."""
+    out = []
+    for title, t in tables.items():
+        summary = title + ("" if t.slope is None else
+                           f": slope {t.slope.slope.format()} — {t.slope.reading}")
         out.append(f"<details><summary>{_e(summary)}</summary>"
-                   f"{_heat_map_html(hm, fit)}</details>")
-        js[title] = {"heat_map": hm.to_dict(),
-                     "slope": None if fit is None else fit.to_dict(hm)}
+                   f"{_heat_map_html(t.heat_map, t.slope)}</details>")
     if out:
         out.append("<p class='meta'>Final test error in % (mean over seeds ± bootstrap "
                    "standard error); bold: top 10 (darkest: best); <em>div</em>: a seed "
                    "diverged; –: no trial.</p>")
-    return "\n".join(out), js
+    return "\n".join(out)
 
 
 def _variants_html(rows: Sequence[VariantRow]) -> str:
@@ -354,171 +250,89 @@ def _variants_html(rows: Sequence[VariantRow]) -> str:
             "compare across rules.</p><table>" + head + body + "</table>")
 
 
-def replication(claims: Sequence[Claim], original: Mapping[str, Any]) -> dict[str, Any]:
-    """Compare a scorecard with an original one (``stats.json`` ``"scorecard"`` list or a
-    results file with it): which verdicts replicated. Claims "not run" in either are left
-    out."""
-    rows = original.get("scorecard", original) if isinstance(original, Mapping) else original
-    orig = {c["key"]: c["verdict"] for c in rows}
-    readings = {c["key"]: c.get("reading") for c in rows if c.get("reading")}
-    compared = [c for c in claims if c.verdict != "not run"
-                and orig.get(c.key, "not run") != "not run"]
-    same = [c.key for c in compared if orig[c.key] == c.verdict]
-    read = [c for c in compared if c.reading and c.key in readings]
-    return {"claims": orig, "compared": len(compared), "replicated": len(same),
-            "differ": [c.key for c in compared if orig[c.key] != c.verdict],
-            "readings_compared": len(read),
-            "readings_same": sum(readings[c.key] == c.reading for c in read),
-            "readings_differ": [f"{c.key}: {readings[c.key]} -> {c.reading}" for c in read
-                                if readings[c.key] != c.reading]}
-
-
 # ----------------------------------------------------------------------------- main
 
 
-def _draw(name: str, ev: Evidence):
-    if name == "supp1":
-        return F.supp1(ev.records)
-    if name in ("slopes", "variants"):
-        return getattr(F, f"fig_{name}")(ev)
-    return getattr(F, name)(ev)
+def _figure_sections(report: Report, out: Path) -> tuple[list[str], list[str]]:
+    """Draw the Report's figures into ``out`` (PNG); their sections, and the figures that
+    failed to draw (``"name: reason"``)."""
+    sections, failed = [], []
+    for name in report.figures:
+        entry = registry.figure(name)
+        png = out / f"{name}.png"
+        try:  # drawing too can find the data unfit (a log axis with nothing positive)
+            fig = registry.resolve("figure", name)(report.evidence)
+            with atomic_open(png, "wb", root=out) as fh:
+                fig.savefig(fh, format="png", dpi=_DPI)
+        except ValueError as err:
+            failed.append(f"{name}: {err}")
+            continue
+        parts = [f"<h2 id='{name}'>{_e(name)}</h2>", f"<p>{_e(entry.caption)}</p>",
+                 f"<img src='{_e(png.name)}' alt='{_e(name)}'>"]
+        if name in report.tables:
+            parts.append(_tables_html(report.tables[name]))
+        if name == "variants":
+            parts.insert(2, _variants_html(report.variants))
+        sections.append("\n".join(parts))
+    if "conventions" in report.tables:
+        sections.append("<h2 id='conventions'>conventions</h2><p>The same heat maps under "
+                        "torch's decay convention (lr_t·λ) and the paper's (η_t·λ).</p>"
+                        + _tables_html(report.tables["conventions"]))
+    return sections, failed
 
 
-def write_report(
-    records: Sequence[Mapping],
-    out_dir: str | Path,
-    spec: Any = None,
-    versions: Mapping[str, Any] | None = None,
-    *,
-    title: str = "weightdecay report",
-    n_boot: int = DEFAULT_REPLICATES,
-    original: Mapping[str, Any] | None = None,
-) -> Path:
-    """Score the paper's claims and draw every figure the records allow into
-    ``out_dir/report.html`` (PNGs and ``stats.json`` beside it).
+def write_html(report: Report, out_dir: str | os.PathLike) -> Path:
+    """Draw ``report``'s figures and write ``out_dir/report.html`` (PNGs beside it).
 
-    A paper figure is drawn when some record carries its tag (untagged records count for
-    every figure); supp1 (η_t of warm restarts) is always drawn. A figure that cannot be
-    drawn is listed with the reason instead of failing the report.
-
-    Args:
-        records: trial records from ``weightdecay.harness.store.load_records``.
-        out_dir: folder for the files; created if needed.
-        spec: the sweep spec (dict, shown as JSON; or text, shown verbatim).
-        versions: software versions stored with the study; None shows the current ones.
-        title: page title.
-        n_boot: bootstrap replicates of every interval.
-        original: the scorecard of the same design on other seeds (``stats.json`` content
-            or a results file): the report then says which verdicts replicated.
-
-    Returns:
-        The path of ``report.html``.
+    A figure that cannot be drawn is listed with the reason instead of failing the page.
+    Returns the path of ``report.html``.
     """
-    if isinstance(records, Mapping) or isinstance(records, (str, bytes)):
-        raise ValueError(f"records must be a list of trial dicts, got {type(records).__name__}")
-    records = list(records)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ValueError(f"out_dir must be a directory, got existing file {str(out)!r}")
-    ev = F.evidence_for(records)
-    ev.n_boot = n_boot
-    claims = scorecard(ev.records, n_boot=n_boot, evidence=ev)
-    replicated = replication(claims, original) if original is not None else None
     out.mkdir(parents=True, exist_ok=True)
-
-    tags = {r.get("figure") for r in records}
-    untagged = tags == {None}
-    wanted = [n for n in ("fig2", "slopes", "fig1", "fig3", "fig4", "supp3")
-              if untagged or (n if n != "slopes" else "fig2") in tags]
-    wanted.insert(len(wanted) - ("supp3" in wanted), "supp1")
-    if "variants" in tags:
-        wanted.insert(0, "variants")
-
-    sections: list[str] = []
-    stats_json: dict[str, Any] = {"scorecard": [c.to_dict() for c in claims]}
-    if replicated is not None:
-        stats_json["replication"] = replicated
-    skipped: list[str] = []
-    for name in wanted:
-        try:
-            fig = _draw(name, ev)
-        except ValueError as err:
-            skipped.append(f"{name}: {err}")
-            continue
-        png = out / f"{name}.png"
-        fig.savefig(png, dpi=_DPI)
-        parts = [f"<h2 id='{name}'>{_e(name)}</h2>",
-                 f"<p>{_e(_CAPTIONS.get(name, ''))}</p>",
-                 f"<img src='{_e(png.name)}' alt='{_e(name)}'>"]
-        if name in ("fig1", "fig2", "supp3"):
-            tables, js = _tables_html(ev, name)
-            parts.append(tables)
-            stats_json[name] = js
-        if name == "variants":
-            rows = variant_table(ev)
-            parts.insert(2, _variants_html(rows))
-            stats_json["variants"] = {"rows": [r.to_dict() for r in rows],
-                                      "markdown": variants_markdown(rows)}
-        sections.append("\n".join(parts))
-    if "conventions" in tags:
-        tables, js = _tables_html(ev, "conventions")
-        sections.append("<h2 id='conventions'>conventions</h2><p>The same heat maps under "
-                        "torch's decay convention (lr_t·λ) and the paper's (η_t·λ).</p>"
-                        + tables)
-        stats_json["conventions"] = js
-
-    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    n_done = len(completed(records))
-    n_div = sum(1 for r in records if r.get("diverged"))
-    skipped_html = ""
-    if skipped:
-        skipped_html = ("<h2>Figures not drawn</h2><ul>" +
-                        "".join(f"<li class='note'>{_e(s)}</li>" for s in skipped) + "</ul>")
-    rep_html = ""
-    if replicated is not None:
-        rep_html = (f"<p><b>Replication:</b> {replicated['replicated']} of "
-                    f"{replicated['compared']} verdicts are the same as on the original seeds"
-                    + (f"; differ: {_e(', '.join(replicated['differ']))}"
-                       if replicated["differ"] else "")
-                    + f"; {replicated['readings_same']} of {replicated['readings_compared']} "
-                    "slope readings the same"
-                    + (f" (differ: {_e('; '.join(replicated['readings_differ']))})"
-                       if replicated["readings_differ"] else "") + ".</p>")
+    sections, failed = _figure_sections(report, out)
+    not_drawn = [*report.skipped, *failed]
+    skipped_html = "" if not not_drawn else (
+        "<h2>Figures not drawn</h2><ul>"
+        + "".join(f"<li class='note'>{_e(s)}</li>" for s in not_drawn) + "</ul>")
+    rep = report.replication
+    rep_html = "" if rep is None else (
+        f"<p><b>Replication on other seeds:</b> {_e(rep.sentence())}.</p>")
+    notes = "".join(f"<p class='note'>{_e(n)}</p>" for n in report.notes)
+    everything = report.all_trials
     page = f"""<!DOCTYPE html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
-<title>{_e(title)}</title>
+<title>{_e(report.title)}</title>
 <style>{_CSS}</style>
 </head>
 <body>
-<h1>{_e(title)}</h1>
-<p class="meta">Generated {_e(now)} · {len(records)} trial record(s), {n_done} completed,
-{n_div} diverged · Loshchilov &amp; Hutter, <em>Decoupled Weight Decay Regularization</em>,
-ICLR 2019.</p>
+<h1>{_e(report.title)}</h1>
+<p class="meta">Generated {_e(report.generated)} · {everything.total} trial record(s),
+{everything.states.get("COMPLETE", 0)} completed, {everything.diverged} diverged · Loshchilov
+&amp; Hutter, <em>Decoupled Weight Decay Regularization</em>, ICLR 2019.</p>
+{notes}
 <h2 id="scorecard">Claims scorecard</h2>
 {rep_html}
-{_scorecard_html(claims, replicated)}
+{_scorecard_html(report.scorecard, rep)}
 <h3>Design and rules</h3>
-{_design_html(ev)}
+{_design_html(report)}
 {''.join(sections)}
 {skipped_html}
 <h2>Trials</h2>
-{_summary_table(records)}
-<h2>Best settings per optimizer</h2>
-<p class="meta">Lowest mean final test error over seeds among settings where no seed
-diverged.</p>
-{_best_settings_html(records)}
+{_summary_table(report)}
+<h2>Best settings</h2>
+<p class="meta">Per experiment, optimizer, schedule, budget and kind of decay: the setting
+with the lowest mean final test error over its seeds, among the settings where no seed
+diverged (<code>weightdecay.registry.best_setting</code>, the rule every view uses).</p>
+{_best_settings_html(report.settings)}
 <h2>Sweep spec</h2>
-{_spec_html(spec)}
+{_spec_html(report.spec)}
 <h2>Software versions</h2>
-{_versions_html(versions)}
+{_versions_html(report)}
 </body>
 </html>
 """
-    path = out / "report.html"
-    path.write_text(page, encoding="utf-8")
-    stats_json["skipped"] = skipped
-    (out / "stats.json").write_text(json.dumps(stats_json, indent=2, default=str),
-                                    encoding="utf-8")
-    return path
+    return write_atomic(out / "report.html", page, root=out)

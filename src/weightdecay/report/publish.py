@@ -5,10 +5,12 @@ regenerate the README's result blocks from them, and check a fresh run against t
     python -m weightdecay.report.publish check runs/quick --name quick
     python -m weightdecay.report.publish readme
 
-``write`` reads ``RUN/stats.json`` (written by ``weightdecay report``/``reproduce``) and
-writes ``docs/results/NAME.json`` (the scorecard and the Fig. 2 slopes), ``NAME.md`` (the
-scorecard as a markdown table, included by the docs site) and copies ``fig2.png`` and
-``slopes.png``; then it regenerates the README.
+``write`` reads ``RUN/stats.json`` -- the serialization of the run's
+:class:`~weightdecay.report.model.Report`, written by ``weightdecay report``/``reproduce`` --
+and renders it: ``docs/results/NAME.json`` (the scorecard and the Fig. 2 slopes),
+``NAME.md`` (the scorecard as a markdown table, included by the docs site, with the
+Report's replication and timing sentences) and copies of ``fig2.png`` and ``slopes.png``;
+then it regenerates the README. Every file is written atomically.
 
 ``readme`` fills every README block between ``<!-- results:NAME -->`` and
 ``<!-- /results:NAME -->`` with ``docs/results/NAME.md`` (or ``NAME.txt``, a benchmark's
@@ -31,11 +33,13 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import shutil
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from .._io import write_atomic
+from .model import Replication, Timing
 
 __all__ = ["check", "fill_readme", "markdown_table", "write"]
 
@@ -125,35 +129,23 @@ def write(run: Path, name: str, results: Path, readme: Path | None) -> None:
     if stats.get("variants", {}).get("markdown"):
         summary["variants"] = stats["variants"]["rows"]
         lines = [stats["variants"]["markdown"]]  # the variants preset scores no paper claim
-    rep = stats.get("replication")
-    if rep:
-        lines.append(f"\nReplication on other seeds: {rep['replicated']} of {rep['compared']} "
-                     "verdicts as on the original seeds"
-                     + (f" (differ: {', '.join(rep['differ'])})" if rep["differ"] else "")
-                     + (f"; {rep['readings_same']} of {rep['readings_compared']} slope "
-                        "readings the same"
-                        + (f" (differ: {'; '.join(rep['readings_differ'])})"
-                           if rep["readings_differ"] else "")
-                        if rep.get("readings_compared") else "")
-                     + ".")
-    timing = run / "reproduce.json"
-    if timing.exists():
-        t = _load(timing)
-        summary["reproduce"] = t
-        lines.append(f"\nMeasured by `weightdecay reproduce --preset {t['preset']}`: "
-                     f"{t.get('ran', t['complete'])} of {t['runs']} runs trained in "
-                     f"{int(t['wall_seconds'] // 60)} min {int(t['wall_seconds'] % 60)} s wall "
-                     f"(sweep and report), {t['workers']} workers on {t['cpu_count']} CPU "
-                     "cores.")
-    (results / f"{name}.json").write_text(json.dumps(summary, indent=1) + "\n",
-                                          encoding="utf-8")
-    (results / f"{name}.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    if stats.get("replication"):
+        lines.append(f"\nReplication on other seeds: "
+                     f"{Replication.from_dict(stats['replication']).sentence()}.")
+    timing = stats.get("timing")
+    if not timing and (run / "reproduce.json").exists():  # a run folder of version 0.1.0
+        timing = _load(run / "reproduce.json")
+    if timing:
+        summary["reproduce"] = timing
+        lines.append("\n" + Timing.from_dict(timing).sentence())
+    write_atomic(results / f"{name}.json", json.dumps(summary, indent=1) + "\n", root=results)
+    write_atomic(results / f"{name}.md", "\n".join(lines) + "\n", root=results)
     for fig in ("fig2", "slopes"):
         if (run / f"{fig}.png").exists():
-            shutil.copyfile(run / f"{fig}.png", results / f"{name}-{fig}.png")
+            write_atomic(results / f"{name}-{fig}.png", (run / f"{fig}.png").read_bytes(),
+                         root=results)
     if readme is not None:
-        readme.write_text(fill_readme(readme.read_text(encoding="utf-8"), results),
-                          encoding="utf-8")
+        write_atomic(readme, fill_readme(readme.read_text(encoding="utf-8"), results))
 
 
 def check(run: Path, reference: Path, tol: float = DEFAULT_TOL) -> list[str]:
@@ -200,8 +192,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="for estimates without an interval (absolute)")
     args = ap.parse_args(argv)
     if args.action == "readme":
-        args.readme.write_text(fill_readme(args.readme.read_text(encoding="utf-8"),
-                                           args.results), encoding="utf-8")
+        write_atomic(args.readme, fill_readme(args.readme.read_text(encoding="utf-8"),
+                                              args.results))
         print(f"{args.readme}: results blocks regenerated from {args.results}")
         return 0
     if args.run is None or args.name is None:

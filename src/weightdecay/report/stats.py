@@ -18,9 +18,6 @@ paired difference Δ = s(L2) − s(decoupled) (Prop. 1 predicts Δ ≈ −1 for 
 
 Units: α and λ (or λ_norm of App. B.1) are the raw stored values; slopes are in
 log λ / log α (base-free); test errors are fractions in [0, 1].
-
-Length (~450 lines): the heat map, its per-row optima and the slope are one estimator in
-three steps, each needing the others' conventions (log axes, NaN for left-out rows).
 """
 
 from __future__ import annotations

@@ -17,12 +17,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..registry import optimizer_label
 from .claims import Evidence
 from .stats import SLOPE_READINGS, Interval, SlopeFit, interval
 
 __all__ = ["VariantRow", "markdown", "summary", "variant_table"]
-
-_OPT_LABEL = {"sgdw": "SGDW", "adamw": "AdamW", "sgd": "SGD", "adam": "Adam"}
 
 
 @dataclass
@@ -95,7 +94,7 @@ def markdown(rows: list[VariantRow]) -> str:
              "(relative) | slope d log λ*/d log α | reading |", "|---|---|---|---|---|---|"]
     for r in rows:
         vs = "—" if r.vs_paper is None else r.vs_paper.format("{:+.1f} %", 100)
-        lines.append(f"| {_OPT_LABEL.get(r.optimizer, r.optimizer)} | {r.name} | "
+        lines.append(f"| {optimizer_label(r.optimizer)} | {r.name} | "
                      f"{r.best_error.format('{:.2f} %', 100)} | {vs} | "
                      f"{r.slope.slope.format()} | {r.slope.reading} |")
     lines.append("")
@@ -111,7 +110,7 @@ def summary(rows: list[VariantRow]) -> list[str]:
     out = []
     for opt in dict.fromkeys(r.optimizer for r in rows):
         vs = [(r.name, r.vs_paper) for r in rows if r.optimizer == opt and r.vs_paper is not None]
-        label = _OPT_LABEL.get(opt, opt)
+        label = optimizer_label(opt)
         better = [name for name, ci in vs if ci.finite and ci.hi < 0]
         worse = [name for name, ci in vs if ci.finite and ci.lo > 0]
         said = []
