@@ -28,6 +28,11 @@ figure)::
       weight_decay = [1e-4, 2e-4]      # grid of raw lambda (>= 0), or instead:
       # weight_decay_norm = [0.025]    # grid of lambda_norm (paper App. B.1)
       # any experiment key here overrides it for this optimizer (e.g. schedules, T_0)
+      band = {lr = 0.025, weight_decay = 2e-4, slope = 0.0, cells = 5}   # optional
+
+A ``band`` keeps, in every lr row of its entry, the ``cells`` decay values nearest (in log)
+to a line through ``(lr, weight_decay)`` with ``slope`` (:mod:`.band`): the same cells for
+every seed, schedule and budget. It is named by the entry's decay key.
 
 A grid that is not given takes the :class:`RunConfig` default (one value). The grid
 order is: experiment, optimizer entry, schedule, epochs, batch size, lr, weight decay,
@@ -63,6 +68,7 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib  # type: ignore[import-not-found]  # not installed on 3.11+
 
 from ..registry import DATASETS, EXPERIMENTS, MODELS, OPTIMIZERS, SCHEDULES
+from .band import band_cells, check_band
 from .config import RunConfig, is_finite_number
 
 __all__ = [
@@ -104,7 +110,8 @@ _ENTRY_FIELDS = ("optimizer", "lr", "weight_decay", "weight_decay_norm")
 _SCALAR_KEYS = tuple(f for f in RunConfig.field_names()
                      if f not in _ENTRY_FIELDS and f not in _GRID_FIELDS.values())
 _EXPERIMENT_KEYS = ("name", "figure", "optimizers", *_GRID_KEYS, *_SCALAR_KEYS)
-_OPTIMIZER_KEYS = (*_ENTRY_FIELDS, *_GRID_KEYS, *_SCALAR_KEYS)
+_OPTIMIZER_KEYS = (*_ENTRY_FIELDS, "band", *_GRID_KEYS, *_SCALAR_KEYS)
+_BAND_KEYS = ("lr", "slope", "cells")  # + the entry's decay key
 _DEFAULT_KEYS = (*_GRID_KEYS, *_SCALAR_KEYS)
 
 
@@ -368,9 +375,21 @@ class _Entry:
     scalars: dict[str, Any]
     decay_key: str
     grids: dict[str, list[Any]]  # schedules, epochs, batch_size, lr, decay, seeds
+    band: dict[str, Any] | None = None  # lr, <decay_key>, slope, cells (unchecked values)
 
     def count(self) -> int:
-        return math.prod(len(values) for values in self.grids.values())
+        sizes = {key: len(values) for key, values in self.grids.items()}
+        if isinstance(self.band, dict) and isinstance(self.band.get("cells"), int):
+            sizes[self.decay_key] = min(sizes[self.decay_key], max(0, self.band["cells"]))
+        return math.prod(sizes.values())
+
+    def decays(self, lr: float) -> list[Any]:
+        """The decay values of the lr row ``lr``: the whole grid, or the band's cells."""
+        values = self.grids[self.decay_key]
+        if self.band is None:
+            return values
+        return band_cells(values, lr, self.band["lr"], self.band[self.decay_key],
+                          self.band["slope"], self.band["cells"])
 
 
 def _entries(spec: dict[str, Any]) -> list[_Entry]:
@@ -451,7 +470,7 @@ def _entry(where: str, ename: str, figure: str | None, shared: dict[str, Any],
         scalars["milestones"] = tuple(scalars["milestones"])
     return _Entry(where=f"{where} ({entry['optimizer']})", experiment=ename, figure=figure,
                   optimizer=entry["optimizer"], scalars=scalars, decay_key=decay_key,
-                  grids=grids)
+                  grids=grids, band=entry.get("band"))
 
 
 def _config(where: str, fields: dict[str, Any]) -> RunConfig:
@@ -465,13 +484,20 @@ def _cells(entry: _Entry) -> Iterator[RunConfig]:
     """The entry's run configs in grid order (T_0 only where a restart schedule uses it,
     so that keys do not split on it)."""
     names = ("schedule", "epochs", "batch_size", "lr", entry.decay_key, "seed")
-    for values in itertools.product(*entry.grids.values()):
-        fields = dict(entry.scalars, optimizer=entry.optimizer, **dict(zip(names, values)))
-        fields["lr"] = float(fields["lr"])
-        fields[entry.decay_key] = float(fields[entry.decay_key])
-        if fields["schedule"] != "restarts":
-            fields.pop("T_0", None)
-        yield _config(entry.where, fields)
+    g = entry.grids
+    rows = itertools.product(g["schedules"], g["epochs"], g["batch_size"], g["lr"])
+    for *row, lr in rows:
+        for decay, seed in itertools.product(entry.decays(lr), g["seeds"]):
+            yield _cell(entry, dict(zip(names, (*row, lr, decay, seed))))
+
+
+def _cell(entry: _Entry, grid: dict[str, Any]) -> RunConfig:
+    fields = dict(entry.scalars, optimizer=entry.optimizer, **grid)
+    fields["lr"] = float(fields["lr"])
+    fields[entry.decay_key] = float(fields[entry.decay_key])
+    if fields["schedule"] != "restarts":
+        fields.pop("T_0", None)
+    return _config(entry.where, fields)
 
 
 # ------------------------------------------------------------------------------ planning
@@ -494,13 +520,18 @@ def plan_sweep(spec: Mapping[str, Any], *, max_runs: int | None = DEFAULT_MAX_RU
         raise SpecError(f"max_runs must be a positive integer or None, got {max_runs!r}")
     spec = _normalise(spec)
     entries = _entries(spec)
-    total = sum(e.count() for e in entries)
+    total = sum(e.count() for e in entries)  # (a band's cells counted before they are checked)
     if max_runs is not None and total > max_runs:
         raise SpecError(f"the spec plans {total:,} runs, more than the limit of {max_runs:,}; "
                         "shrink its grids or raise the limit (--max-runs)")
     for e in entries:
         for key, values in e.grids.items():
             _check_values(e.where, key, values)
+        if e.band is not None:
+            try:
+                check_band(e.band, e.decay_key, e.grids[e.decay_key], e.grids["lr"])
+            except ValueError as exc:
+                raise SpecError(f"{e.where}: band: {exc}") from None
         first = {key: values[0] for key, values in e.grids.items()}
         _config(e.where, dict(e.scalars, optimizer=e.optimizer, schedule=first["schedules"],
                               epochs=first["epochs"], batch_size=first["batch_size"],
