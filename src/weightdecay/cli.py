@@ -182,6 +182,10 @@ def _add_run_config(p: argparse.ArgumentParser) -> None:
                         "(sgdw/adamw)")
     p.add_argument("--scale-invariant-only", action="store_true", default=argparse.SUPPRESS,
                    help="decay only the weights a normalization makes scale-invariant")
+    p.add_argument("--no-compile", dest="compile", action="store_false",
+                   default=argparse.SUPPRESS,
+                   help="train with the eager step (default: the step is compiled with "
+                        "torch.compile where it pays, cnn1d models on CPU)")
 
 
 _DOWNLOAD_HELP = ("fetch CIFAR-10 (the official archive, md5-checked) into the cache "
