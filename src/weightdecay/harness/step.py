@@ -32,6 +32,10 @@ Determinism: the compiled kernels are fixed functions of their inputs (no atomic
 reduction order for a given number of threads), so a run repeated in the same process, in a
 fresh process (which loads the same kernels from Inductor's on-disk cache or generates them
 again) and a run resumed from a checkpoint give bit-identical numbers, as eager runs do.
+
+Paper: the training objective of Loshchilov & Hutter, "Decoupled Weight Decay Regularization"
+(ICLR 2019, Sec. 4): the loss whose gradient Algorithms 1 and 2 take; weight decay stays in
+the optimizer's update, outside this function.
 """
 
 from __future__ import annotations
