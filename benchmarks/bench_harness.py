@@ -10,8 +10,10 @@ Because the work is the same, both reach the same final test error: the script c
 
 Runs alternate (harness, loop, loop, harness, ...) after one warm-up each, on one thread;
 the script prints the median wall and CPU time of each and their ratios (target: <= 1.10).
+Both sides take the eager training step unless ``--compile``: then both take the harness's
+compiled one (``weightdecay.harness.step``, compiled during the warm-up).
 
-    .venv/bin/python benchmarks/bench_harness.py [--epochs 5] [--repeats 5]
+    .venv/bin/python benchmarks/bench_harness.py [--epochs 5] [--repeats 5] [--compile]
 """
 
 from __future__ import annotations
@@ -23,12 +25,12 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 import weightdecay
 from weightdecay.harness.config import RunConfig
 from weightdecay.harness.data import load_dataset
 from weightdecay.harness.models import build_model
+from weightdecay.harness.step import batch_sizes, loss_function
 from weightdecay.harness.train import build_schedule, run, steps_per_epoch
 
 _OPTIMIZERS = {"sgd": weightdecay.SGD, "sgdw": weightdecay.SGDW,
@@ -44,6 +46,7 @@ def hand_written(cfg: RunConfig, data) -> float:
     opt = _OPTIMIZERS[cfg.optimizer](model.parameters(), lr=cfg.lr,
                                      weight_decay=cfg.weight_decay, **kw)
     x, y, n = data.x_train, data.y_train, len(data.y_train)
+    loss_of = loss_function(model, cfg, batch_sizes(n, cfg.batch_size), x.shape[1:])
     spe = steps_per_epoch(n, cfg.batch_size)
     sched = weightdecay.schedules.as_torch_scheduler(opt, build_schedule(cfg, spe))
     err = float("nan")
@@ -52,7 +55,7 @@ def hand_written(cfg: RunConfig, data) -> float:
         perm = torch.randperm(n, generator=gen)
         for i in range(0, n, cfg.batch_size):
             idx = perm[i:i + cfg.batch_size]
-            loss = F.cross_entropy(model(x[idx]), y[idx])
+            loss = loss_of(x[idx], y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -91,6 +94,8 @@ def main() -> None:
     p.add_argument("--checkpoint", action="store_true",
                    help="let the harness checkpoint every epoch (the loop does not)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--compile", action="store_true",
+                   help="both sides take the compiled training step (default: eager)")
     args = p.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -98,7 +103,7 @@ def main() -> None:
     cfg = RunConfig(dataset="mnist1d", model=args.model, optimizer=args.optimizer, lr=lr,
                     weight_decay=1e-4 if args.optimizer.startswith("sgd") else 0.025,
                     schedule=args.schedule, epochs=args.epochs, batch_size=args.batch_size,
-                    seed=0, T_0=max(1, args.epochs // 4))
+                    seed=0, T_0=max(1, args.epochs // 4), compile=args.compile)
     data = load_dataset("mnist1d")
 
     through_harness(cfg, data, args.checkpoint)  # warm-up (allocator, kernels, imports)
@@ -117,7 +122,8 @@ def main() -> None:
             errors.add(round(err, 6))
 
     print(f"config: {args.optimizer} {args.model} {args.schedule} epochs={args.epochs} "
-          f"batch={args.batch_size} threads={args.threads} checkpoint={args.checkpoint}")
+          f"batch={args.batch_size} threads={args.threads} checkpoint={args.checkpoint}"
+          + (" compile=True" if args.compile else ""))
     for label, times in (("wall", wall), ("cpu", cpu)):
         for side in ("harness", "loop"):
             runs = ", ".join(f"{t:.3f}" for t in times[side])

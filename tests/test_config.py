@@ -126,6 +126,7 @@ def test_contract_field_names():
         "decay_convention", "schedule", "T_0", "T_mult", "milestones", "drop_factor",
         "epochs", "batch_size", "seed", "device", "momentum", "decay_all",
         "width", "test_size", "eval_every", "cautious", "l1", "scale_invariant_only",
+        "compile",
     }
     assert set(RunConfig.field_names()) == expected
     cfg = RunConfig()
@@ -216,13 +217,15 @@ def test_keys_of_configs_planned_before_the_new_fields_do_not_change():
     cfg = RunConfig(optimizer="sgdw", lr=0.25, weight_decay=2**-7, schedule="restarts", T_0=2)
     assert cfg.key({"experiment": "fig2"}) == "84e947d3a78d200f"
     keys = {RunConfig(**kw).key() for kw in ({}, {"width": 16}, {"test_size": 5000},
-                                              {"eval_every": 5})}
-    assert len(keys) == 4
+                                              {"eval_every": 5}, {"compile": False})}
+    assert len(keys) == 5
+    assert RunConfig(compile=True).key() == RunConfig().key()  # compiled: the default
 
 
 @pytest.mark.parametrize("field,value,match", [
     ("width", 0, "width"), ("width", 2.0, "width"), ("test_size", 0, "test_size"),
     ("test_size", 10**6, "test_size"), ("eval_every", 0, "eval_every"),
+    ("compile", 1, "compile"), ("compile", "no", "compile"),
 ])
 def test_new_fields_are_validated(field, value, match):
     with pytest.raises(ValueError, match=match):

@@ -10,6 +10,7 @@ from torch import nn
 
 from weightdecay.harness.data import Dataset, load_dataset
 from weightdecay.harness.models import (
+    CNN1d,
     ShakeShakeBlock,
     ShakeShakeResNet,
     build_model,
@@ -334,3 +335,74 @@ def test_model_can_fit_a_small_batch(name, shape):
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.3 * losses[0]
+
+
+# ----------------------------------------------------------------------------- layouts
+
+
+def _reference_cnn1d(model: CNN1d) -> nn.Module:
+    """The same network from torch's own Conv1d / BatchNorm1d on (B, C, L), same state."""
+    layers = []
+    for m in model.features:
+        if isinstance(m, nn.Conv1d):
+            layers.append(nn.Conv1d(m.in_channels, m.out_channels, m.kernel_size,
+                                    padding=m.padding, bias=m.bias is not None))
+        elif isinstance(m, nn.BatchNorm1d):
+            layers.append(nn.BatchNorm1d(m.num_features))
+        else:
+            layers.append(nn.ReLU())
+
+    class Reference(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.features, self.head = nn.Sequential(*layers), nn.Linear(*model.head.weight.T.shape)
+
+        def forward(self, x):
+            return self.head(self.features(x).mean(dim=-1))
+
+    ref = Reference().to(next(model.parameters()).dtype)
+    ref.load_state_dict(model.state_dict())
+    return ref
+
+
+@pytest.mark.parametrize("batch_norm", [True, False])
+@pytest.mark.parametrize("in_channels", [1, 3])
+def test_cnn1d_channels_last_is_the_same_network(batch_norm, in_channels):
+    """The (B, C, 1, L) channels-last layout computes torch's Conv1d/BatchNorm1d network
+    (float64: to rounding), with the same state_dict, running statistics and gradients."""
+    torch.manual_seed(0)
+    model = CNN1d(in_channels, 10, channels=8, batch_norm=batch_norm).double()
+    assert model.channels_last
+    ref = _reference_cnn1d(model)
+    assert list(ref.state_dict()) == list(model.state_dict())
+    x = torch.randn(16, in_channels, 40, dtype=torch.float64)
+    for mode in ("train", "eval", "train"):
+        model.train(mode == "train")
+        ref.train(mode == "train")
+        out, expected = model(x), ref(x)
+        torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+        out.square().sum().backward()
+        expected.square().sum().backward()
+    for (name, a), b in zip(model.state_dict().items(), ref.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12, msg=name)
+    for (name, p), q in zip(model.named_parameters(), ref.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-10, atol=1e-12, msg=name)
+
+
+def test_cnn1d_without_channels_last_is_torchs_network_bit_for_bit():
+    torch.manual_seed(0)
+    model = CNN1d(1, 10, channels_last=False)
+    ref = _reference_cnn1d(model)
+    x = torch.randn(16, 1, 40)
+    assert torch.equal(model(x), ref(x))
+    with pytest.raises(ValueError, match="channels_last"):
+        CNN1d(1, 10, channels_last=1)
+
+
+def test_cnn1d_channels_last_keeps_its_conv_weights_scale_invariant():
+    import weightdecay
+
+    torch.manual_seed(0)
+    model = build_model("cnn1d_bn", input_shape=MNIST1D, num_classes=10)
+    found = weightdecay.find_scale_invariant_weights(model, torch.randn(32, *MNIST1D))
+    assert found.invariant == ["features.0.weight", "features.3.weight", "features.6.weight"]

@@ -69,7 +69,7 @@ def make_record(optimizer, lr, wd, err, *, seed=0, figure="fig2", schedule="cosi
         "drop_factor": 0.1, "epochs": epochs, "batch_size": 128, "seed": seed,
         "device": "cpu", "momentum": 0.9, "decay_all": True, "width": None,
         "test_size": N_TEST, "eval_every": 1, "cautious": False, "l1": 0.0,
-        "scale_invariant_only": False, "experiment": figure, "figure": figure,
+        "scale_invariant_only": False, "compile": True, "experiment": figure, "figure": figure,
         "trial_number": n, "state": state, "diverged": diverged,
         "final_test_error": final, "best_test_error": final,
         "final_train_loss": float("nan") if diverged else 2.0 * err ** 2,

@@ -171,10 +171,14 @@ RESUME_CASES = [
     _cfg(optimizer="sgdw", lr=0.05, schedule="restarts", T_0=1, T_mult=2,
          weight_decay_norm=0.05, epochs=4, decay_all=False),
     _cfg(optimizer="adam", model="cnn1d_bn", schedule="step", milestones=(2, 3), epochs=3),
+    # the compiled training step (weightdecay.harness.step; the shape test_step.py compiles)
+    pytest.param(_cfg(model="cnn1d_bn", width=8, schedule="step", milestones=(2, 3), epochs=3),
+                 marks=pytest.mark.compile),
 ]
 
 
-@pytest.mark.parametrize("cfg", RESUME_CASES, ids=lambda c: f"{c.optimizer}-{c.schedule}")
+@pytest.mark.parametrize("cfg", RESUME_CASES,
+                         ids=lambda c: f"{c.optimizer}-{c.schedule}-{c.model}-{c.width}")
 def test_resume_is_bit_identical(tmp_path, cfg):
     full_path = tmp_path / "full.pt"
     full = run(cfg, checkpoint_path=full_path, data=TOY)

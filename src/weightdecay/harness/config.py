@@ -151,6 +151,10 @@ class RunConfig:
       scale-invariant (found on the first training batch,
       :func:`weightdecay.find_scale_invariant_weights`); every other parameter gets none.
       Overrides ``decay_all``.
+    - ``compile``: compile the training step (forward, loss, backward) with
+      ``torch.compile``, once per process, where it is measured to pay (the ``cnn1d``
+      models on CPU, :mod:`weightdecay.harness.step`) and works; ``False``: always the
+      eager step. The same model either way; the float rounding differs.
 
     Invalid values raise :class:`ValueError` naming the field and the value.
     """
@@ -179,6 +183,7 @@ class RunConfig:
     cautious: bool = False
     l1: float = 0.0
     scale_invariant_only: bool = False
+    compile: bool = True
 
     # -- validation -------------------------------------------------------------------------
 
@@ -256,7 +261,7 @@ class RunConfig:
             raise ValueError(
                 f"device={self.device!r} is not valid; use 'cpu', 'cuda', 'cuda:N' or 'mps'"
             )
-        for name in ("decay_all", "cautious", "scale_invariant_only"):
+        for name in ("decay_all", "cautious", "scale_invariant_only", "compile"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
         self._check_real("l1", low=0.0)
@@ -386,12 +391,14 @@ FIELD_HELP = {
     "l1": "L1 factor (sgd/adam: l1*sign(theta) in the gradient; sgdw/adamw: soft-threshold "
           "after the update)",
     "scale_invariant_only": "decay only the weights a normalization makes scale-invariant",
+    "compile": "train with the eager step (default: the step is compiled with torch.compile "
+               "where it pays, cnn1d models on CPU)",
 }
 
 # fields that enter the key only when they differ from these defaults, so that the keys of
 # runs planned before the fields existed (stores, checkpoints) do not change
 _KEY_OPTIONAL = {"width": None, "test_size": None, "eval_every": 1, "cautious": False,
-                 "l1": 0.0, "scale_invariant_only": False}
+                 "l1": 0.0, "scale_invariant_only": False, "compile": True}
 
 _REAL_FIELDS = (
     "lr", "weight_decay", "weight_decay_norm", "T_0", "T_mult", "drop_factor", "momentum", "l1"

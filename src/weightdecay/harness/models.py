@@ -43,6 +43,9 @@ if TYPE_CHECKING:
     from weightdecay.harness.data import Dataset
 
 __all__ = [
+    "CNN1d",
+    "BatchNorm1dAs2d",
+    "Conv1dAs2d",
     "ShakeShakeBlock",
     "ShakeShakeResNet",
     "build_model",
@@ -62,35 +65,81 @@ def _check_positive_int(arg: str, value) -> int:
 # --------------------------------------------------------------------------- 1-D CNN / MLP
 
 
+class Conv1dAs2d(nn.Conv1d):
+    """A :class:`torch.nn.Conv1d` (same parameters, same ``state_dict``) that also takes a
+    ``(B, C, 1, L)`` input, computed as the 2-D convolution with kernel ``(1, k)`` and
+    returned in channels-last memory order: the same numbers up to float rounding, and on
+    CPU the layout in which oneDNN convolves short signals fastest
+    (``benchmarks/bench_levers.py``). A ``(B, C, L)`` input is the plain Conv1d."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.padding_mode != "zeros":
+            raise ValueError(f"Conv1dAs2d pads with zeros only, got padding_mode="
+                             f"{self.padding_mode!r}")
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 4:
+            return super().forward(x)
+        padding = self.padding if isinstance(self.padding, str) else (0, self.padding[0])
+        out = F.conv2d(x, self.weight.unsqueeze(2), self.bias, (1, self.stride[0]), padding,
+                       (1, self.dilation[0]), self.groups)
+        return out.contiguous(memory_format=torch.channels_last)
+
+
+class BatchNorm1dAs2d(nn.BatchNorm1d):
+    """A :class:`torch.nn.BatchNorm1d` (same parameters, buffers, running-statistics update
+    and ``state_dict``) that also takes a ``(B, C, 1, L)`` input: statistics over every
+    dimension but C, as BatchNorm1d computes them over (B, L)."""
+
+    def _check_input_dim(self, input: Tensor) -> None:
+        if input.dim() not in (2, 3, 4):
+            raise ValueError(f"expected 2D, 3D or 4D (B, C, 1, L) input (got {input.dim()}D)")
+
+
 class CNN1d(nn.Module):
     """``depth`` x [Conv1d(kernel_size, 'same' padding) (-> BatchNorm1d) -> ReLU], global
     average pool over length, linear head.
 
     With ``batch_norm=True`` the convolutions have no bias (BN's shift replaces it) and every
     conv weight is scale-invariant: f(c·W) = f(W) for c > 0.
+
+    ``channels_last=True`` (the default) computes the same network on the signal viewed as a
+    ``(B, C, 1, L)`` image in channels-last memory order (:class:`Conv1dAs2d`,
+    :class:`BatchNorm1dAs2d`): the same parameters, buffers and ``state_dict`` keys, the same
+    function up to float rounding, and faster on CPU; ``False`` computes on ``(B, C, L)``.
     """
 
     def __init__(self, in_channels: int, num_classes: int, *, channels: int = 32,
-                 depth: int = 3, kernel_size: int = 5, batch_norm: bool = True):
+                 depth: int = 3, kernel_size: int = 5, batch_norm: bool = True,
+                 channels_last: bool = True):
         super().__init__()
         _check_positive_int("channels", channels)
         _check_positive_int("depth", depth)
         if _check_positive_int("kernel_size", kernel_size) % 2 == 0:
             raise ValueError(f"kernel_size must be odd (for 'same' padding), got {kernel_size}")
+        if not isinstance(channels_last, bool):
+            raise ValueError(f"channels_last must be a bool, got {channels_last!r}")
+        self.channels_last = channels_last
         layers: list[nn.Module] = []
         c = in_channels
         for _ in range(depth):
-            layers.append(nn.Conv1d(c, channels, kernel_size, padding=kernel_size // 2,
-                                    bias=not batch_norm))
+            layers.append(Conv1dAs2d(c, channels, kernel_size, padding=kernel_size // 2,
+                                     bias=not batch_norm))
             if batch_norm:
-                layers.append(nn.BatchNorm1d(channels))
+                layers.append(BatchNorm1dAs2d(channels))
             layers.append(nn.ReLU(inplace=True))
             c = channels
         self.features = nn.Sequential(*layers)
         self.head = nn.Linear(channels, num_classes)
 
+    def extra_repr(self) -> str:
+        return f"channels_last={self.channels_last}"
+
     def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.features(x).mean(dim=-1))
+        if self.channels_last:  # (B, C, L) -> (B, C, 1, L), channels-last
+            x = x.unsqueeze(2).contiguous(memory_format=torch.channels_last)
+        return self.head(self.features(x).flatten(2).mean(dim=-1))
 
 
 class MLP(nn.Module):
@@ -355,9 +404,9 @@ def build_model(
         width: the model's width option (its registry entry's ``width_option``:
             ``cnn1d*``: channels, ``mlp``: hidden, ``resnet_small``/``shakeshake26_2x64d``:
             width); ``None`` = the model's default.
-        **kwargs: model options (``cnn1d*``: channels, depth, kernel_size; ``mlp``: hidden;
-            ``resnet_small``: width, blocks_per_stage; ``shakeshake26_2x64d``: depth, width,
-            shake_forward, shake_backward).
+        **kwargs: model options (``cnn1d*``: channels, depth, kernel_size, channels_last;
+            ``mlp``: hidden; ``resnet_small``: width, blocks_per_stage;
+            ``shakeshake26_2x64d``: depth, width, shake_forward, shake_backward).
 
     Initialization uses torch's global generator: seed it with ``torch.manual_seed``.
     """

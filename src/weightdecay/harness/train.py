@@ -11,7 +11,9 @@
    (cached per process, or passed in with ``data=``), build the model, SGD / SGDW / Adam /
    AdamW, the eta_t schedule in **updates** and :class:`weightdecay.NormalizedDecay` when
    ``weight_decay_norm`` is set (App. B.1) -- see :mod:`weightdecay.harness.build` --
-   then restore the checkpoint's state;
+   then restore the checkpoint's state, and prepare the training step (compiled once per
+   process where ``config.compile`` asks for it and it pays and works, else eager: see
+   :mod:`weightdecay.harness.step`);
 2. one epoch (:func:`_epoch`): the updates, then the mean training loss, the test error,
    the weight norm, eta_t and the decay multiplier actually applied; a NaN/inf loss or
    weights stops the run (``diverged=True``: a result, not an exception);
@@ -34,7 +36,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .. import registry
 from .build import (
@@ -56,6 +57,7 @@ from .checkpoint import (
 )
 from .config import RunConfig
 from .models import weight_norm
+from .step import LossFunction, batch_sizes, loss_function
 from .vectors import pack_wrong
 
 __all__ = [
@@ -173,6 +175,7 @@ class _Run:
     normalized: Any  # weightdecay.NormalizedDecay or None
     generator: torch.Generator
     history: dict[str, list]
+    loss: LossFunction  # loss(x, y): forward and loss of one batch (compiled or eager)
     group: dict = dataclasses.field(default_factory=dict)  # lr reported (eta = lr/initial_lr)
     decay_group: dict = dataclasses.field(default_factory=dict)  # the decay reported
     start_epoch: int = 0
@@ -229,10 +232,14 @@ def _set_up(config: RunConfig, data: Any, checkpoint: Mapping[str, Any] | None) 
     if config.weight_decay_norm is not None:
         normalized = build_normalized_decay(config, optimizer, schedule, n_train, spe)
 
+    # compiled (if at all) now, before the first update: never in the middle of the run
+    loss = loss_function(model, config, batch_sizes(n_train, config.batch_size),
+                         dataset.x_train.shape[1:], dataset.x_train.dtype)
     state = _Run(config=config, device=device, dataset=dataset,
                  x_test=dataset.x_test.to(device), y_test=dataset.y_test.to(device),
                  model=model, optimizer=optimizer, lr_scheduler=lr_scheduler,
-                 normalized=normalized, generator=generator, history=_empty_history())
+                 normalized=normalized, generator=generator, history=_empty_history(),
+                 loss=loss)
     if checkpoint is not None:
         _restore(state, checkpoint)
     # read after the restore: Optimizer.load_state_dict replaces the group dicts
@@ -272,7 +279,7 @@ def _epoch(state: _Run, epoch: int) -> tuple[dict[str, Any], bool]:
     ):
         lr_t = group["lr"]  # what this update applies (read before stepping)
         lam_t = decay_group["weight_decay"]
-        loss = F.cross_entropy(state.model(xb), yb)
+        loss = state.loss(xb, yb)
         state.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         state.optimizer.step()
