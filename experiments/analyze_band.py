@@ -2,8 +2,8 @@
 row's expected optimum?
 
     python experiments/analyze_band.py --pilot runs/pilot_fig2 \
-        --eval runs/quick:quick runs/quick:quick-seeds-100-101 runs/pilot_fig2:pilot_fig2 \
-        [--out docs/results/band_design.json]
+        --eval runs/pilot_fig2:pilot_fig2 runs/pilot_fig2:pilot_fig2:quick-rows \
+        [--cells 5,6,7] [--out docs/results/band_design.json]
 
 1. The band is chosen on the PILOT seeds (1000, 1001): for each optimizer, the line through
    the pilot's per-row optima, log2 λ*(α) = c + s·log2 α (the slope fit of the full pilot).
@@ -26,12 +26,15 @@ from pathlib import Path
 
 import numpy as np
 
+from weightdecay.harness.band import band_cells
 from weightdecay.harness.store import load_records, sqlite_url
 from weightdecay.report.resample import Replicates
 from weightdecay.report.stats import heat_map, interval, slope_fit
 
 OPTS = ("sgd", "sgdw", "adam", "adamw")
 PAIRS = (("sgd", "sgdw"), ("adam", "adamw"))
+QUICK_ROWS = {o: {2.0**k for k in range(lo, lo + 5)}
+              for o, lo in (("sgd", -4), ("sgdw", -4), ("adam", -7), ("adamw", -7))}
 
 
 def completed(folder: str, study: str) -> list[dict]:
@@ -50,18 +53,18 @@ def pilot_lines(records: list[dict], n_boot: int) -> dict[str, tuple[float, floa
     return lines
 
 
-def band(records: list[dict], lines: dict, k: int) -> list[dict]:
-    """The records inside the K-cell band of each row (cells nearest the pilot line)."""
+def band(records: list[dict], lines: dict, k: int | dict[str, int]) -> list[dict]:
+    """The records inside the K-cell band of each row (cells nearest the pilot line); ``k``
+    one number, or one per optimizer."""
     keep = []
     for o in OPTS:
+        k_o = k[o] if isinstance(k, dict) else k
         recs = [r for r in records if r["optimizer"] == o]
-        lams = np.array(sorted({float(r["weight_decay"]) for r in recs}))
+        lams = sorted({float(r["weight_decay"]) for r in recs})
         c, s = lines[o]
-        chosen = {}
-        for lr in sorted({float(r["lr"]) for r in recs}):
-            centre = c + s * np.log2(lr)
-            order = np.argsort(np.abs(np.log2(lams) - centre), kind="stable")
-            chosen[lr] = set(lams[np.sort(order[:k])].tolist())
+        # the harness's own rule (a spec's band through (1, 2**c) with slope s)
+        chosen = {lr: set(band_cells(lams, lr, 1.0, 2.0**c, s, k_o))
+                  for lr in sorted({float(r["lr"]) for r in recs})}
         keep += [r for r in recs if float(r["weight_decay"]) in chosen[float(r["lr"])]]
     return keep
 
@@ -91,8 +94,11 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pilot", required=True, help="folder of the pilot's store.db")
     ap.add_argument("--pilot-study", default="pilot_fig2")
-    ap.add_argument("--eval", nargs="+", required=True, help="FOLDER:STUDY to score")
-    ap.add_argument("--cells", default="4,5,6,7")
+    ap.add_argument("--eval", nargs="+", required=True,
+                    help="FOLDER:STUDY to score; FOLDER:STUDY:quick-rows scores only the "
+                         "learning rates of the quick preset (its 5 rows)")
+    ap.add_argument("--cells", default="4,5,6,7",
+                    help="comma-separated K, each one number or sgd=5:sgdw=6:adam=5:adamw=6")
     ap.add_argument("--boot", type=int, default=2000)
     ap.add_argument("--out", default="docs/results/band_design.json")
     args = ap.parse_args(argv)
@@ -104,16 +110,22 @@ def main(argv=None) -> None:
     results: dict = {"lines": {o: {"intercept_log2": c, "slope": s}
                                for o, (c, s) in lines.items()}, "designs": {}}
     for spec in args.eval:
-        folder, study = spec.rsplit(":", 1)
+        folder, study, *rows_only = spec.split(":")
         records = completed(folder, study)
+        if rows_only == ["quick-rows"]:
+            records = [r for r in records if float(r["lr"]) in QUICK_ROWS[r["optimizer"]]]
+            study = f"{study} (quick's 5 rows)"
         seeds = sorted({int(r["seed"]) for r in records})
         whole = score(records, args.boot)
         results["designs"][f"{study}/whole"] = whole
         rows = [("whole", whole)]
-        for k in (int(x) for x in args.cells.split(",")):
+        for cells in args.cells.split(","):
+            k: int | dict[str, int] = (int(cells) if ":" not in cells else
+                                       {o: int(n) for o, n in
+                                        (part.split("=") for part in cells.split(":"))})
             res = score(band(records, lines, k), args.boot)
-            results["designs"][f"{study}/K{k}"] = res
-            rows.append((str(k), res))
+            results["designs"][f"{study}/K{cells}"] = res
+            rows.append((cells, res))
         for name, res in rows:
             slopes = " / ".join(
                 f"{fmt(res[o]['slope'])} ({width(res[o]['slope']) / width(whole[o]['slope']):.2f})"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import math
 
 import pytest
@@ -63,15 +62,19 @@ def test_a_tie_keeps_the_smaller_decay():
     assert band_cells(_pow2(-12, -3), 1.0, 1.0, 2.0**-7.5, 0.0, 3) == _pow2(-9, -7)
 
 
-def test_a_preset_with_bands_plans_fewer_runs_and_replicates_with_its_band():
-    quick = copy.deepcopy(get_preset("quick"))
-    whole = len(plan_sweep(quick).runs)
-    for e in quick["experiments"][0]["optimizers"]:
-        e["band"] = {"lr": e["lr"][2], "weight_decay": e["weight_decay"][3], "slope": 0.0,
-                     "cells": 5}
-    assert len(plan_sweep(quick).runs) == whole * 5 // 8
+def test_the_quick_preset_runs_its_bands_inside_its_grids_and_replicates_with_them():
+    quick = get_preset("quick")
+    plan = plan_sweep(quick)
+    assert len(plan.runs) == 4 * 5 * 6 * 2  # optimizers x alpha rows x band cells x seeds
+    for entry in quick["experiments"][0]["optimizers"]:
+        grid = entry["weight_decay"]
+        for lr in entry["lr"]:
+            cells = [r.config.weight_decay for r in plan.runs
+                     if r.config.optimizer == entry["optimizer"] and r.config.lr == lr
+                     and r.config.seed == 0]
+            assert len(cells) == 6 and grid[0] < cells[0] and cells[-1] < grid[-1]
     rep = with_seeds(quick, [100, 101])
-    assert len(rep.runs) == whole * 5 // 8 and {r.config.seed for r in rep.runs} == {100, 101}
+    assert len(rep.runs) == len(plan.runs) and {r.config.seed for r in rep.runs} == {100, 101}
 
 
 @pytest.mark.parametrize("band, needle", [
