@@ -17,8 +17,10 @@ malformed checkpoint, an output folder that is a file or read-only, malformed or
 unreachable storage URLs, unsafe study names) prints ONE line ``weightdecay: error: ...``
 on stderr and exits with code 2 before anything is written. Every file a command writes
 lies under the folder or file the user named (``--out``, ``-o``, ``--json``,
-``--checkpoint``, the SQLite store) or under ``runs/<study>``. A sweep, worker or
-reproduce whose runs did not all complete exits with code 1.
+``--checkpoint``, the SQLite store) or under ``runs/<study>``, never through a symbolic link
+leading out of ``--out``. A sweep, worker or reproduce whose runs did not all complete exits
+with code 1; one stopped by SIGINT / SIGTERM hands its running trials back, prints one line
+and exits with code 130 / 143.
 
 Length (~600 lines): the parser and the six commands are kept in one file so that the
 whole command-line surface -- every flag, its check and its error line -- reads in one place;
@@ -187,6 +189,9 @@ def _add_run_config(p: argparse.ArgumentParser) -> None:
 _DOWNLOAD_HELP = ("fetch CIFAR-10 (the official archive, md5-checked) into the cache "
                   "(~/.cache/weightdecay or $WEIGHTDECAY_CACHE) first, if it is missing")
 _MAX_RUNS_HELP = "refuse a sweep planning more runs than this (default: {})"
+_ADOPT_HELP = ("use the existing study NAME although weightdecay did not create it (another "
+               "program's study of that name is refused otherwise); its own trials are left "
+               "alone")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -229,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-runs", type=_positive_int, default=DEFAULT_MAX_RUNS,
                    help=_MAX_RUNS_HELP.format(DEFAULT_MAX_RUNS))
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--adopt-study", metavar="NAME", default=None, help=_ADOPT_HELP)
     g = p.add_argument_group("grid flags (one experiment, instead of SPEC)")
     g.add_argument("--name", default=None, help="experiment and default study name")
     g.add_argument("--figure", default=None, help="figure tag (fig1 ... supp3)")
@@ -293,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "process)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--download", action="store_true", help=_DOWNLOAD_HELP)
+    p.add_argument("--adopt-study", metavar="NAME", default=None, help=_ADOPT_HELP)
     return parser
 
 
@@ -417,9 +424,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
               f"{100 * record['best_test_error']:.2f}%  final train loss "
               f"{record['final_train_loss']:.4f}  wall {record['wall_seconds']:.1f} s")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"config": config.to_dict(), **record},
-                                              indent=1) + "\n")
+        from ._io import write_atomic
+
+        write_atomic(args.json, json.dumps({"config": config.to_dict(), **record},
+                                           indent=1) + "\n")
     return 0
 
 
@@ -508,11 +516,12 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     out = _check_dir(args.out if args.out else Path("runs") / study, "--out")
     if args.storage:
         _check_storage(args.storage)
-    storage = args.storage or sqlite_url(out / "store.db")  # in --out, checked above
+    storage = args.storage or sqlite_url(out / "store.db", root=out)  # in --out, checked
     if args.plan_only:
         if not args.storage:
             out.mkdir(parents=True, exist_ok=True)
-        result = create_sweep(plan, storage, study, progress=enqueue_progress())
+        result = create_sweep(plan, storage, study, progress=enqueue_progress(),
+                              adopt_study=args.adopt_study)
         print(f"sweep {study!r}: {len(result.runs)} runs planned, {result.enqueued} enqueued; "
               "none run here. Run them with (on any machine that reaches the store):")
         print(_worker_command(storage, study, out if args.out else None))
@@ -520,10 +529,10 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     _check_devices(plan)
     out.mkdir(parents=True, exist_ok=True)
     records = run_local(plan, storage, study, workers=args.workers, out_dir=out,
-                        progress=not args.no_progress)
+                        progress=not args.no_progress, adopt_study=args.adopt_study)
     _summary(records)
     path = out / "trials.csv"
-    export_trials(storage, study, "csv", path)
+    export_trials(storage, study, "csv", path, root=out)
     print(f"trials: {path}", flush=True)
     return _exit_code(records, out, "run the same command again to retry them")
 
@@ -631,6 +640,7 @@ def _complete(storage: str, study: str) -> int:
 def _cmd_reproduce(args: argparse.Namespace) -> int:
     import time
 
+    from ._io import write_atomic
     from .harness.local import run_local
     from .harness.presets import get_preset
     from .harness.spec import plan_sweep, with_seeds
@@ -648,12 +658,12 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     if args.download and args.preset == "cifar10":
         _download_cifar10()
     out.mkdir(parents=True, exist_ok=True)
-    storage = sqlite_url(root / "store.db")
+    storage = sqlite_url(root / "store.db", root=root)
     done_before = _complete(storage, study)
-    records = run_local(plan, storage, study, workers=args.workers, out_dir=out,
-                        progress=not args.no_progress)
+    records = run_local(plan, storage, study, workers=args.workers, out_dir=out, root=root,
+                        progress=not args.no_progress, adopt_study=args.adopt_study)
     _summary(records)
-    export_trials(storage, study, "csv", out / "trials.csv")
+    export_trials(storage, study, "csv", out / "trials.csv", root=root)
     print(f"trials: {out / 'trials.csv'}")
     path = _write_report(storage, study, out,
                          original_study=None if args.seeds is None else spec["name"])
@@ -664,11 +674,11 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     print(f"reproduce: {complete - done_before} of {len(records)} runs run now, "
           f"{wall / 60:.1f} min wall")
     if complete > done_before:  # the wall time of a run that trained (sweep + report)
-        (out / "reproduce.json").write_text(json.dumps({
+        write_atomic(out / "reproduce.json", json.dumps({
             "preset": args.preset, "study": study, "runs": len(records),
             "ran": complete - done_before, "complete": complete, "workers": args.workers,
             "cpu_count": os.cpu_count(), "wall_seconds": round(wall, 1)}, indent=1) + "\n",
-            encoding="utf-8")
+            root=root)
     return _exit_code(records, out, "run the same command again to resume")
 
 
@@ -702,7 +712,10 @@ def _one_line(message: object) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``weightdecay`` command line; return the exit code (2: bad input)."""
+    """Run the ``weightdecay`` command line; return the exit code (2: bad input; 130 / 143:
+    stopped by SIGINT / SIGTERM, after handing back what was running)."""
+    from ._io import UnsafePathError
+    from .harness.interrupt import stop_on_signals
     from .harness.spec import SpecError
     from .harness.store import StoreError
 
@@ -712,10 +725,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         _check_harness_installed(args.command)  # before any work: nothing is written
-        return _COMMANDS[args.command](args)
-    except (UsageError, SpecError, StoreError) as exc:
+        with stop_on_signals():
+            return _COMMANDS[args.command](args)
+    except (UsageError, SpecError, StoreError, UnsafePathError) as exc:
         print(f"{PROG}: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:  # SIGINT / SIGTERM (harness.interrupt.Interrupted)
+        print(f"{PROG}: {_one_line(exc) or 'interrupted'}", file=sys.stderr)
+        return getattr(exc, "exit_code", 130)
     except BrokenPipeError:  # e.g. `weightdecay export ... | head`
         return 0
     except OSError as exc:  # the environment failed (disk full, a file vanished): one line
