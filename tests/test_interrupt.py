@@ -208,7 +208,7 @@ def sweep_command(spec_file: Path, out: Path, workers: int) -> list[str]:
 
 def start_sweep(tmp_path: Path, name: str, workers: int, **popen):
     spec_file = tmp_path / "spec.json"
-    spec_file.write_text(json.dumps(spec(name, n_lr=workers, epochs=30, batch_size=256)))
+    spec_file.write_text(json.dumps(spec(name, n_lr=workers, epochs=20, batch_size=256)))
     out = tmp_path / "out"
     proc = subprocess.Popen(sweep_command(spec_file, out, workers), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=ENV, **popen)
@@ -262,12 +262,32 @@ def test_a_killed_sweep_leaves_no_worker_behind(tmp_path):
     assert "handed back" in worker_log_path(out, 0).read_text()
 
 
+def pause_outside_a_transaction(proc: subprocess.Popen, db: Path) -> None:
+    """SIGSTOP ``proc`` at a moment it holds no SQLite lock (a process paused inside a write
+    holds the database lock, and SQLite then makes every other writer wait for it)."""
+    import sqlite3
+
+    for _ in range(100):
+        proc.send_signal(signal.SIGSTOP)
+        conn = sqlite3.connect(db, timeout=0.0, isolation_level=None)
+        try:
+            conn.execute("BEGIN EXCLUSIVE")  # no other lock of any kind is held
+            conn.execute("ROLLBACK")
+            return
+        except sqlite3.OperationalError:  # locked: let it finish its write, try again
+            proc.send_signal(signal.SIGCONT)
+            time.sleep(0.05)
+        finally:
+            conn.close()
+    pytest.fail("the worker always held the database lock")
+
+
 def test_a_worker_paused_past_its_grace_period_discards_its_result(tmp_path):
     """SIGSTOP a real worker mid-trial until another worker has taken its trial over and
     finished it; once resumed, it stops with a log line and exit 0: one COMPLETE trial per
     key, no traceback, no checkpoint left behind."""
     url = store.sqlite_url(tmp_path / "store.db")
-    create_sweep(spec("late", n_lr=1, epochs=30, batch_size=256), url)
+    create_sweep(spec("late", n_lr=1, epochs=20, batch_size=256), url)
     log = tmp_path / "paused.log"
     with open(log, "w") as fh:
         paused = subprocess.Popen(
@@ -276,7 +296,7 @@ def test_a_worker_paused_past_its_grace_period_discards_its_result(tmp_path):
              "--no-wait"], stdout=fh, stderr=subprocess.STDOUT, env=ENV)
     try:
         wait_for(lambda: any((tmp_path / "ckpt").glob("*.pt")), 90, "a checkpoint")
-        paused.send_signal(signal.SIGSTOP)
+        pause_outside_a_transaction(paused, tmp_path / "store.db")
         time.sleep(3.5)  # > grace period (SQLite's clock has 1 s steps)
         rescued = run_worker(url, "late", out_dir=tmp_path, wait=False, heartbeat_interval=1,
                              grace_period=2, log=lambda _: None)

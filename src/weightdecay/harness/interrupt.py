@@ -3,23 +3,23 @@ signal.
 
 :func:`stop_on_signals` installs, for the duration of a ``with`` block in the main thread,
 a handler of SIGINT (Ctrl-C) and SIGTERM (``kill``, a batch scheduler's pre-emption) that
-raises :class:`Interrupted` in the main thread -- a :class:`KeyboardInterrupt` that knows
-its signal and its exit code (128 + signal number: 130 for SIGINT, 143 for SIGTERM). The
-first signal raises; later ones are ignored while the code that caught it cleans up (stops
+stops the code with :class:`Interrupted` -- a :class:`KeyboardInterrupt` that knows its
+signal and its exit code (128 + signal number: 130 for SIGINT, 143 for SIGTERM). The first
+signal counts; later ones are ignored while the code that caught it cleans up (stops
 workers, hands their trials back): that clean-up is what a second Ctrl-C would otherwise
-break. A disposition of ``SIG_IGN`` (e.g. SIGINT of a background job) is left alone.
+break. A disposition of ``SIG_IGN`` (e.g. SIGINT of a job started in the background by a
+shell) is left alone.
 
-An exception raised by a signal handler can land anywhere, including code that swallows it
-(a finaliser, a library's bare ``except:``), so long-running loops also call
-:func:`check_interrupted` at safe points (after each epoch, before each claim), which raises
-it again.
+Where the exception is raised matters. Raised inside a database call, it can leave a
+connection holding SQLite's write lock, which the clean-up then waits for; raised inside a
+library that swallows it (a finaliser, a bare ``except:``), it is lost. So the harness's
+loops run :func:`deferred_signals`: a signal is only recorded, and raised at a safe point
+-- :func:`check_interrupted`, or the end of the block -- and at once only inside
+:func:`interruptible` sections, which touch no store (training a run, sleeping between
+polls). :func:`check_interrupted` also raises again an interruption that was swallowed.
 
-:func:`deferred_signals` marks a short critical section -- claiming a trial and naming its
-claimer, writing a trial's results -- during which a signal is held back and raised at the
-end of the block, so that a signal never leaves a store half-updated.
-
-Nested uses are no-ops, and outside the main thread (where Python cannot install signal
-handlers) both are no-ops: the caller's own handling applies.
+Outside the main thread (where Python cannot install signal handlers) all of these are
+no-ops, and so are nested :func:`stop_on_signals`: the outermost one applies.
 
 Paper: Loshchilov & Hutter, "Decoupled Weight Decay Regularization", ICLR 2019, Sec. 4 (each
 figure is a sweep of many runs; an interrupted sweep must resume without losing any).
@@ -33,7 +33,8 @@ import threading
 from collections.abc import Iterator
 from types import FrameType
 
-__all__ = ["Interrupted", "check_interrupted", "deferred_signals", "stop_on_signals"]
+__all__ = ["Interrupted", "check_interrupted", "deferred_signals", "interruptible",
+           "stop_on_signals"]
 
 #: the signals that stop a sweep
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -54,61 +55,61 @@ class Interrupted(KeyboardInterrupt):
     def __str__(self) -> str:
         return self.message
 
-    def with_message(self, message: str) -> Interrupted:
-        """The same interruption, described by ``message`` (one line)."""
-        return Interrupted(self.signum, message)
-
 
 class _State:
     installed = False
-    fired: int | None = None     # the signal already raised; later ones are ignored
-    pending: int | None = None   # a signal held back by deferred_signals
-    depth = 0                    # nesting of deferred_signals
+    received: int | None = None  # the signal that counts; later ones are ignored
+    raised = False               # whether it has been raised (at least once)
+    depth = 0                    # > 0: inside deferred_signals (and not interruptible)
 
 
 _STATE = _State()
 
 
+def _raise() -> None:
+    assert _STATE.received is not None
+    _STATE.raised = True
+    raise Interrupted(_STATE.received)
+
+
 def _handler(signum: int, frame: FrameType | None) -> None:
-    if _STATE.fired is not None:
+    if _STATE.received is not None:
         return  # already stopping: let the clean-up finish
-    if _STATE.depth > 0:
-        if _STATE.pending is None:
-            _STATE.pending = signum
-        return
-    _STATE.fired = signum
-    raise Interrupted(signum)
+    _STATE.received = signum
+    if _STATE.depth == 0:
+        _raise()
 
 
-def _in_main_thread() -> bool:
-    return threading.current_thread() is threading.main_thread()
+def _active() -> bool:
+    return _STATE.installed and threading.current_thread() is threading.main_thread()
 
 
 @contextlib.contextmanager
 def stop_on_signals() -> Iterator[None]:
-    """Raise :class:`Interrupted` in the main thread on the first SIGINT or SIGTERM received
-    inside the block; the previous handlers are restored on exit."""
-    if _STATE.installed or not _in_main_thread():
+    """Stop with :class:`Interrupted` on the first SIGINT or SIGTERM received inside the
+    block (raised at once, or at the next safe point inside :func:`deferred_signals`); the
+    previous handlers are restored on exit."""
+    if _STATE.installed or threading.current_thread() is not threading.main_thread():
         yield
         return
     previous = {}
     for signum in SIGNALS:
         if signal.getsignal(signum) != signal.SIG_IGN:
             previous[signum] = signal.signal(signum, _handler)
-    _STATE.installed, _STATE.fired, _STATE.pending, _STATE.depth = True, None, None, 0
+    _STATE.installed, _STATE.received, _STATE.raised, _STATE.depth = True, None, False, 0
     try:
         yield
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-        _STATE.installed, _STATE.fired, _STATE.pending, _STATE.depth = False, None, None, 0
+        _STATE.installed, _STATE.received, _STATE.raised, _STATE.depth = False, None, False, 0
 
 
 @contextlib.contextmanager
 def deferred_signals() -> Iterator[None]:
-    """Hold back a signal received inside the block; raise it (as :class:`Interrupted`) when
-    the block ends."""
-    if not (_STATE.installed and _in_main_thread()):
+    """Inside the block a signal is only recorded; it is raised at the next
+    :func:`check_interrupted`, inside :func:`interruptible`, or when the block ends."""
+    if not _active():
         yield
         return
     _STATE.depth += 1
@@ -116,14 +117,28 @@ def deferred_signals() -> Iterator[None]:
         yield
     finally:
         _STATE.depth -= 1
-        if _STATE.depth == 0 and _STATE.pending is not None and _STATE.fired is None:
-            _STATE.fired, _STATE.pending = _STATE.pending, None
-            raise Interrupted(_STATE.fired)
+        if _STATE.depth == 0 and _STATE.received is not None and not _STATE.raised:
+            _raise()
+
+
+@contextlib.contextmanager
+def interruptible() -> Iterator[None]:
+    """A section of a :func:`deferred_signals` block where a signal raises at once (one
+    received before is raised on entry). For code that holds no store connection."""
+    if not _active():
+        yield
+        return
+    depth, _STATE.depth = _STATE.depth, 0
+    try:
+        if _STATE.received is not None and not _STATE.raised:
+            _raise()
+        yield
+    finally:
+        _STATE.depth = depth
 
 
 def check_interrupted() -> None:
-    """Raise :class:`Interrupted` if a signal was received inside :func:`stop_on_signals`
-    (its first raise may have been swallowed); call it at points where stopping is safe."""
-    if _STATE.installed and _STATE.fired is not None and _STATE.depth == 0 \
-            and _in_main_thread():
-        raise Interrupted(_STATE.fired)
+    """A safe point: raise :class:`Interrupted` if a signal was received inside
+    :func:`stop_on_signals` -- held back, or raised before and swallowed."""
+    if _active() and _STATE.received is not None:
+        _raise()

@@ -26,6 +26,7 @@ Paper: Loshchilov & Hutter, "Decoupled Weight Decay Regularization", ICLR 2019, 
 
 from __future__ import annotations
 
+import faulthandler
 import multiprocessing
 import os
 import signal
@@ -40,7 +41,7 @@ from typing import Any, TextIO
 
 from weightdecay._io import UnsafePathError, check_inside
 
-from .interrupt import Interrupted, check_interrupted, stop_on_signals
+from .interrupt import Interrupted, deferred_signals, interruptible, stop_on_signals
 from .spec import DEFAULT_MAX_RUNS, SpecError, SweepPlan, plan_sweep
 from .store import (
     DEFAULT_GRACE_PERIOD,
@@ -120,6 +121,7 @@ def _worker_process(storage_url: str, study_name: str, out_dir: str, root: str, 
     os.dup2(fh.fileno(), 1)  # the process's own output until it exits: never closed here
     os.dup2(fh.fileno(), 2)
     sys.stdout = sys.stderr = fh
+    faulthandler.register(signal.SIGUSR1, file=fh, all_threads=True)
     print(f"worker {index}: pid {os.getpid()} on {socket.gethostname()}, study "
           f"{study_name!r}", flush=True)
     _watch_parent(parent)
@@ -163,7 +165,9 @@ def _stop(procs: list) -> None:
     for p in started:
         p.join(max(0.0, deadline - time.monotonic()))
     for p in started:
-        if p.is_alive():
+        if p.is_alive():  # say where it hangs (faulthandler, into its log), then kill it
+            os.kill(p.pid, signal.SIGUSR1)
+            time.sleep(0.5)
             p.kill()
             p.join()
 
@@ -197,8 +201,8 @@ def _run_processes(storage_url: str, name: str, out: Path, root: Path, workers: 
             bar = tqdm(total=total, initial=counts["complete"], unit="run", file=stream,
                        desc=name, dynamic_ncols=True)
         while any(p.is_alive() for p in procs):
-            time.sleep(0.5)
-            check_interrupted()
+            with interruptible():  # the only place a signal lands at once (no store use)
+                time.sleep(0.5)
             _hand_back_dead(procs, handed, status_storage, name)
             if bar is not None:
                 counts = sweep_status(storage_url, name, status_storage)
@@ -283,7 +287,7 @@ def run_local(
     out = Path(out_dir) if out_dir is not None else default_out_dir(storage_url, name)
     root = out if root is None else Path(root)
     check_out_dir(out, root, [run.key for run in plan.runs], workers)
-    with stop_on_signals():
+    with stop_on_signals(), deferred_signals():  # see harness/interrupt.py
         try:
             return _run(plan, storage_url, name, out, root, workers, progress,
                         heartbeat_interval, grace_period, stream, adopt_study, say)

@@ -44,7 +44,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .interrupt import deferred_signals
+from .interrupt import check_interrupted, deferred_signals
 from .spec import DEFAULT_MAX_RUNS, PlannedRun, SpecError, SweepPlan, check_study_name, plan_sweep
 from .store import (
     STUDY_MARK,
@@ -160,15 +160,15 @@ def create_sweep(
         raise StoreError(f"--adopt-study {adopt_study} does not name this sweep's study "
                          f"{study_name!r}")
     check_storage(storage_url)
-    with sweep_lock(storage_url, study_name):
+    # a signal stops the enqueue between two trials, never inside a store operation
+    with deferred_signals(), sweep_lock(storage_url, study_name):
         storage = open_storage(storage_url)
         study = None
         if study_name not in optuna.get_all_study_names(storage):
-            try:
-                with deferred_signals():  # created and marked, or not created
-                    study = optuna.create_study(study_name=study_name, storage=storage,
-                                                direction="minimize")
-                    _mark(study, adopted=False)
+            try:  # created and marked, or not created (no safe point in between)
+                study = optuna.create_study(study_name=study_name, storage=storage,
+                                            direction="minimize")
+                _mark(study, adopted=False)
             except optuna.exceptions.DuplicatedStudyError:
                 study = None  # another program created it just now
         if study is None:
@@ -192,6 +192,7 @@ def create_sweep(
         missing = [run for run in plan.runs if run.key not in present]
         for start in range(0, len(missing), ENQUEUE_BATCH):
             for run in missing[start:start + ENQUEUE_BATCH]:
+                check_interrupted()  # a safe point: between two enqueues
                 study.enqueue_trial(params={}, user_attrs=run.user_attrs())
             if progress is not None:
                 progress(min(start + ENQUEUE_BATCH, len(missing)), len(missing))

@@ -12,11 +12,12 @@ its ``error`` attribute (and the traceback in the worker's log); the next
 Nothing lost, nothing run twice:
 
 - **Stopping.** Inside :func:`run_worker`, SIGINT and SIGTERM raise
-  :class:`~weightdecay.harness.interrupt.Interrupted` (in the main thread): the trial being
+  :class:`~weightdecay.harness.interrupt.Interrupted` (in the main thread; at once while
+  training or waiting, else once the store operation under way is done): the trial being
   run is handed back at once (WAITING again; the next worker resumes it from its
   checkpoint, without waiting for the grace period) and the exception propagates (exit
-  code 130 / 143 from the command line). Claiming a trial and storing its result are not
-  split by a signal.
+  code 130 / 143 from the command line). No store operation -- claiming a trial, storing
+  its result -- is split by a signal.
 - **A late worker** -- paused longer than the grace period, so that another worker declared
   it dead and retried its trial -- stops training once its heartbeat sees the takeover, and
   discards its result with a log line: the retry's result is the one recorded.
@@ -45,7 +46,13 @@ from typing import Any
 from weightdecay._io import check_inside
 
 from .config import RunConfig
-from .interrupt import Interrupted, check_interrupted, deferred_signals, stop_on_signals
+from .interrupt import (
+    Interrupted,
+    check_interrupted,
+    deferred_signals,
+    interruptible,
+    stop_on_signals,
+)
 from .spec import check_study_name
 from .store import (
     DEFAULT_GRACE_PERIOD,
@@ -106,9 +113,8 @@ def _fail(study, claimed: ClaimedTrial, message: str) -> str:
     from optuna.trial import TrialState
 
     try:
-        with deferred_signals():
-            claimed.set_user_attr("error", message)
-            study.tell(claimed.number, state=TrialState.FAIL, skip_if_finished=True)
+        claimed.set_user_attr("error", message)
+        study.tell(claimed.number, state=TrialState.FAIL, skip_if_finished=True)
     except optuna.exceptions.UpdateFinishedTrialError:
         return "LOST"  # another worker took it over meanwhile
     return "FAIL"
@@ -182,8 +188,9 @@ def _run_trial(study, claimed: ClaimedTrial, out: Path, ckpt_dir: Path,
                 raise _TakenOver
 
         try:
-            result = train.run(config, checkpoint_path=ckpt, progress=progress,
-                               on_epoch=on_epoch)
+            with interruptible():  # no store connection is used while training
+                result = train.run(config, checkpoint_path=ckpt, progress=progress,
+                                   on_epoch=on_epoch)
         except _TakenOver:
             log(f"trial {claimed.number} {label}: stopped: another worker took it over (this "
                 "one missed its heartbeats for longer than the grace period); its retry "
@@ -193,8 +200,7 @@ def _run_trial(study, claimed: ClaimedTrial, out: Path, ckpt_dir: Path,
             log(f"trial {claimed.number} {label}: FAILED: {type(exc).__name__}: {exc}")
             traceback.print_exc(file=sys.stderr)
             return _fail(study, claimed, f"{type(exc).__name__}: {exc}")
-        with deferred_signals():  # all of the result or none of it
-            stored = _store_result(study, claimed, result)
+        stored = _store_result(study, claimed, result)
     if not stored:
         log(f"trial {claimed.number} {label}: result discarded: another worker took this trial "
             "over while this one was paused past the grace period; its retry records the "
@@ -269,7 +275,6 @@ def run_worker(
         weightdecay._io.UnsafePathError: a link in ``out_dir`` leads out of it.
     """
     import optuna
-    from optuna.trial import TrialState
 
     if max_trials is not None and (not isinstance(max_trials, int) or max_trials < 0):
         raise ValueError(f"max_trials must be a non-negative integer, got {max_trials!r}")
@@ -297,44 +302,64 @@ def run_worker(
         torch.set_num_threads(threads)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     poll = min(2.0, heartbeat_interval) if poll_interval is None else poll_interval
+    held: list[ClaimedTrial] = []  # the trial being run, for the message below
+    with stop_on_signals():
+        try:
+            with deferred_signals():  # raised only at safe points: see interrupt.py
+                return _work(study, storage, storage_url, out, ckpt_dir, max_trials, wait, poll,
+                             grace_period, progress, keep_checkpoints, log, held)
+        except Interrupted as exc:
+            if exc.described:
+                raise
+            what = "the running trial was handed back" if held else "no trial was running"
+            raise Interrupted(exc.signum, f"{exc}: {what}; start a worker again to go on") \
+                from None
+
+
+def _work(study, storage, storage_url: str, out: Path, ckpt_dir: Path, max_trials: int | None,
+          wait: bool, poll: float, grace_period: int, progress: bool, keep_checkpoints: bool,
+          log: Callable[[str], None], held: list[ClaimedTrial]) -> WorkerResult:
+    """The worker's loop: claim, run, record; a trial held when it stops is handed back."""
+    from optuna.storages import fail_stale_trials
+    from optuna.trial import TrialState
+
     result = WorkerResult()
     skip: set[int] = set()
     waiting_said = False
-    with stop_on_signals():
-        while max_trials is None or result.ran < max_trials:
-            claimed = None
-            try:
-                check_interrupted()
-                with deferred_signals():  # a stale trial is failed and retried, or neither
-                    optuna.storages.fail_stale_trials(study)
-                with deferred_signals():  # claimed and named, or not claimed
-                    claimed = claim_trial(storage, study_name, skip)
-                if claimed is None:
-                    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-                    if not (wait and running):
-                        break
-                    if not waiting_said:
-                        log(f"no trial is waiting; {len(running)} are running elsewhere: "
-                            f"waiting for them (a trial whose worker is gone is retried here "
-                            f"once it has had no heartbeat for {grace_period} s)")
-                        waiting_said = True
+    while max_trials is None or result.ran < max_trials:
+        held.clear()
+        try:
+            check_interrupted()  # a safe point: between trials
+            fail_stale_trials(study)
+            claimed = claim_trial(storage, study.study_name, skip)
+            if claimed is not None:
+                held.append(claimed)
+            if claimed is None:
+                running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                if not (wait and running):
+                    break
+                if not waiting_said:
+                    log(f"no trial is waiting; {len(running)} are running elsewhere: waiting "
+                        f"for them (a trial whose worker is gone is retried here once it has "
+                        f"had no heartbeat for {grace_period} s)")
+                    waiting_said = True
+                with interruptible():
                     time.sleep(poll)
-                    continue
-                waiting_said = False
-                state = _run_trial(study, claimed, out, ckpt_dir, log, progress,
-                                   keep_checkpoints)
-            except BaseException as exc:  # interrupted, or a refused path: hand it back
-                if claimed is not None:
-                    _hand_back(claimed, storage_url, exc, log)
-                raise
-            if state == "SKIPPED":
-                skip.add(claimed.number)
                 continue
-            result.ran += 1
-            if state == "COMPLETE":
-                result.completed += 1
-            elif state == "FAIL":
-                result.failed += 1
-            else:
-                result.lost += 1
+            waiting_said = False
+            state = _run_trial(study, claimed, out, ckpt_dir, log, progress, keep_checkpoints)
+        except BaseException as exc:  # interrupted, or a refused path: hand it back
+            for trial in held:
+                _hand_back(trial, storage_url, exc, log)
+            raise
+        if state == "SKIPPED":
+            skip.add(claimed.number)
+            continue
+        result.ran += 1
+        if state == "COMPLETE":
+            result.completed += 1
+        elif state == "FAIL":
+            result.failed += 1
+        else:
+            result.lost += 1
     return result
