@@ -97,6 +97,18 @@ def test_a_store_lands_exactly_at_a_path_of_every_hostile_character(tmp_path):
     assert store.study_names(url) == ["s"]
 
 
+def test_a_typed_url_whose_path_would_end_at_a_question_mark_is_refused(capsys, tmp_path):
+    for url in (f"sqlite:///{tmp_path}/we?ird/store.db", f"sqlite:///{tmp_path}/a?b=c/s.db"):
+        line = one_error_line(capsys, cli.main(["sweep", *GRID, "--workers", "0",
+                                                "--storage", url, "--out", str(tmp_path)]))
+        assert "%3F" in line
+    assert list(tmp_path.iterdir()) == []
+    # braces are no template (Optuna formats its URL): the store lands at the path typed
+    url = f"sqlite:///{tmp_path}/{{SCHEMA_VERSION}}-{{x}}.db?timeout=5"
+    optuna.create_study(study_name="s", storage=store.open_storage(url))
+    assert (tmp_path / "{SCHEMA_VERSION}-{x}.db").is_file()
+
+
 def test_a_sweep_into_a_folder_of_url_characters_writes_only_there(capsys, tmp_path):
     out = tmp_path / "runs?x=1#frag %41 é"
     code = cli.main(["sweep", *GRID, "--workers", "0", "--out", str(out)])
@@ -349,3 +361,31 @@ def test_the_link_checks_are_in_the_harness(tmp_path):
         run_local(spec("l"), store.sqlite_url(tmp_path / "s.db"), workers=0, progress=False,
                   out_dir=out / "sub", root=out, stream=io.StringIO())
     assert not (tmp_path / "elsewhere.db").exists() and not (tmp_path / "s.db").exists()
+
+
+def test_a_pipe_or_device_is_written_into_never_replaced(tmp_path, swept):
+    """`export -o /dev/stdout` (or a named pipe): the text goes into it; an atomic replace
+    would put a regular file where the device was (as root, even /dev/null)."""
+    import stat
+    import threading
+
+    from weightdecay._io import write_atomic
+
+    _, url = swept
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got: list[str] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_text()))
+    reader.start()
+    text = store.export_trials(url, "ex", "csv", fifo)
+    reader.join(10)
+    assert got == [text] and stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    with pytest.raises(UnsafePathError, match="not a regular file"):  # planted in --out
+        write_atomic(fifo, "x", root=tmp_path)
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    # a pipe planted at a worker's log would block the worker forever: refused up front
+    (tmp_path / "logs").mkdir()
+    os.mkfifo(tmp_path / "logs" / "worker-0.log")
+    with pytest.raises(UnsafePathError, match="not a regular file"):
+        run_local(spec("ex"), url, workers=1, out_dir=tmp_path, progress=False,
+                  stream=io.StringIO())

@@ -80,14 +80,17 @@ def worker_log_path(out_dir: str | os.PathLike, index: int) -> Path:
 def check_out_dir(out: str | os.PathLike, root: str | os.PathLike, keys: Iterable[str],
                   workers: int) -> None:
     """Refuse a symbolic link that leads out of ``root`` anywhere a local sweep writing to
-    ``out`` writes: ``trials.csv``, ``logs/`` and each worker's log, ``ckpt/`` and the
-    checkpoint of each run key. Raises :class:`weightdecay._io.UnsafePathError`."""
+    ``out`` writes -- ``trials.csv``, ``logs/`` and each worker's log, ``ckpt/`` and the
+    checkpoint of each run key -- and a device or pipe planted at one of those files.
+    Raises :class:`weightdecay._io.UnsafePathError`."""
     out = Path(out)
-    paths = [out / "trials.csv", out / "logs", out / "ckpt"]
-    paths += [worker_log_path(out, i) for i in range(workers)]
-    paths += [out / "ckpt" / f"{key}.pt" for key in keys]
-    for path in paths:
+    files = [out / "trials.csv", *(worker_log_path(out, i) for i in range(workers)),
+             *(out / "ckpt" / f"{key}.pt" for key in keys)]
+    for path in (out / "logs", out / "ckpt", *files):
         check_inside(path, root)
+    for path in files:
+        if os.path.exists(path) and not os.path.isfile(path):
+            raise UnsafePathError(f"refusing to write {path}: it is not a regular file")
 
 
 def _open_log(path: Path, root: str) -> TextIO:

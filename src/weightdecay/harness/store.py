@@ -128,6 +128,13 @@ def _parse_url(url: str):
     return parsed
 
 
+#: the query options a sqlite:/// URL may carry (pysqlite's connect arguments and SQLite's
+#: URI parameters)
+_SQLITE_QUERY = {"timeout", "isolation_level", "detect_types", "check_same_thread",
+                 "cached_statements", "uri", "mode", "cache", "vfs", "immutable", "nolock",
+                 "modeof"}
+
+
 def sqlite_path(url: str) -> Path | None:
     """The database file of a ``sqlite:///PATH`` URL; ``None`` for any other backend.
 
@@ -148,6 +155,15 @@ def sqlite_path(url: str) -> Path | None:
         raise StoreError(
             f"storage URL {url!r} is a SQLite URI filename; give the file's path, e.g. "
             "sqlite:///runs/x/store.db (weightdecay.harness.store.sqlite_url builds one)"
+        )
+    query = url.partition("?")[2]
+    unknown = sorted({k for k, _ in urllib.parse.parse_qsl(query, keep_blank_values=True)}
+                     - _SQLITE_QUERY)
+    if unknown:  # most likely a '?' meant as part of the path: the store would land elsewhere
+        raise StoreError(
+            f"storage URL {url!r} puts the database at {db!r} and passes SQLite options it "
+            f"does not take ({', '.join(unknown)}); a '?' in a path is written %3F in a URL "
+            "(or give --out and let weightdecay build the URL)"
         )
     return Path(db)
 
@@ -253,7 +269,8 @@ def open_storage(
         callback = _retry_stale_callback(max_retry)
     try:
         storage = optuna.storages.RDBStorage(
-            url,
+            # Optuna fills its URL in with str.format: braces in a path must stay braces
+            url.replace("{", "{{").replace("}", "}}"),
             engine_kwargs=engine_kwargs,
             heartbeat_interval=heartbeat_interval,
             grace_period=grace_period,
