@@ -26,6 +26,7 @@ Paper: Loshchilov & Hutter, "Decoupled Weight Decay Regularization", ICLR 2019, 
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import multiprocessing
 import os
@@ -169,7 +170,8 @@ def _stop(procs: list) -> None:
         p.join(max(0.0, deadline - time.monotonic()))
     for p in started:
         if p.is_alive():  # say where it hangs (faulthandler, into its log), then kill it
-            os.kill(p.pid, signal.SIGUSR1)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p.pid, signal.SIGUSR1)
             time.sleep(0.5)
             p.kill()
             p.join()
