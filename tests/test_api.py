@@ -73,10 +73,10 @@ def test_the_command_line_calls_the_api(monkeypatch, tmp_path, capsys):
         assert cli.main(argv) == 0, capsys.readouterr().err
     assert calls["sweep"] == ((str(spec),), dict(storage=None, study=None, out=None, workers=3,
                                                   plan_only=False, max_runs=10_000,
-                                                  progress=True))
+                                                  progress=True, adopt_study=None))
     assert calls["report"][0] == ("sqlite:///x.db", "s", "r")
     assert calls["reproduce"] == (("quick", "q"), dict(seeds=[1, 2], workers=2, progress=True,
-                                                      download=False))
+                                                      download=False, adopt_study=None))
     assert calls["worker"][1]["wait"] is False and calls["export"][0][2] == "csv"
     assert calls["train"][0][0].epochs == 1
     out = capsys.readouterr().out

@@ -5,7 +5,8 @@
     worker re-runs the trial (resuming its checkpoint); nothing is lost or duplicated;
 (c) the documented multi-machine workflow: ``weightdecay sweep --plan-only`` plans the
     sweep and runs nothing; two ``weightdecay worker`` processes then complete each key
-    exactly once.
+    exactly once;
+(d) a worker stopped with SIGTERM (a scheduler's pre-emption) hands its trial back at once.
 
 Workers are real ``weightdecay worker`` processes with a 1 s heartbeat and a 4 s grace.
 """
@@ -187,3 +188,26 @@ def test_plan_only_then_two_workers_complete_each_key_once(backend, tmp_path):
     by_key = collections.Counter(t.user_attrs["key"] for t in _trials(url, study)
                                  if t.state.name == "COMPLETE")
     assert sorted(by_key) == keys and set(by_key.values()) == {1}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_worker_stopped_by_sigterm_hands_its_trial_back_at_once(backend, tmp_path):
+    """A scheduler's pre-emption (SIGTERM): one line, exit 143, and the trial is WAITING
+    again at once -- no grace period to wait for, nothing FAILed."""
+    url = _storage(backend, tmp_path)
+    study = f"term-{uuid.uuid4().hex[:8]}"
+    create_sweep(_spec(study, n_lr=1, epochs=30), url)
+    log = tmp_path / "a.log"
+    worker = _worker(url, study, tmp_path, log)
+    deadline = time.monotonic() + 120
+    while not any((tmp_path / "ckpt").glob("*.pt")):  # mid-trial: after epoch 1
+        assert worker.poll() is None, log.read_text()[-2000:]
+        assert time.monotonic() < deadline, "the worker never checkpointed"
+        time.sleep(0.05)
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(60) == 143, log.read_text()[-2000:]
+    text = log.read_text()
+    assert text.strip().splitlines()[-1].startswith("weightdecay: interrupted by SIGTERM")
+    assert "handed back" in text and "Traceback" not in text
+    (trial,) = _trials(url, study)
+    assert trial.state.name == "WAITING" and trial.user_attrs[store.WORKER_ATTR] is None

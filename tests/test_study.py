@@ -62,12 +62,12 @@ def test_a_trial_claimed_by_a_worker_killed_before_its_first_beat_goes_stale(tmp
     Heartbeat thread starts) leaves a trial that another worker retries."""
     u = url(tmp_path)
     create_sweep(tiny("stale", n_lr=1), u)
-    storage = store.open_storage(u, heartbeat_interval=1, grace_period=1)
+    storage = store.open_storage(u, heartbeat_interval=1, grace_period=2)
     assert claim_trial(storage, "stale") is not None  # ... and the worker dies here
-    time.sleep(2.5)
+    time.sleep(3.5)
     lines = []
     result = run_worker(u, "stale", out_dir=tmp_path, wait=False, heartbeat_interval=1,
-                        grace_period=1, log=lines.append)
+                        grace_period=2, log=lines.append)
     assert result.ran == 1 and result.completed == 1
     (record,) = store.load_records(u, "stale")
     assert record["state"] == "COMPLETE"

@@ -55,10 +55,19 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", *, root: str | os.Path
     """Open a temporary file beside ``path`` for writing; on a clean exit it replaces ``path``.
 
     ``mode`` is ``"w"`` (text) or ``"wb"`` (bytes). On an exception the temporary file is
-    removed and ``path`` is left as it was."""
+    removed and ``path`` is left as it was. A ``path`` that is a device or a pipe
+    (``/dev/stdout``) is written into, never replaced (refused with ``root``)."""
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_open writes new files: mode must be 'w' or 'wb', got {mode!r}")
     dest = check_inside(path, root) if root is not None else Path(os.path.abspath(path))
+    if _special(dest):  # a device or a pipe (-o /dev/stdout): nothing to replace, and a
+        if root is not None:  # device node must never be replaced by a file
+            raise UnsafePathError(f"refusing to write {dest}: it is not a regular file")
+        binary = mode == "wb"
+        with open(dest, mode, encoding=None if binary else encoding,
+                  newline=None if binary else newline) as fh:
+            yield fh
+        return
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
     try:
@@ -82,6 +91,11 @@ def write_atomic(path: str | os.PathLike, data: str | bytes, *,
     with atomic_open(path, "wb" if isinstance(data, bytes) else "w", root=root) as fh:
         fh.write(data)
     return Path(path)
+
+
+def _special(path: Path) -> bool:
+    """Whether ``path`` (links followed) exists and is neither a regular file nor a folder."""
+    return os.path.exists(path) and not os.path.isfile(path) and not os.path.isdir(path)
 
 
 def _umask() -> int:

@@ -124,9 +124,10 @@ def _download_cifar10() -> None:
 
 def train(config: RunConfig | Mapping[str, Any], *, checkpoint: str | os.PathLike | None = None,
           download: bool = False, threads: int | None = None,
-          on_epoch: Callable[[int, dict[str, Any]], None] | None = None) -> dict[str, Any]:
+          on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
+          json_path: str | os.PathLike | None = None) -> dict[str, Any]:
     """Train one run (:func:`weightdecay.harness.train.run`) and return its record, with the
-    run's ``"config"``.
+    run's ``"config"`` (also written as JSON to ``json_path``, atomically, when given).
 
     Before training: the config and its device are checked, a ``checkpoint`` that exists
     must be this run's (it is resumed), ``download`` fetches CIFAR-10 first, and the data
@@ -142,6 +143,8 @@ def train(config: RunConfig | Mapping[str, Any], *, checkpoint: str | os.PathLik
         check_device(config.device)
     except ValueError as exc:
         raise InputError(str(exc)) from None
+    if json_path is not None:
+        check_output_file(json_path, "--json")
     if checkpoint is not None:
         check_output_file(checkpoint, "checkpoint")
         # a bad checkpoint is refused (CheckpointError) before the data set is loaded
@@ -156,8 +159,11 @@ def train(config: RunConfig | Mapping[str, Any], *, checkpoint: str | os.PathLik
         import torch
 
         torch.set_num_threads(threads)
-    record = harness_train.run(config, checkpoint_path=checkpoint, on_epoch=on_epoch)
-    return {"config": config.to_dict(), **record}
+    record = {"config": config.to_dict(),
+              **harness_train.run(config, checkpoint_path=checkpoint, on_epoch=on_epoch)}
+    if json_path is not None:
+        write_atomic(json_path, json.dumps(record, indent=1) + "\n")
+    return record
 
 
 # ------------------------------------------------------------------------------ sweeps
@@ -229,14 +235,17 @@ def sweep(spec: Mapping[str, Any] | str | os.PathLike | SweepPlan, *,
           storage: str | None = None, study: str | None = None,
           out: str | os.PathLike | None = None, workers: int = 1, plan_only: bool = False,
           max_runs: int | None = DEFAULT_MAX_RUNS, progress: bool = True,
-          stream: TextIO | None = None) -> SweepOutcome:
+          stream: TextIO | None = None, adopt_study: str | None = None) -> SweepOutcome:
     """Plan a sweep spec (a dict, a TOML/JSON file or a plan) into its study and run it with
     ``workers`` local processes (0: in this process), or with ``plan_only`` only enqueue its
     runs for ``weightdecay worker`` on other machines.
 
     ``study`` defaults to the spec's name, ``out`` to ``runs/<study>`` (checkpoints, worker
     logs, ``trials.csv``), ``storage`` to ``sqlite:///<out>/store.db``. Progress goes to
-    ``stream`` (stderr). Run again, it resumes; finished runs never run twice.
+    ``stream`` (stderr). Run again, it resumes; finished runs never run twice. An existing
+    Optuna study of that name that weightdecay did not create is refused unless
+    ``adopt_study`` names it. SIGINT / SIGTERM stop the workers and hand their running
+    trials back (:mod:`weightdecay.harness.interrupt`).
     """
     from .harness.local import enqueue_progress, run_local
     from .harness.spec import check_study_name
@@ -251,18 +260,19 @@ def sweep(spec: Mapping[str, Any] | str | os.PathLike | SweepPlan, *,
     out_dir = check_output_dir(out if out is not None else Path("runs") / study)
     if storage:
         check_storage(storage)
-    url = storage or sqlite_url(out_dir / "store.db")
+    url = storage or sqlite_url(out_dir / "store.db", root=out_dir)
     if plan_only:
         if not storage:
             out_dir.mkdir(parents=True, exist_ok=True)
-        made = create_sweep(plan, url, study, progress=enqueue_progress(stream))
+        made = create_sweep(plan, url, study, progress=enqueue_progress(stream),
+                            adopt_study=adopt_study)
         return SweepOutcome(study, url, out_dir, plan, [], planned_only=True,
                             enqueued=made.enqueued)
     _check_devices(plan)
     out_dir.mkdir(parents=True, exist_ok=True)
     records = run_local(plan, url, study, workers=workers, out_dir=out_dir, progress=progress,
-                        stream=stream)
-    export_trials(url, study, "csv", out_dir / "trials.csv")
+                        stream=stream, adopt_study=adopt_study)
+    export_trials(url, study, "csv", out_dir / "trials.csv", root=out_dir)
     return SweepOutcome(study, url, out_dir, plan, records)
 
 
@@ -421,7 +431,8 @@ def _last_timing(path: Path) -> Timing | None:
 
 def reproduce(preset: str, out: str | os.PathLike, *, seeds: Sequence[int] | None = None,
               workers: int = 2, progress: bool = True, download: bool = False,
-              stream: TextIO | None = None) -> ReproduceOutcome:
+              stream: TextIO | None = None, adopt_study: str | None = None
+              ) -> ReproduceOutcome:
     """Run a preset of the paper's experiments and report it: plan -> run -> Report ->
     ``stats.json``.
 
@@ -449,11 +460,11 @@ def reproduce(preset: str, out: str | os.PathLike, *, seeds: Sequence[int] | Non
     if download and preset == "cifar10":
         _download_cifar10()
     out_dir.mkdir(parents=True, exist_ok=True)
-    storage = sqlite_url(root / "store.db")
+    storage = sqlite_url(root / "store.db", root=root)
     done_before = _complete(storage, study)
-    records = run_local(plan, storage, study, workers=workers, out_dir=out_dir,
-                        progress=progress, stream=stream)
-    export_trials(storage, study, "csv", out_dir / "trials.csv")
+    records = run_local(plan, storage, study, workers=workers, out_dir=out_dir, root=root,
+                        progress=progress, stream=stream, adopt_study=adopt_study)
+    export_trials(storage, study, "csv", out_dir / "trials.csv", root=root)
     rep = report(storage, study, out_dir,
                  original_study=None if seeds is None else spec["name"])
     wall = time.perf_counter() - started
@@ -463,7 +474,7 @@ def reproduce(preset: str, out: str | os.PathLike, *, seeds: Sequence[int] | Non
         measured = Timing(preset, study, len(records), ran, complete, workers, os.cpu_count(),
                           round(wall, 1))
         write_atomic(out_dir / "reproduce.json",
-                     json.dumps(measured.to_dict(), indent=1) + "\n", root=out_dir)
+                     json.dumps(measured.to_dict(), indent=1) + "\n", root=root)
     timing = measured if ran > 0 else _last_timing(out_dir / "reproduce.json")
     rep.timing = timing
     _write_stats(rep, out_dir)

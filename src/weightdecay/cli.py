@@ -1,23 +1,16 @@
 """The ``weightdecay`` command line: train, sweep, worker, report, export, reproduce.
 
-::
-
-    weightdecay train --optimizer adamw --lr 0.001 --weight-decay 0.001 --epochs 10
-    weightdecay sweep examples/fig2_small.toml --workers 2 --out runs/fig2
-    weightdecay reproduce --preset quick --out runs/quick --workers 2
-
 Each command is a small class: its arguments beside a ``run`` that calls the function of
-:mod:`weightdecay.api` of the same name and prints what it returns
-(:mod:`weightdecay.report.tables`). Bad input prints ONE line ``weightdecay: error: ...`` on
-stderr and exits with code 2 before anything is written; a sweep, worker or reproduce whose
-runs did not all complete exits 1.
+:mod:`weightdecay.api` of the same name and prints what it returns. Bad input: ONE line
+``weightdecay: error: ...`` on stderr, exit 2, nothing written (and nothing ever through a
+link leading out of ``--out``). Runs that did not all complete: exit 1. SIGINT / SIGTERM:
+the running trials are handed back, one line, exit 130 / 143.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -25,7 +18,6 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from . import __version__, api
-from ._io import write_atomic
 from .harness import spec as sweep_spec
 from .harness.config import FIELD_HELP, RunConfig
 from .harness.store import DEFAULT_GRACE_PERIOD, DEFAULT_HEARTBEAT_INTERVAL
@@ -86,6 +78,8 @@ _SHARED: dict[str, dict[str, Any]] = {
     "--no-progress": dict(action="store_true", help="no progress bar"),
     "--download": dict(action="store_true", help="fetch CIFAR-10 (md5-checked) into the cache "
                        "(~/.cache/weightdecay or $WEIGHTDECAY_CACHE) first, if missing"),
+    "--adopt-study": dict(metavar="NAME", help="use the study NAME although weightdecay did "
+                          "not create it (refused otherwise); its own trials are left alone"),
 }
 
 
@@ -150,17 +144,13 @@ class Train(Command):
             config = RunConfig(**fields)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-        if args.json:
-            api.check_output_file(args.json, "--json")
         try:
             record = api.train(config, checkpoint=args.checkpoint, download=args.download,
-                               threads=args.threads, on_epoch=lambda epoch, m: print(
-                                   tables.epoch_line(epoch, config.epochs, m), flush=True))
+                               threads=args.threads, json_path=args.json, on_epoch=lambda e, m:
+                               print(tables.epoch_line(e, config.epochs, m), flush=True))
         except (CheckpointError, RunSetupError) as exc:
             raise UsageError(str(exc)) from None
         print(tables.run_line(record))
-        if args.json:
-            write_atomic(args.json, json.dumps(record, indent=1) + "\n")
         return 0
 
 
@@ -179,7 +169,7 @@ class Sweep(Command):
                        "unless --storage), checkpoints, logs, trials.csv (default runs/<study>)")
         p.add_argument("--max-runs", type=_count(1), default=sweep_spec.DEFAULT_MAX_RUNS,
                        help="refuse a sweep planning more runs (default: %(default)s)")
-        _add(p, "--no-progress")
+        _add(p, "--no-progress", "--adopt-study")
         g = p.add_argument_group("grid flags (one experiment, instead of SPEC)")
         for field, (parse, text) in sweep_spec.GRID_KEYS.items():
             g.add_argument(_flag(field), dest=field, type=_typed(parse, parse.__name__),
@@ -195,7 +185,8 @@ class Sweep(Command):
         spec = args.spec if args.spec is not None else sweep_spec.grid_spec(**given)
         outcome = api.sweep(spec, storage=args.storage, study=args.study, out=args.out,
                             workers=args.workers, plan_only=args.plan_only,
-                            max_runs=args.max_runs, progress=not args.no_progress)
+                            max_runs=args.max_runs, progress=not args.no_progress,
+                            adopt_study=args.adopt_study)
         if outcome.planned_only:
             print(f"sweep {outcome.study!r}: {len(outcome.plan.runs)} runs planned, "
                   f"{outcome.enqueued} enqueued; none run here. Run them with (on any machine "
@@ -278,11 +269,12 @@ class Reproduce(Command):
                        help="rerun the preset on these seeds, comma-separated: an experiment "
                             "planned with k seeds runs the first k; study <preset>-seeds-S1-...")
         _add(p, "--workers", default=2)
-        _add(p, "--no-progress", "--download")
+        _add(p, "--no-progress", "--download", "--adopt-study")
 
     def run(self, args: argparse.Namespace) -> int:
         outcome = api.reproduce(args.preset, args.out, seeds=args.seeds, workers=args.workers,
-                                progress=not args.no_progress, download=args.download)
+                                progress=not args.no_progress, download=args.download,
+                                adopt_study=args.adopt_study)
         print(*tables.summary_lines(outcome.report), sep="\n", file=sys.stderr, flush=True)
         print(f"trials: {outcome.out / 'trials.csv'}", *tables.report_lines(outcome.report),
               f"report: {outcome.out / 'report.html'}", f"reproduce: {outcome.ran} of "
@@ -323,8 +315,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``weightdecay`` command line; return the exit code (2: bad input)."""
+    """Run the ``weightdecay`` command line; return the exit code (2: bad input; 130 / 143:
+    stopped by SIGINT / SIGTERM, after handing back what was running)."""
     from ._io import UnsafePathError
+    from .harness.interrupt import stop_on_signals
     from .harness.spec import SpecError
     from .harness.store import StoreError
 
@@ -335,10 +329,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if (missing := api.missing_harness_module()) is not None:  # before any work
             raise UsageError(f"'{args.command}' needs {missing} (the harness extra), which is "
                              "not installed: pip install 'weightdecay[harness]'")
-        return next(c for c in COMMANDS if c.name == args.command).run(args)
+        with stop_on_signals():
+            return next(c for c in COMMANDS if c.name == args.command).run(args)
     except (UsageError, api.InputError, SpecError, StoreError, UnsafePathError) as exc:
         print(f"{PROG}: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:  # SIGINT / SIGTERM (harness.interrupt.Interrupted)
+        print(f"{PROG}: {' '.join(str(exc).split()) or 'interrupted'}", file=sys.stderr)
+        return getattr(exc, "exit_code", 130)
     except BrokenPipeError:  # e.g. `weightdecay export ... | head`
         return 0
     except OSError as exc:  # the environment failed (disk full, a file vanished): one line

@@ -16,7 +16,9 @@ Regularization" (ICLR 2019). Submodules:
   :mod:`~weightdecay.harness.study` (the Optuna study: exactly-once enqueue, claiming,
   heartbeats), :mod:`~weightdecay.harness.worker` (``weightdecay worker``: claim -> run ->
   store), :mod:`~weightdecay.harness.local` (local worker processes and progress),
-  :mod:`~weightdecay.harness.store` (storage URLs, records, export),
+  :mod:`~weightdecay.harness.interrupt` (SIGINT / SIGTERM: stop, hand trials back),
+  :mod:`~weightdecay.harness.store` (storage URLs, opening, the lock),
+  :mod:`~weightdecay.harness.records` (records and export: what the report reads),
   :mod:`~weightdecay.harness.presets` (the ``reproduce`` presets).
 
 This package imports nothing heavy on its own (no optuna, no matplotlib): import the

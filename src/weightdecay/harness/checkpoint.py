@@ -1,11 +1,11 @@
 """Checkpoints of one training run: atomic writes, checked reads, RNG states.
 
 A checkpoint is a dict of tensors and plain Python values written with ``torch.save``
-through a temporary file and ``os.replace`` (atomic on POSIX) and read back with
-``torch.load(weights_only=True)`` (no code runs on load). :func:`load_checkpoint`
-checks that what it read is a checkpoint of the same run -- a dict with every key, of
-the expected types, for the same config -- and raises :class:`CheckpointError` naming the
-file otherwise (truncated, empty, not a dict, a key missing, another run).
+through a temporary file and ``os.replace`` (atomic on POSIX; never through a link) and read
+back with ``torch.load(weights_only=True)`` (no code runs on load). :func:`load_checkpoint`
+checks that what it read is a checkpoint of the same run -- a dict with every key, of the
+expected types, for the same config -- and raises :class:`CheckpointError` naming the file
+otherwise (truncated, empty, not a dict, a key missing, another run).
 
 Paper: Loshchilov & Hutter, "Decoupled Weight Decay Regularization", ICLR 2019, Sec. 4
 (long runs are resumed; a resumed run is bit-identical on CPU).
@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from weightdecay._io import atomic_open
 
 from .config import RunConfig
 
@@ -74,20 +76,14 @@ def _as_tuples(obj: Any) -> Any:
     return tuple(_as_tuples(o) for o in obj) if isinstance(obj, (list, tuple)) else obj
 
 
-def save_atomic(obj: Any, path: str) -> None:
-    """``torch.save`` to ``path`` via a temporary file and ``os.replace`` (atomic on POSIX)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+def save_atomic(obj: Any, path: str | os.PathLike, *,
+                root: str | os.PathLike | None = None) -> None:
+    """``torch.save`` to ``path`` atomically (:func:`weightdecay._io.atomic_open`: a
+    temporary file of an unpredictable name beside it, then ``os.replace``): a reader sees
+    the old checkpoint or the new one, and a link planted at ``path`` is replaced, never
+    written through. ``root``: refuse a link that leads out of this folder."""
+    with atomic_open(path, "wb", root=root) as fh:
+        torch.save(obj, fh)
 
 
 def _stored_config(stored: Any) -> Any:

@@ -5,13 +5,17 @@ attribute (:meth:`weightdecay.harness.config.RunConfig.key` of the config and th
 experiment name). A finished trial holds, in its user attributes, everything the report
 reads: ``"config"``, ``"experiment"``, ``"figure"``, ``"history"``, ``"final_test_error"``,
 ``"best_test_error"``, ``"final_train_loss"``, ``"diverged"``, ``"wall_seconds"``,
-``"key"``. The study's user attributes hold ``"spec"`` (the sweep spec) and
-``"versions"``. Figures are drawn only from what :func:`load_records` returns: the
-results live in the store, and the report reads nothing else.
+``"key"``, and ``"worker"`` (``host:pid`` of the process that claimed it). The study's user
+attributes hold ``"spec"`` (the sweep spec), ``"versions"`` and the mark
+:data:`STUDY_MARK` of a study weightdecay created (or was told to adopt): a study without
+it belongs to another program and is not touched (:func:`is_weightdecay_study`). Figures
+are drawn only from what :func:`load_records` returns (:mod:`weightdecay.harness.records`,
+whose names are importable from here too): the results live in the store, and the report
+reads nothing else.
 
 Storage is any SQLAlchemy URL that Optuna's :class:`optuna.storages.RDBStorage` accepts:
 ``sqlite:///DIR/store.db`` by default, ``postgresql+psycopg2://user@host/db`` for many
-machines. Two things are added on top of Optuna:
+machines. Added on top of Optuna:
 
 - SQLite transactions start with ``BEGIN IMMEDIATE``. pysqlite otherwise runs the read of
   Optuna's "pop a WAITING trial" outside a transaction, so two processes could both see a
@@ -20,10 +24,9 @@ machines. Two things are added on top of Optuna:
 - :func:`sweep_lock`, an inter-process lock (a lock file beside a SQLite database, an
   advisory lock on PostgreSQL) held while a sweep's trials are enqueued, so concurrent
   creators never enqueue a key twice.
-
-Length (~490 lines): storage access (URLs, opening, the lock) and the record contract the
-report reads (records, export) share the URL handling and the study loading; the
-report imports this one module.
+- A trial that goes stale is re-enqueued without the claim of the worker that lost it
+  (:data:`WORKER_ATTR`), and the heartbeat interval and grace period are checked against
+  each other (:func:`check_timing`).
 
 Paper: Loshchilov & Hutter, "Decoupled Weight Decay Regularization", ICLR 2019 (the
 experiments of Sec. 4 / Figs. 1-4 are sweeps of such runs).
@@ -32,33 +35,33 @@ experiments of Sec. 4 / Figs. 1-4 are sweeps of such runs).
 from __future__ import annotations
 
 import contextlib
-import csv
+import errno
 import fcntl
 import hashlib
-import io
-import json
-import math
 import os
 import platform
+import urllib.parse
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from weightdecay._io import check_inside
+
 __all__ = [
-    "EXPORT_COLUMNS",
+    "STUDY_MARK",
+    "WORKER_ATTR",
     "StoreError",
     "check_storage",
+    "check_timing",
     "describe_url",
-    "export_trials",
-    "load_records",
+    "is_weightdecay_study",
     "load_spec_attrs",
     "study_names",
     "open_storage",
     "sqlite_path",
     "sqlite_url",
     "sweep_lock",
-    "trial_record",
     "versions",
 ]
 
@@ -69,36 +72,12 @@ DEFAULT_GRACE_PERIOD = 120
 #: SQLite waits this long for a lock held by another process [seconds]
 _SQLITE_BUSY_TIMEOUT = 120.0
 
-#: columns of :func:`export_trials`, in order
-EXPORT_COLUMNS = (
-    "trial_number",
-    "experiment",
-    "figure",
-    "dataset",
-    "model",
-    "optimizer",
-    "lr",
-    "weight_decay",
-    "weight_decay_norm",
-    "decay_convention",
-    "schedule",
-    "epochs",
-    "batch_size",
-    "seed",
-    "width",
-    "test_size",
-    "state",
-    "diverged",
-    "final_test_error",
-    "best_test_error",
-    "final_train_loss",
-    "wall_seconds",
-    "num_test",
-    "key",
-)
+#: the study user attribute that marks a study weightdecay created (or adopted on purpose)
+STUDY_MARK = "weightdecay"
+#: the trial user attribute naming the worker that claimed it: ``"host:pid"``
+WORKER_ATTR = "worker"
 
-_RESULT_ATTRS = ("final_test_error", "best_test_error", "final_train_loss", "wall_seconds",
-                 "num_test")
+_RESULT_ATTRS = ("final_test_error", "best_test_error", "final_train_loss", "wall_seconds")
 
 
 class StoreError(ValueError):
@@ -113,9 +92,27 @@ def _optuna():
     return optuna
 
 
-def sqlite_url(path: str | os.PathLike) -> str:
-    """``sqlite:///ABSOLUTE_PATH`` for a database file ``path``."""
-    return f"sqlite:///{Path(path).resolve()}"
+def sqlite_url(path: str | os.PathLike, *, root: str | os.PathLike | None = None) -> str:
+    """``sqlite:///ABSOLUTE_PATH`` for a database file ``path``, for any character in it.
+
+    The path is percent-encoded (everything but letters, digits, ``_.-~`` and ``/``), so
+    that ``?``, ``#``, ``%``, ``{``, spaces or non-ASCII letters in a folder name name that
+    folder: :func:`sqlite_path` of the URL is ``path`` (absolute, links resolved).
+
+    Raises:
+        weightdecay._io.UnsafePathError: ``root`` is given (the user's output folder) and
+            ``path``, or a folder on its way, is a symbolic link that leads out of it.
+        StoreError: the path is not valid UTF-8 (no URL can name it).
+    """
+    if root is not None:
+        check_inside(path, root)
+    resolved = str(Path(path).resolve())
+    try:
+        resolved.encode("utf-8")
+    except UnicodeEncodeError:
+        raise StoreError(f"the store path {resolved!r} is not valid UTF-8; rename the "
+                         "folder") from None
+    return "sqlite:///" + urllib.parse.quote(resolved, safe="/")
 
 
 def _parse_url(url: str):
@@ -131,6 +128,13 @@ def _parse_url(url: str):
     return parsed
 
 
+#: the query options a sqlite:/// URL may carry (pysqlite's connect arguments and SQLite's
+#: URI parameters)
+_SQLITE_QUERY = {"timeout", "isolation_level", "detect_types", "check_same_thread",
+                 "cached_statements", "uri", "mode", "cache", "vfs", "immutable", "nolock",
+                 "modeof"}
+
+
 def sqlite_path(url: str) -> Path | None:
     """The database file of a ``sqlite:///PATH`` URL; ``None`` for any other backend.
 
@@ -142,10 +146,24 @@ def sqlite_path(url: str) -> Path | None:
     if parsed.get_backend_name() != "sqlite":
         return None
     db = parsed.database
-    if not db or db == ":memory:" or db.startswith("file:") or "mode=memory" in str(url):
+    if not db or db == ":memory:" or "mode=memory" in str(url):
         raise StoreError(
             f"storage URL {url!r} is an in-memory SQLite database, which workers cannot "
             "share and which vanishes on exit; give a file, e.g. sqlite:///runs/x/store.db"
+        )
+    if db.startswith("file:"):
+        raise StoreError(
+            f"storage URL {url!r} is a SQLite URI filename; give the file's path, e.g. "
+            "sqlite:///runs/x/store.db (weightdecay.harness.store.sqlite_url builds one)"
+        )
+    query = url.partition("?")[2]
+    unknown = sorted({k for k, _ in urllib.parse.parse_qsl(query, keep_blank_values=True)}
+                     - _SQLITE_QUERY)
+    if unknown:  # most likely a '?' meant as part of the path: the store would land elsewhere
+        raise StoreError(
+            f"storage URL {url!r} puts the database at {db!r} and passes SQLite options it "
+            f"does not take ({', '.join(unknown)}); a '?' in a path is written %3F in a URL "
+            "(or give --out and let weightdecay build the URL)"
         )
     return Path(db)
 
@@ -228,16 +246,15 @@ def open_storage(
         max_retry: how often one trial is re-enqueued after going stale (``None``: always).
 
     Raises:
-        StoreError: malformed or unreachable URL.
+        StoreError: malformed or unreachable URL, or a grace period shorter than two
+            heartbeat intervals (:func:`check_timing`).
     """
     import sqlalchemy
     from sqlalchemy.exc import SQLAlchemyError
 
     optuna = _optuna()
+    check_timing(heartbeat_interval, grace_period)
     check_storage(url)
-    for name, value in (("heartbeat_interval", heartbeat_interval), ("grace_period", grace_period)):
-        if value is not None and (not isinstance(value, int) or value <= 0):
-            raise ValueError(f"{name} must be a positive integer of seconds, got {value!r}")
     backend = _parse_url(url).get_backend_name()
     engine_kwargs: dict[str, Any] = {}
     if backend == "sqlite":
@@ -249,10 +266,11 @@ def open_storage(
         engine_kwargs["pool_pre_ping"] = True
     callback = None
     if heartbeat_interval is not None:
-        callback = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+        callback = _retry_stale_callback(max_retry)
     try:
         storage = optuna.storages.RDBStorage(
-            url,
+            # Optuna fills its URL in with str.format: braces in a path must stay braces
+            url.replace("{", "{{").replace("}", "}}"),
             engine_kwargs=engine_kwargs,
             heartbeat_interval=heartbeat_interval,
             grace_period=grace_period,
@@ -267,6 +285,48 @@ def open_storage(
 
         sqlalchemy.event.listen(storage.engine, "begin", _begin_immediate)
     return storage
+
+
+def check_timing(heartbeat_interval: int | None, grace_period: int | None) -> None:
+    """Check a worker's heartbeat interval and grace period [seconds] against each other.
+
+    Each must be a positive integer (or ``None``: no heartbeat / Optuna's default of two
+    intervals). The grace period must be at least two heartbeat intervals: a trial is then
+    declared dead only after it missed a whole beat, never between two beats of a worker
+    that is alive (which would run the trial twice).
+
+    Raises:
+        ValueError: a value that is not a positive integer.
+        StoreError: ``grace_period < 2 * heartbeat_interval``.
+    """
+    for name, value in (("heartbeat_interval", heartbeat_interval),
+                        ("grace_period", grace_period)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or value <= 0):
+            raise ValueError(f"{name} must be a positive integer of seconds, got {value!r}")
+    if heartbeat_interval is not None and grace_period is not None \
+            and grace_period < 2 * heartbeat_interval:
+        raise StoreError(
+            f"grace period {grace_period} s (--grace-period) must be at least twice the "
+            f"heartbeat interval {heartbeat_interval} s (--heartbeat-interval): a worker "
+            "that is alive would be declared dead between two beats and its trial run twice")
+
+
+def _retry_stale_callback(max_retry: int | None):
+    import optuna
+
+    class RetryStale(optuna.storages.RetryHeartbeatStaleTrialCallback):
+        """Optuna's retry of a stale trial, without the claim of the worker that lost it
+        (the copy is claimed afresh) or any result it may have begun to write."""
+
+        def __call__(self, study, trial) -> None:
+            attrs = trial.user_attrs
+            for name in (WORKER_ATTR, "error", "diverged", "history", "final_test_wrong",
+                         "num_test", *_RESULT_ATTRS):
+                attrs.pop(name, None)
+            super().__call__(study, trial)
+
+    return RetryStale(max_retry=max_retry)
 
 
 @contextlib.contextmanager
@@ -287,7 +347,15 @@ def sweep_lock(url: str, study_name: str, *, timeout: float = 600.0) -> Iterator
     if backend == "sqlite":
         path = sqlite_path(url)
         assert path is not None  # in-memory databases are refused by sqlite_path
-        with open(f"{path}.lock", "a+") as fh:
+        lock = f"{path}.lock"
+        try:  # never through a link: the lock file is ours, beside the database
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise StoreError(f"the lock file {lock!r} is a symbolic link; refusing to "
+                                 "follow it (remove it)") from None
+            raise
+        with os.fdopen(fd, "r+") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             try:
                 yield
@@ -372,132 +440,25 @@ def load_spec_attrs(url: str, study_name: str) -> dict[str, Any]:
     return dict(_load_study(url, study_name).user_attrs)
 
 
-def _as_float(value: Any) -> float:
-    if value is None:
-        return float("nan")
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return float("nan")
+def is_weightdecay_study(user_attrs: Mapping[str, Any]) -> bool:
+    """Whether a study with these user attributes was created by weightdecay (or adopted on
+    purpose): it carries :data:`STUDY_MARK`, or -- stores of versions before the mark --
+    the ``spec`` and ``versions`` (naming weightdecay) that every sweep records."""
+    if STUDY_MARK in user_attrs:
+        return True
+    old = user_attrs.get("versions")
+    return "spec" in user_attrs and isinstance(old, Mapping) and "weightdecay" in old
 
 
-def trial_record(trial) -> dict[str, Any]:
-    """Flatten one :class:`optuna.trial.FrozenTrial` into the record of the contract.
-
-    Keys: every RunConfig field, ``experiment``, ``figure``, ``trial_number``, ``state``,
-    ``diverged``, ``final_test_error``, ``best_test_error``, ``final_train_loss``,
-    ``wall_seconds`` (floats; NaN when unknown or diverged), ``history`` (dict of per-epoch
-    lists; empty lists when the trial has not finished), ``final_test_wrong`` (which test
-    examples the final model misclassifies, ``train.pack_wrong``; ``None`` when unknown)
-    and ``key``.
-    """
-    from weightdecay.harness.config import RunConfig
-
-    attrs = trial.user_attrs
-    config = RunConfig.from_dict(attrs.get("config", {})).to_dict()
-    record: dict[str, Any] = dict(config)
-    record["experiment"] = attrs.get("experiment")
-    record["figure"] = attrs.get("figure")
-    record["key"] = attrs.get("key")
-    record["trial_number"] = trial.number
-    record["state"] = trial.state.name
-    record["diverged"] = bool(attrs.get("diverged", False))
-    for name in _RESULT_ATTRS:
-        record[name] = _as_float(attrs.get(name))
-    if record["diverged"]:
-        record["final_test_error"] = float("nan")
-    history = attrs.get("history") or {}
-    record["history"] = {
-        name: list(history.get(name, []))
-        for name in ("epoch", "train_loss", "test_error", "weight_norm", "eta", "effective_decay",
-                     "test_wrong")
-    }
-    for name, values in history.items():
-        record["history"].setdefault(name, list(values))
-    # which test examples the final model got wrong (train.pack_wrong), for paired
-    # bootstraps over test examples; None for old stores, diverged or unfinished trials
-    wrong = attrs.get("final_test_wrong")
-    record["final_test_wrong"] = wrong if isinstance(wrong, str) else None
-    if "error" in attrs:
-        record["error"] = attrs["error"]
-    return record
 
 
-_STATE_RANK = {"COMPLETE": 3, "RUNNING": 2, "WAITING": 1}
+_RECORDS = ("EXPORT_COLUMNS", "export_trials", "load_records", "trial_record")
 
 
-def load_records(storage_url: str, study_name: str) -> list[dict[str, Any]]:
-    """One record per planned run (key) of the sweep ``study_name`` in ``storage_url``.
+def __getattr__(name: str) -> Any:
+    """The record contract (:mod:`weightdecay.harness.records`), importable from here."""
+    if name in _RECORDS:
+        from . import records
 
-    For each key the COMPLETE trial is returned if there is one, else the latest trial
-    (highest trial number). Records come in the order the runs were planned. See
-    :func:`trial_record` for the keys.
-
-    Raises:
-        StoreError: malformed/unreachable URL or unknown study.
-    """
-    study = _load_study(storage_url, study_name)
-    chosen: dict[str, Any] = {}
-    order: dict[str, int] = {}
-    for trial in study.get_trials(deepcopy=False):
-        key = trial.user_attrs.get("key")
-        if key is None or "config" not in trial.user_attrs:
-            continue  # not a trial of this harness
-        order.setdefault(key, trial.number)
-        current = chosen.get(key)
-        if current is None:
-            chosen[key] = trial
-            continue
-        cur_complete = current.state.name == "COMPLETE"
-        new_complete = trial.state.name == "COMPLETE"
-        if new_complete and not cur_complete:
-            chosen[key] = trial
-        elif new_complete == cur_complete and trial.number > current.number and not cur_complete:
-            chosen[key] = trial
-    keys = sorted(chosen, key=lambda k: order[k])
-    return [trial_record(chosen[k]) for k in keys]
-
-
-def _export_row(record: Mapping[str, Any]) -> dict[str, Any]:
-    row = {name: record.get(name) for name in EXPORT_COLUMNS}
-    for name in _RESULT_ATTRS:
-        value = row[name]
-        if isinstance(value, float) and math.isnan(value):
-            row[name] = None
-    return row
-
-
-def export_trials(
-    storage_url: str,
-    study_name: str,
-    fmt: str = "csv",
-    path: str | os.PathLike | None = None,
-) -> str:
-    """Every trial of the study (retries and failures included) as CSV or JSON.
-
-    One row per trial with the columns :data:`EXPORT_COLUMNS` (dataset, model, optimizer,
-    lr, weight_decay, decay_convention, schedule, epochs, batch_size, seed, state, final
-    and best test error, final train loss, wall seconds, ...). Unknown values are empty
-    (CSV) or ``null`` (JSON). Writes to ``path`` when given; returns the text.
-    """
-    if fmt not in ("csv", "json"):
-        raise ValueError(f"fmt={fmt!r} is not valid; use 'csv' or 'json'")
-    study = _load_study(storage_url, study_name)
-    rows = [
-        _export_row(trial_record(t))
-        for t in study.get_trials(deepcopy=False)
-        if "config" in t.user_attrs
-    ]
-    if fmt == "json":
-        text = json.dumps(rows, indent=1) + "\n"
-    else:
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=list(EXPORT_COLUMNS), lineterminator="\n")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: "" if v is None else v for k, v in row.items()})
-        text = buf.getvalue()
-    if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(text)
-    return text
+        return getattr(records, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

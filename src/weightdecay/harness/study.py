@@ -6,14 +6,21 @@ enqueued once as a WAITING trial carrying the user attributes ``key``, ``config`
 (:func:`weightdecay.harness.store.sweep_lock`) while it enqueues the keys the study lacks,
 so running it twice, or from two processes at once, never duplicates a run.
 
-Workers claim WAITING trials with :func:`claim_trial` (Optuna's atomic WAITING -> RUNNING
-transition, made safe on SQLite by ``BEGIN IMMEDIATE``) and keep a :class:`Heartbeat`
-while training. A worker that dies mid-trial stops beating; after the grace period
-another worker's :func:`optuna.storages.fail_stale_trials` fails its trial and
-re-enqueues a copy (same key), which resumes from the checkpoint.
+A study that weightdecay did not create -- another program's, under the same name -- is
+refused unless the caller names it on purpose (``adopt_study``); weightdecay's studies
+carry :data:`weightdecay.harness.store.STUDY_MARK`.
 
-**The one exception to Optuna's public API** is :class:`ClaimedTrial` / :func:`claim_trial`
-and :class:`Heartbeat` below: they call the storage interface
+Workers claim WAITING trials with :func:`claim_trial` (Optuna's atomic WAITING -> RUNNING
+transition, made safe on SQLite by ``BEGIN IMMEDIATE``; the claimer's ``host:pid`` is
+recorded) and keep a :class:`Heartbeat` while training. A worker that dies mid-trial stops
+beating; after the grace period another worker's :func:`optuna.storages.fail_stale_trials`
+fails its trial and re-enqueues a copy (same key), which resumes from the checkpoint. A
+worker that stops on purpose (a signal) hands its trial back at once
+(:meth:`ClaimedTrial.release`, :func:`release_trials`: RUNNING -> WAITING, the same trial),
+so that a rerun starts it without waiting for the grace period.
+
+**The one exception to Optuna's public API** is :class:`ClaimedTrial` / :func:`claim_trial`,
+:func:`release_trials` and :class:`Heartbeat` below: they call the storage interface
 (:class:`optuna.storages.BaseStorage` methods, which Optuna documents as internal) because
 the public ``Study.ask`` creates a new trial when none is WAITING and starts no heartbeat,
 and Optuna beats a trial only inside ``Study.optimize``. No raw SQL and no private
@@ -30,22 +37,38 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import socket
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .interrupt import check_interrupted, deferred_signals
 from .spec import DEFAULT_MAX_RUNS, PlannedRun, SpecError, SweepPlan, check_study_name, plan_sweep
-from .store import StoreError, check_storage, open_storage, sweep_lock, versions
+from .store import (
+    STUDY_MARK,
+    WORKER_ATTR,
+    StoreError,
+    check_storage,
+    describe_url,
+    is_weightdecay_study,
+    open_storage,
+    sweep_lock,
+    versions,
+)
 
 __all__ = [
     "ENQUEUE_BATCH",
     "ClaimedTrial",
     "Heartbeat",
     "SweepResult",
+    "check_ours",
     "claim_trial",
     "create_sweep",
+    "release_trials",
     "sweep_status",
+    "worker_id",
 ]
 
 #: runs enqueued between two progress reports (Optuna enqueues one trial per transaction)
@@ -65,6 +88,36 @@ def _spec_blob(spec: Mapping[str, Any]) -> str:
     return json.dumps(spec, sort_keys=True)
 
 
+def _mark(study, adopted: bool) -> None:
+    import weightdecay
+
+    study.set_user_attr(STUDY_MARK, {"version": weightdecay.__version__, "adopted": adopted})
+
+
+def check_ours(study, storage_url: str, adopt_study: str | None = None) -> None:
+    """Refuse a study weightdecay did not create, unless ``adopt_study`` names it: then it
+    is marked as weightdecay's (its own trials, without a run key, are left alone).
+
+    Raises:
+        StoreError: a foreign study not named by ``adopt_study``, or one with more than one
+            objective (a sweep minimizes the test error).
+    """
+    if is_weightdecay_study(study.user_attrs):
+        return
+    name = study.study_name
+    if adopt_study != name:
+        n = len(study.get_trials(deepcopy=False))
+        raise StoreError(
+            f"study {name!r} in {describe_url(storage_url)} was not created by weightdecay "
+            f"(it holds {n} trial(s) of another program); use another study name (--study), "
+            f"or take this one over on purpose with --adopt-study {name}")
+    if len(study.directions) != 1:
+        raise StoreError(f"study {name!r} has {len(study.directions)} objectives; a sweep "
+                         "records one (the test error), so it cannot adopt this study")
+    with deferred_signals():
+        _mark(study, adopted=True)
+
+
 def create_sweep(
     spec: Mapping[str, Any] | SweepPlan,
     storage_url: str,
@@ -72,6 +125,7 @@ def create_sweep(
     *,
     max_runs: int | None = DEFAULT_MAX_RUNS,
     progress: Callable[[int, int], None] | None = None,
+    adopt_study: str | None = None,
 ) -> SweepResult:
     """Create (or resume) the study of ``spec`` in ``storage_url``; enqueue missing runs.
 
@@ -88,10 +142,12 @@ def create_sweep(
         study_name: defaults to ``spec["name"]``; letters, digits, ``. _ -``.
         max_runs: refuse a spec planning more runs (``None``: no limit).
         progress: called as ``progress(enqueued, to_enqueue)`` after each batch.
+        adopt_study: the name of an existing study that weightdecay did not create, to use
+            it on purpose (see :func:`check_ours`); any other name is refused.
 
     Raises:
-        SpecError: bad spec or study name; StoreError: bad or unreachable storage, or the
-        study already holds a different spec.
+        SpecError: bad spec or study name; StoreError: bad or unreachable storage, a study
+        of another program (not adopted), or a study that holds a different spec.
     """
     import optuna
 
@@ -100,22 +156,30 @@ def create_sweep(
     if not study_name:
         raise SpecError("the spec has no 'name'; give a study name")
     check_study_name(study_name)
+    if adopt_study is not None and adopt_study != study_name:
+        raise StoreError(f"--adopt-study {adopt_study} does not name this sweep's study "
+                         f"{study_name!r}")
     check_storage(storage_url)
-    with sweep_lock(storage_url, study_name):
+    # a signal stops the enqueue between two trials, never inside a store operation
+    with deferred_signals(), sweep_lock(storage_url, study_name):
         storage = open_storage(storage_url)
-        if study_name in optuna.get_all_study_names(storage):
+        study = None
+        if study_name not in optuna.get_all_study_names(storage):
+            try:  # created and marked, or not created (no safe point in between)
+                study = optuna.create_study(study_name=study_name, storage=storage,
+                                            direction="minimize")
+                _mark(study, adopted=False)
+            except optuna.exceptions.DuplicatedStudyError:
+                study = None  # another program created it just now
+        if study is None:
             study = optuna.load_study(study_name=study_name, storage=storage)
+            check_ours(study, storage_url, adopt_study)
             old = study.user_attrs.get("spec")
             if old is not None and _spec_blob(old) != _spec_blob(plan.spec):
                 raise StoreError(
                     f"study {study_name!r} already holds a different sweep spec; "
                     "use another study name (--study) or the spec it was created with"
                 )
-        else:
-            study = optuna.create_study(
-                study_name=study_name, storage=storage, direction="minimize",
-                load_if_exists=True,
-            )
         if "spec" not in study.user_attrs:
             study.set_user_attr("spec", plan.spec)
             study.set_user_attr("versions", versions())
@@ -128,6 +192,7 @@ def create_sweep(
         missing = [run for run in plan.runs if run.key not in present]
         for start in range(0, len(missing), ENQUEUE_BATCH):
             for run in missing[start:start + ENQUEUE_BATCH]:
+                check_interrupted()  # a safe point: between two enqueues
                 study.enqueue_trial(params={}, user_attrs=run.user_attrs())
             if progress is not None:
                 progress(min(start + ENQUEUE_BATCH, len(missing)), len(missing))
@@ -188,11 +253,28 @@ class ClaimedTrial:
         return Heartbeat(self.storage, self.trial_id)
 
 
-def claim_trial(storage, study_name: str) -> ClaimedTrial | None:
+    def release(self, storage: Any = None) -> bool:
+        """Hand the trial back (RUNNING -> WAITING, the same trial and attributes, its claim
+        cleared) so that any worker claims it at once; ``False`` if it has finished.
+
+        ``storage``: another handle on the same store to do it with (e.g. a fresh one after
+        an interruption that may have left this one's connection mid-transaction)."""
+        return _release(self.storage if storage is None else storage, self.trial_id)
+
+
+def worker_id(pid: int | None = None) -> str:
+    """``host:pid`` of a worker process (this one by default): the claim a trial records."""
+    return f"{socket.gethostname()}:{os.getpid() if pid is None else pid}"
+
+
+def claim_trial(storage, study_name: str, skip: Collection[int] = ()) -> ClaimedTrial | None:
     """Atomically move one WAITING trial of ``study_name`` to RUNNING (``None``: none left).
 
     A heartbeat is recorded just before the transition (a WAITING trial's beat is ignored
-    by Optuna's staleness check), so the claimed trial can go stale from its first moment.
+    by Optuna's staleness check), so the claimed trial can go stale from its first moment;
+    then the claimer's :func:`worker_id` is recorded (:data:`WORKER_ATTR`). Trials without a
+    run key (another program's, in an adopted study) are never claimed, nor the trial
+    numbers in ``skip``.
     """
     import optuna
     from optuna.trial import TrialState
@@ -200,22 +282,54 @@ def claim_trial(storage, study_name: str) -> ClaimedTrial | None:
     study_id = storage.get_study_id_from_name(study_name)
     beats = storage.get_heartbeat_interval() is not None
     for trial in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.WAITING,)):
+        if "key" not in trial.user_attrs or trial.number in skip:
+            continue
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
         try:
             if beats:
                 storage.record_heartbeat(trial_id)
             if storage.set_trial_state_values(trial_id, state=TrialState.RUNNING):
+                storage.set_trial_user_attr(trial_id, WORKER_ATTR, worker_id())
                 return ClaimedTrial(storage, trial_id, trial.number, dict(trial.user_attrs))
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # another worker claimed it first
     return None
 
 
+def _release(storage, trial_id: int) -> bool:
+    import optuna
+    from optuna.trial import TrialState
+
+    try:
+        storage.set_trial_user_attr(trial_id, WORKER_ATTR, None)
+        return bool(storage.set_trial_state_values(trial_id, state=TrialState.WAITING))
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return False  # it finished (or another worker failed it as stale): nothing to hand back
+
+
+def release_trials(storage, study_name: str, workers: Collection[str]) -> list[int]:
+    """Hand back every RUNNING trial of ``study_name`` claimed by one of ``workers``
+    (:func:`worker_id` values of processes known to have stopped); returns their numbers."""
+    from optuna.trial import TrialState
+
+    study_id = storage.get_study_id_from_name(study_name)
+    released = []
+    for trial in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
+        if trial.user_attrs.get(WORKER_ATTR) in workers:
+            trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+            if _release(storage, trial_id):
+                released.append(trial.number)
+    return released
+
+
 class Heartbeat:
     """Record a trial's heartbeat every ``storage.heartbeat_interval`` seconds in a thread.
 
     (Optuna starts such a thread only inside ``Study.optimize``; the harness drives trials
-    with its own loop.) Use as a context manager.
+    with its own loop.) After each beat it reads the trial's state: one that is no longer
+    RUNNING was taken over (another worker declared this one dead after a pause longer
+    than the grace period) and :attr:`lost` is set, so the worker can stop early. Use as a
+    context manager.
     """
 
     def __init__(self, storage, trial_id: int) -> None:
@@ -223,8 +337,11 @@ class Heartbeat:
         self._trial_id = trial_id
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.lost = threading.Event()
 
     def __enter__(self) -> Heartbeat:
+        from optuna.trial import TrialState
+
         interval = self._storage.get_heartbeat_interval()
         if interval is None:
             return self
@@ -234,6 +351,8 @@ class Heartbeat:
             while not self._stop.wait(interval):
                 with contextlib.suppress(Exception):  # a missed beat is retried next time
                     self._storage.record_heartbeat(self._trial_id)
+                    if self._storage.get_trial(self._trial_id).state != TrialState.RUNNING:
+                        self.lost.set()
 
         self._thread = threading.Thread(target=beat, name="weightdecay-heartbeat", daemon=True)
         self._thread.start()

@@ -9,6 +9,24 @@ trial is claimed with :func:`weightdecay.harness.study.claim_trial`, trained by
 its ``error`` attribute (and the traceback in the worker's log); the next
 ``create_sweep`` of the same spec re-enqueues it.
 
+Nothing lost, nothing run twice:
+
+- **Stopping.** Inside :func:`run_worker`, SIGINT and SIGTERM raise
+  :class:`~weightdecay.harness.interrupt.Interrupted` (in the main thread; at once while
+  training or waiting, else once the store operation under way is done): the trial being
+  run is handed back at once (WAITING again; the next worker resumes it from its
+  checkpoint, without waiting for the grace period) and the exception propagates (exit
+  code 130 / 143 from the command line). No store operation -- claiming a trial, storing
+  its result -- is split by a signal.
+- **A late worker** -- paused longer than the grace period, so that another worker declared
+  it dead and retried its trial -- stops training once its heartbeat sees the takeover, and
+  discards its result with a log line: the retry's result is the one recorded.
+- **Another version's trial** (a config field this version does not know) is handed back
+  untouched and left to a worker that knows it.
+- **Files** are written only inside ``out_dir``: a symbolic link in the checkpoint folder's
+  path or at a checkpoint that leads out of it is refused
+  (:class:`weightdecay._io.UnsafePathError`; the trial is handed back).
+
 Paper: Loshchilov & Hutter, "Decoupled Weight Decay Regularization", ICLR 2019, Sec. 4.
 """
 
@@ -20,17 +38,28 @@ import re
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from weightdecay._io import check_inside
+
 from .config import RunConfig
+from .interrupt import (
+    Interrupted,
+    check_interrupted,
+    deferred_signals,
+    interruptible,
+    stop_on_signals,
+)
 from .spec import check_study_name
 from .store import (
     DEFAULT_GRACE_PERIOD,
     DEFAULT_HEARTBEAT_INTERVAL,
     StoreError,
+    check_timing,
+    is_weightdecay_study,
     open_storage,
     sqlite_path,
 )
@@ -49,13 +78,17 @@ _RESULT_ATTRS = ("final_test_error", "best_test_error", "final_train_loss", "wal
 
 @dataclass
 class WorkerResult:
-    """What one worker did: trials it ran, and how they ended (``lost``: declared dead by
-    another worker while running; its retry records the same result)."""
+    """What one worker did: trials it ran, and how they ended (``lost``: taken over by
+    another worker while this one was paused; the retry records the result)."""
 
     ran: int = 0
     completed: int = 0
     failed: int = 0
     lost: int = 0
+
+
+class _TakenOver(Exception):
+    """The running trial is no longer this worker's (raised from ``on_epoch``)."""
 
 
 def default_out_dir(storage_url: str, study_name: str) -> Path:
@@ -76,60 +109,125 @@ def _finite_or_none(value: Any) -> float | None:
 
 
 def _fail(study, claimed: ClaimedTrial, message: str) -> str:
+    import optuna
     from optuna.trial import TrialState
 
-    claimed.set_user_attr("error", message)
-    study.tell(claimed.number, state=TrialState.FAIL, skip_if_finished=True)
+    try:
+        claimed.set_user_attr("error", message)
+        study.tell(claimed.number, state=TrialState.FAIL, skip_if_finished=True)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return "LOST"  # another worker took it over meanwhile
     return "FAIL"
 
 
-def _run_trial(study, claimed: ClaimedTrial, ckpt_dir: Path, log: Callable[[str], None],
-               progress: bool, keep_checkpoints: bool) -> str:
-    """Run one claimed trial; return ``"COMPLETE"``, ``"FAIL"`` or ``"LOST"``."""
+def _store_result(study, claimed: ClaimedTrial, result: Mapping[str, Any]) -> bool:
+    """Write the run's results and tell the study; ``False`` when the trial is no longer
+    this worker's (failed as stale by another worker): nothing is then recorded."""
     import optuna
+    from optuna.trial import TrialState
 
-    from . import train
-
-    attrs = claimed.user_attrs
-    key = attrs.get("key")
+    diverged = bool(result.get("diverged", False))
+    value = DIVERGED_VALUE if diverged else float(result["final_test_error"])
     try:
-        if not isinstance(key, str) or not _KEY.fullmatch(key):
-            raise ValueError(f"key={key!r} is not a run key of this harness")
-        config = RunConfig.from_dict(attrs.get("config"))  # type: ignore[arg-type]  # checked
-    except (ValueError, TypeError) as exc:
-        log(f"trial {claimed.number}: FAILED: not a trial of this harness: {exc}")
-        return _fail(study, claimed, f"not a trial of this harness: {exc}")
-    ckpt = ckpt_dir / f"{key}.pt"
-    label = (f"key={key} [{attrs.get('experiment')}] {config.optimizer} {config.schedule} "
-             f"lr={config.lr:g} wd={config.weight_decay:g} seed={config.seed}")
-    log(f"trial {claimed.number} {label}: started")
-    with claimed.heartbeat():
-        try:
-            result = train.run(config, checkpoint_path=ckpt, progress=progress)
-        except Exception as exc:  # a crashing run is recorded, not re-run forever
-            log(f"trial {claimed.number} {label}: FAILED: {type(exc).__name__}: {exc}")
-            traceback.print_exc(file=sys.stderr)
-            return _fail(study, claimed, f"{type(exc).__name__}: {exc}")
         for name in _RESULT_ATTRS:
             claimed.set_user_attr(name, _finite_or_none(result.get(name)))
-        diverged = bool(result.get("diverged", False))
         claimed.set_user_attr("diverged", diverged)
         claimed.set_user_attr("history", result.get("history", {}))
         if result.get("final_test_wrong") is not None:
             claimed.set_user_attr("final_test_wrong", result["final_test_wrong"])
-        value = DIVERGED_VALUE if diverged else float(result["final_test_error"])
+        told = study.tell(claimed.number, value, skip_if_finished=True)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return False
+    return told.state == TrialState.COMPLETE
+
+
+def _lost(study, key: str, ckpt: Path) -> str:
+    """A taken-over trial: its checkpoint is left to the retry, unless the retry has
+    already completed (then this worker's last write of it is garbage)."""
+    from optuna.trial import TrialState
+
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if any(t.user_attrs.get("key") == key for t in done):
+        ckpt.unlink(missing_ok=True)
+    return "LOST"
+
+
+def _run_trial(study, claimed: ClaimedTrial, out: Path, ckpt_dir: Path,
+               log: Callable[[str], None], progress: bool, keep_checkpoints: bool) -> str:
+    """Run one claimed trial; return ``"COMPLETE"``, ``"FAIL"``, ``"LOST"`` or ``"SKIPPED"``
+    (another version's trial, handed back)."""
+    from . import train
+
+    attrs = claimed.user_attrs
+    key = attrs.get("key")
+    raw = attrs.get("config")
+    unknown = sorted(map(str, set(raw) - set(RunConfig.field_names()))) \
+        if isinstance(raw, Mapping) else []
+    if unknown and isinstance(key, str) and _KEY.fullmatch(key):
+        claimed.release()
+        log(f"trial {claimed.number}: handed back untouched: its config has fields this "
+            f"version of weightdecay does not know ({', '.join(unknown)}); a worker of the "
+            "version that planned it runs it")
+        return "SKIPPED"
+    try:
+        if not isinstance(key, str) or not _KEY.fullmatch(key):
+            raise ValueError(f"key={key!r} is not a run key of this harness")
+        config = RunConfig.from_dict(raw)  # type: ignore[arg-type]  # checked
+    except (ValueError, TypeError) as exc:
+        log(f"trial {claimed.number}: FAILED: not a trial of this harness: {exc}")
+        return _fail(study, claimed, f"not a trial of this harness: {exc}")
+    ckpt = check_inside(ckpt_dir / f"{key}.pt", out)  # a planted link is refused
+    label = (f"key={key} [{attrs.get('experiment')}] {config.optimizer} {config.schedule} "
+             f"lr={config.lr:g} wd={config.weight_decay:g} seed={config.seed}")
+    log(f"trial {claimed.number} {label}: started")
+    with claimed.heartbeat() as beat:
+
+        def on_epoch(epoch: int, metrics: Mapping[str, Any]) -> None:
+            check_interrupted()
+            if beat.lost.is_set():
+                raise _TakenOver
+
         try:
-            study.tell(claimed.number, value)
-        except optuna.exceptions.UpdateFinishedTrialError:
-            # another worker declared this trial dead (missed heartbeats); its retry resumes
-            # from the finished checkpoint and records the same result
-            log(f"trial {claimed.number} {label}: already failed by another worker")
-            return "LOST"
+            with interruptible():  # no store connection is used while training
+                result = train.run(config, checkpoint_path=ckpt, progress=progress,
+                                   on_epoch=on_epoch)
+        except _TakenOver:
+            log(f"trial {claimed.number} {label}: stopped: another worker took it over (this "
+                "one missed its heartbeats for longer than the grace period); its retry "
+                "records the result")
+            return _lost(study, key, ckpt)
+        except Exception as exc:  # a crashing run is recorded, not re-run forever
+            log(f"trial {claimed.number} {label}: FAILED: {type(exc).__name__}: {exc}")
+            traceback.print_exc(file=sys.stderr)
+            return _fail(study, claimed, f"{type(exc).__name__}: {exc}")
+        stored = _store_result(study, claimed, result)
+    if not stored:
+        log(f"trial {claimed.number} {label}: result discarded: another worker took this trial "
+            "over while this one was paused past the grace period; its retry records the "
+            "result")
+        return _lost(study, key, ckpt)
     if not keep_checkpoints:
         ckpt.unlink(missing_ok=True)
-    status = "diverged" if diverged else f"test error {value:.4f}"
+    status = ("diverged" if result.get("diverged")
+              else f"test error {float(result['final_test_error']):.4f}")
     log(f"trial {claimed.number} {label}: {status}")
     return "COMPLETE"
+
+
+def _hand_back(claimed: ClaimedTrial, storage_url: str, why: BaseException,
+               log: Callable[[str], None]) -> None:
+    """Give an interrupted trial back to the sweep (WAITING again), on a fresh connection."""
+    reason = str(why) if isinstance(why, Interrupted) else f"{type(why).__name__}: {why}"
+    try:
+        fresh = open_storage(storage_url, heartbeat_interval=None, grace_period=None)
+        released = claimed.release(fresh)
+    except Exception as exc:  # the store is gone too: the grace period retries the trial
+        log(f"trial {claimed.number}: could not be handed back ({type(exc).__name__}: {exc}); "
+            "it is retried once it has had no heartbeat for the grace period")
+        return
+    if released:
+        log(f"trial {claimed.number}: handed back, waiting again (the next worker resumes it "
+            f"from its checkpoint): {' '.join(reason.split())}")
 
 
 def run_worker(
@@ -151,7 +249,7 @@ def run_worker(
 
     Args:
         storage_url: SQLAlchemy URL of the store (any machine that reaches it may join).
-        study_name: the sweep's study.
+        study_name: the sweep's study (one that weightdecay created or adopted).
         out_dir: checkpoints go to ``out_dir/ckpt/<key>.pt``; default:
             :func:`default_out_dir`.
         max_trials: stop after this many trials (``None``: no limit).
@@ -159,7 +257,8 @@ def run_worker(
             worker's trial comes back as WAITING after ``grace_period``; the worker says
             so once); ``False``: exit.
         heartbeat_interval, grace_period: seconds (see
-            :func:`weightdecay.harness.store.open_storage`).
+            :func:`weightdecay.harness.store.open_storage`); the grace period must be at
+            least two intervals (:func:`weightdecay.harness.store.check_timing`).
         poll_interval: seconds between polls while waiting (default: 2, or the heartbeat
             interval if shorter).
         threads: ``torch.set_num_threads`` for this process (``None``: leave as is).
@@ -169,49 +268,93 @@ def run_worker(
 
     Returns:
         A :class:`WorkerResult`: the trials this worker ran and how they ended.
+
+    Raises:
+        Interrupted: SIGINT / SIGTERM (the running trial was handed back first).
+        StoreError: bad timing values, an unknown study or one weightdecay did not create.
+        weightdecay._io.UnsafePathError: a link in ``out_dir`` leads out of it.
     """
     import optuna
-    from optuna.trial import TrialState
 
     if max_trials is not None and (not isinstance(max_trials, int) or max_trials < 0):
         raise ValueError(f"max_trials must be a non-negative integer, got {max_trials!r}")
+    check_timing(heartbeat_interval, grace_period)
     if log is None:
 
         def log(line: str) -> None:
             print(line, file=sys.stderr, flush=True)
 
-    ckpt_dir = (Path(out_dir) if out_dir is not None
-                else default_out_dir(storage_url, study_name)) / "ckpt"
+    out = Path(out_dir) if out_dir is not None else default_out_dir(storage_url, study_name)
+    ckpt_dir = check_inside(out / "ckpt", out)
     storage = open_storage(storage_url, heartbeat_interval=heartbeat_interval,
                            grace_period=grace_period)
     try:
         study = optuna.load_study(study_name=study_name, storage=storage)
     except KeyError:
         raise StoreError(f"study {study_name!r} not found in the storage") from None
+    if not is_weightdecay_study(study.user_attrs):
+        raise StoreError(f"study {study_name!r} was not created by weightdecay: a worker runs "
+                         "only a weightdecay sweep's trials (`weightdecay sweep --plan-only`; "
+                         "--adopt-study NAME takes another program's study over on purpose)")
     if threads is not None:
         import torch
 
         torch.set_num_threads(threads)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     poll = min(2.0, heartbeat_interval) if poll_interval is None else poll_interval
+    held: list[ClaimedTrial] = []  # the trial being run, for the message below
+    with stop_on_signals():
+        try:
+            with deferred_signals():  # raised only at safe points: see interrupt.py
+                return _work(study, storage, storage_url, out, ckpt_dir, max_trials, wait, poll,
+                             grace_period, progress, keep_checkpoints, log, held)
+        except Interrupted as exc:
+            if exc.described:
+                raise
+            what = "the running trial was handed back" if held else "no trial was running"
+            raise Interrupted(exc.signum, f"{exc}: {what}; start a worker again to go on") \
+                from None
+
+
+def _work(study, storage, storage_url: str, out: Path, ckpt_dir: Path, max_trials: int | None,
+          wait: bool, poll: float, grace_period: int, progress: bool, keep_checkpoints: bool,
+          log: Callable[[str], None], held: list[ClaimedTrial]) -> WorkerResult:
+    """The worker's loop: claim, run, record; a trial held when it stops is handed back."""
+    from optuna.storages import fail_stale_trials
+    from optuna.trial import TrialState
+
     result = WorkerResult()
+    skip: set[int] = set()
     waiting_said = False
     while max_trials is None or result.ran < max_trials:
-        optuna.storages.fail_stale_trials(study)
-        claimed = claim_trial(storage, study_name)
-        if claimed is None:
-            running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-            if wait and running:
+        held.clear()
+        try:
+            check_interrupted()  # a safe point: between trials
+            fail_stale_trials(study)
+            claimed = claim_trial(storage, study.study_name, skip)
+            if claimed is not None:
+                held.append(claimed)
+            if claimed is None:
+                running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                if not (wait and running):
+                    break
                 if not waiting_said:
                     log(f"no trial is waiting; {len(running)} are running elsewhere: waiting "
                         f"for them (a trial whose worker is gone is retried here once it has "
                         f"had no heartbeat for {grace_period} s)")
                     waiting_said = True
-                time.sleep(poll)
+                with interruptible():
+                    time.sleep(poll)
                 continue
-            break
-        waiting_said = False
-        state = _run_trial(study, claimed, ckpt_dir, log, progress, keep_checkpoints)
+            waiting_said = False
+            state = _run_trial(study, claimed, out, ckpt_dir, log, progress, keep_checkpoints)
+        except BaseException as exc:  # interrupted, or a refused path: hand it back
+            for trial in held:
+                _hand_back(trial, storage_url, exc, log)
+            raise
+        if state == "SKIPPED":
+            skip.add(claimed.number)
+            continue
         result.ran += 1
         if state == "COMPLETE":
             result.completed += 1
