@@ -312,7 +312,7 @@ SETTING_FIELDS = (
     "experiment", "dataset", "model", "optimizer", "lr", "weight_decay", "weight_decay_norm",
     "decay_convention", "schedule", "T_0", "T_mult", "milestones", "drop_factor", "epochs",
     "batch_size", "device", "momentum", "decay_all", "width", "test_size", "eval_every",
-    "cautious", "l1", "scale_invariant_only",
+    "cautious", "l1", "scale_invariant_only", "compile",
 )
 
 
