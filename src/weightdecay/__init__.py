@@ -32,6 +32,9 @@ _EXPORTS = {
     "find_scale_invariant_weights": "weightdecay.optim.groups",
     "DECAY_CONVENTIONS": "weightdecay.optim._decay",
     "decay_per_update": "weightdecay.optim._decay",
+    # checkpoints to and from torch.optim, the meaning of every number kept
+    "convert_state_dict": "weightdecay.optim._checkpoint",
+    "torch_state_dict": "weightdecay.optim._checkpoint",
     # weight-decay arithmetic (paper App. B.1, conversions)
     "normalized_weight_decay": "weightdecay.decay",
     "NormalizedDecay": "weightdecay.decay",

@@ -27,7 +27,7 @@ import torch
 from .. import _validate
 from . import _compiled, _reference
 from ._base import DecayOptimizer, Tensors, masked_decay_, soft_threshold_
-from ._decay import torch_weight_decay
+from ._decay import fused_weight_decay
 
 
 def _check_betas(name: str, betas) -> tuple[float, float]:
@@ -79,7 +79,7 @@ class Adam(DecayOptimizer):
     decoupled = False
     _checks = {"lr": _validate.non_negative, "eps": _validate.positive,
                "weight_decay": _validate.non_negative, "betas": _check_betas,
-               "l1": _validate.non_negative}
+               "l1": _validate.non_negative, "amsgrad": _validate.boolean}
     _COMPILED = "adam"
 
     def __init__(
@@ -119,8 +119,12 @@ class Adam(DecayOptimizer):
 
     def _hyper(self, group: dict) -> dict:
         hyper = self._decay_hyper(group)
-        hyper["beta1"], hyper["beta2"] = group["betas"]
-        hyper.update(lr=group["lr"], eps=group["eps"], amsgrad=group["amsgrad"],
+        beta1, beta2 = group["betas"]
+        eps, amsgrad = group["eps"], group["amsgrad"]
+        if not (0.0 <= beta1 < 1.0 and 0.0 <= beta2 < 1.0 and 0.0 < eps < math.inf
+                and amsgrad.__class__ is bool):
+            raise ValueError("invalid hyperparameter")  # (_step_hyper names it)
+        hyper.update(beta1=beta1, beta2=beta2, lr=group["lr"], eps=eps, amsgrad=amsgrad,
                      decoupled=self.decoupled,
                      fused_weight_decay=self._fused_weight_decay(group))
         return hyper
@@ -137,7 +141,7 @@ class Adam(DecayOptimizer):
             return group["weight_decay"]
         if group["cautious"] and group["weight_decay"] != 0:
             return None  # torch's kernel decays every coordinate
-        return torch_weight_decay(group)
+        return fused_weight_decay(group)
 
     def _fused_precise(self, group: dict) -> bool:
         """Whether ``impl=None`` may use the fused kernel for this group. torch's kernel rounds
@@ -209,6 +213,8 @@ def _fused_kernel(tensors: Tensors, steps, hp: dict) -> None:
 
 
 def _compiled_kernel(tensors: Tensors, steps, hp: dict) -> None:
+    if torch.compiler.is_compiling():  # traced into the user's compiled step
+        return _compiled.traced_adam(tensors, steps, hp)
     kw = {k: hp[k] for k in _FAST}
     vmaxes = tensors[4] if hp["amsgrad"] else [None] * len(tensors[0])
     for p, g, m, v, vmax, step in zip(*tensors[:4], vmaxes, steps):

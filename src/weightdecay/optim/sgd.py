@@ -64,7 +64,8 @@ class SGD(DecayOptimizer):
 
     decoupled = False
     _checks = {"lr": _validate.non_negative, "momentum": _validate.fraction,
-               "weight_decay": _validate.non_negative, "l1": _validate.non_negative}
+               "weight_decay": _validate.non_negative, "l1": _validate.non_negative,
+               "nesterov": _validate.boolean}
     _COMPILED = "sgd"
 
     def __init__(
@@ -81,8 +82,6 @@ class SGD(DecayOptimizer):
         impl: str | None = None,
         flat: bool = False,
     ) -> None:
-        if nesterov and _validate.fraction("momentum", momentum) == 0:
-            raise ValueError("nesterov=True needs momentum > 0, got momentum=0")
         defaults = dict(
             lr=lr,
             momentum=momentum,
@@ -98,9 +97,18 @@ class SGD(DecayOptimizer):
     def _state_keys(self, group: dict) -> tuple[str, ...]:
         return ("momentum",)
 
+    def _check_more(self, group: dict, name) -> None:
+        if group["nesterov"] and group["momentum"] == 0:
+            raise ValueError(f"{name('nesterov')}=True needs momentum > 0, got "
+                             f"{name('momentum')}=0")
+
     def _hyper(self, group: dict) -> dict:
         hyper = self._decay_hyper(group)
-        hyper.update(lr=group["lr"], momentum=group["momentum"], nesterov=group["nesterov"])
+        momentum, nesterov = group["momentum"], group["nesterov"]
+        if not (0.0 <= momentum < 1.0 and nesterov.__class__ is bool
+                and (momentum > 0 or not nesterov)):
+            raise ValueError("invalid hyperparameter")  # (_step_hyper names it)
+        hyper.update(lr=group["lr"], momentum=momentum, nesterov=nesterov)
         return hyper
 
     def _flags(self, group: dict) -> dict:
@@ -154,6 +162,8 @@ def _foreach_kernel(tensors: Tensors, steps, hp: dict) -> None:
 
 
 def _compiled_kernel(tensors: Tensors, steps, hp: dict) -> None:
+    if torch.compiler.is_compiling():  # traced into the user's compiled step
+        return _compiled.traced_sgd(tensors, hp)
     kw = {k: hp[k] for k in _FAST}
     for p, g, m in zip(*tensors):
         _compiled.sgd_update(p, g, m, use_l1=hp["use_l1"], **kw)
