@@ -6,7 +6,7 @@ Loshchilov & Hutter, "Decoupled Weight Decay Regularization" (ICLR 2019) and
 The public API is flat::
 
     import weightdecay as wd
-    opt = wd.AdamW(model.parameters(), lr=1e-3, weight_decay=0.025)   # decay = eta_t * lambda
+    opt = wd.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)   # decay = eta_t * lambda
     sched = wd.schedules.cosine_restarts(T_0=1000, T_mult=2)
     lr_sched = wd.schedules.as_torch_scheduler(opt, sched)
 

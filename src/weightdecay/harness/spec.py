@@ -51,16 +51,11 @@ import json
 import math
 import os
 import re
-import sys
+import tomllib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib  # type: ignore[import-not-found]  # not installed on 3.11+
 
 from .config import DATASETS, FIGURES, MODELS, OPTIMIZERS, SCHEDULES, RunConfig, is_finite_number
 

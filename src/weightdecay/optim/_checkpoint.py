@@ -320,7 +320,8 @@ def torch_state_dict(optimizer_or_state: Any) -> dict:
     if not isinstance(state_dict, dict) or not isinstance(state_dict.get("param_groups"), list):
         raise ValueError("torch_state_dict takes an optimizer of weightdecay or its state dict")
     decoupled_default = getattr(optimizer_or_state, "decoupled", None)
-    groups, lr_of = [], {}
+    groups: list[dict] = []
+    lr_of: dict[Any, tuple] = {}
     for index, saved in enumerate(state_dict["param_groups"]):
         where = f"param_groups[{index}]"
         if source_of(saved) != "weightdecay" or "decay_convention" not in saved:
@@ -357,9 +358,9 @@ def torch_state_dict(optimizer_or_state: Any) -> dict:
         for pid in saved["params"]:
             lr_of[pid] = (fam, saved["lr"], saved.get("momentum", 0), index)
         groups.append(group)
-    state = {}
+    state: dict[Any, Any] = {}
     for pid, entry in state_dict.get("state", {}).items():
-        fam, lr, momentum, index = lr_of.get(pid, (None, 0.0, 0, None))
+        fam, lr, momentum, index = lr_of.get(pid, (None, 0.0, 0, -1))
         if fam == "sgd" and isinstance(entry, dict) and "momentum" in entry:
             entry = dict(entry)
             buf = entry.pop("momentum")

@@ -48,7 +48,11 @@ class Adam(DecayOptimizer):
         lr: base learning rate alpha (``group["lr"] = alpha * eta_t`` under a scheduler).
         betas: (beta1, beta2), each in [0, 1).
         eps: epsilon > 0 added to sqrt(v_hat).
-        weight_decay: L2 coefficient (``Adam``) or decoupled decay factor lambda (``AdamW``).
+        weight_decay: L2 coefficient (``Adam``) or decoupled decay factor lambda (``AdamW``,
+            the fraction of each weight removed per update at eta_t = 1 under "schedule":
+            small, e.g. 1e-4 = ``torch.optim.AdamW(lr=1e-3, weight_decay=0.1)``). Default 0,
+            no decay; ``torch.optim.AdamW`` defaults to 0.01, which is lambda = 0.01 * alpha
+            here (``decay_convention="lr"``: 0.01).
         amsgrad: use the running maximum of v_t (AMSGrad, torch's form).
         decay_convention: what AdamW's lambda is multiplied by: ``"schedule"`` (eta_t, the
             paper's; default), ``"lr"`` (lr_t = alpha*eta_t, as torch.optim.AdamW),
@@ -166,8 +170,11 @@ class AdamW(Adam):
     ``AdamW(lr=a, weight_decay=lam)`` equals ``torch.optim.AdamW(lr=a, weight_decay=lam/a)``
     under any LR schedule; the fused path uses exactly that identity.
 
+    Default ``weight_decay=0`` (no decay), where ``torch.optim.AdamW`` defaults to 0.01.
+
     Example:
-        >>> opt = weightdecay.AdamW(model.parameters(), lr=1e-3, weight_decay=0.025)
+        >>> # lambda = 1e-4 per update: torch.optim.AdamW(lr=1e-3, weight_decay=0.1)
+        >>> opt = weightdecay.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
     """
 
     decoupled = True

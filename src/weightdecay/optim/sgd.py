@@ -34,7 +34,8 @@ class SGD(DecayOptimizer):
         lr: base learning rate alpha (``group["lr"] = alpha * eta_t`` under a scheduler).
         momentum: beta1 of Algorithm 1 (paper: 0.9).
         weight_decay: L2 coefficient lambda' added to the gradient (``SGD``), or the decoupled
-            decay factor lambda (``SGDW``, multiplied per ``decay_convention``).
+            decay factor lambda (``SGDW``, multiplied per ``decay_convention``; Prop. 1: plain
+            SGD with L2 lambda' decays by lambda = alpha * lambda'). Default 0, as torch's.
         nesterov: Nesterov momentum (theta -= beta1*m_t + lr_t*g_t).
         decay_convention: what SGDW's lambda is multiplied by: ``"schedule"`` (eta_t, the
             paper's; default), ``"lr"`` (lr_t, torch's), ``"constant"`` (1), ``"corrected"``
@@ -131,7 +132,8 @@ class SGDW(SGD):
     (see :mod:`weightdecay.optim._decay`). See :class:`SGD` for the arguments.
 
     Example:
-        >>> opt = weightdecay.SGDW(model.parameters(), lr=0.1, weight_decay=1e-4)
+        >>> # lambda = 5e-5 = alpha * 5e-4: torch.optim.SGD(lr=0.1, weight_decay=5e-4), no momentum
+        >>> opt = weightdecay.SGDW(model.parameters(), lr=0.1, weight_decay=5e-5)
     """
 
     decoupled = True

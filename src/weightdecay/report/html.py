@@ -467,7 +467,7 @@ def write_report(
                         + tables)
         stats_json["conventions"] = js
 
-    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     n_done = len(completed(records))
     n_div = sum(1 for r in records if r.get("diverged"))
     skipped_html = ""
