@@ -190,7 +190,12 @@ class DecayOptimizer(torch.optim.Optimizer):
         torch._C._set_grad_enabled(False)
         try:
             groups = self.param_groups
-            hypers = [self._step_hyper(group) for group in groups]  # (all checked first)
+            hypers: list[dict] = []  # (a loop: no comprehension frame, at every step)
+            try:  # every group is checked before any is updated
+                for group in groups:
+                    hypers.append(self._hyper(group))
+            except Exception:  # a value changed since the last step: name it (_step_hyper)
+                hypers = [self._step_hyper(group) for group in groups]
             if self._flat is not None:
                 for group, hyper, fg in zip(groups, hypers, self._flat.groups):
                     batch = fg.batch()  # advances the update counts of what it returns
@@ -286,7 +291,7 @@ class DecayOptimizer(torch.optim.Optimizer):
         complex_ = dtype.is_complex
         if impl == "reference":
             return [(impl, index, complex_)]
-        if torch.compiler.is_compiling():
+        if _is_compiling():  # (asked here, in the frame dynamo traces: never passed in)
             # inside the user's torch.compile: torch's fused kernels cannot be traced (an
             # internal assert on _fused_adamw_), a torch.compile'd kernel would compile inside
             # the trace, and the foreach Adam kernel reads the update counts with .item(). The
@@ -370,9 +375,10 @@ class DecayOptimizer(torch.optim.Optimizer):
         every optimizer is invalid; each subclass's ``_hyper`` checks its own the same way:
         comparisons on values read anyway, a fraction of a microsecond per group."""
         lr, lam, lam1, cautious = group["lr"], group["weight_decay"], group["l1"], group["cautious"]
-        impl = group["impl"]
-        if not (0.0 <= lr < _INF and 0.0 <= lam < _INF and 0.0 <= lam1 < _INF
-                and 0.0 <= group["initial_lr"] < _INF and cautious.__class__ is bool
+        initial, impl = group["initial_lr"], group["impl"]
+        # each >= 0, and their sum finite: none is NaN or infinite
+        if not (0.0 <= lr and 0.0 <= lam and 0.0 <= lam1 and 0.0 <= initial
+                and lr + lam + lam1 + initial < _INF and cautious.__class__ is bool
                 and group["decay_convention"] in DECAY_CONVENTIONS
                 and (impl is None or impl in self._KERNELS)):
             raise ValueError("invalid hyperparameter")
@@ -383,12 +389,12 @@ class DecayOptimizer(torch.optim.Optimizer):
                     # for the reference kernels, which compute d_t themselves by the
                     # formulas of _reference.decay_factor
                     "convention": group["decay_convention"], "lam": lam, "lam1": lam1,
-                    "lr_max": group["initial_lr"]}
+                    "lr_max": initial}
         if cautious:
             raise ValueError("cautious decay with L2")
         return {"l2": lam, "decay": 0.0, "l1": lam1, "l1_decay": 0.0, "use_l1": lam1 != 0,
                 "cautious": group["cautious"], "convention": group["decay_convention"],
-                "lam": 0.0, "lam1": 0.0, "lr_max": group["initial_lr"]}
+                "lam": 0.0, "lam1": 0.0, "lr_max": initial}
 
     def _flags(self, group: dict) -> dict:
         """Python-level switches of the compiled kernel (each combination compiles once)."""
@@ -492,6 +498,7 @@ class DecayOptimizer(torch.optim.Optimizer):
 _GLOBAL_PRE_HOOKS = getattr(_torch_optimizer, "_global_optimizer_pre_hooks", None)
 _GLOBAL_POST_HOOKS = getattr(_torch_optimizer, "_global_optimizer_post_hooks", None)
 _profiler_enabled = getattr(torch._C._autograd, "_profiler_enabled", None)
+_is_compiling = torch.compiler.is_compiling
 
 
 def _hooks_or_profiler(opt: DecayOptimizer) -> bool:
@@ -503,7 +510,7 @@ def _hooks_or_profiler(opt: DecayOptimizer) -> bool:
             or _GLOBAL_POST_HOOKS):
         return True
     # (inside torch.compile the profiler records the compiled graph; asking would break it)
-    return not torch.compiler.is_compiling() and _profiler_enabled()
+    return not _is_compiling() and _profiler_enabled()
 
 
 # torch's wrapper (profiler range, step hooks) around the plain step, used when needed; marking

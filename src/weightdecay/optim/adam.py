@@ -123,13 +123,13 @@ class Adam(DecayOptimizer):
 
     def _hyper(self, group: dict) -> dict:
         hyper = self._decay_hyper(group)
-        beta1, beta2 = group["betas"]
-        eps, amsgrad = group["eps"], group["amsgrad"]
+        beta1, beta2 = hyper["beta1"], hyper["beta2"] = group["betas"]
+        eps = hyper["eps"] = group["eps"]
+        amsgrad = hyper["amsgrad"] = group["amsgrad"]
         if not (0.0 <= beta1 < 1.0 and 0.0 <= beta2 < 1.0 and 0.0 < eps < math.inf
                 and amsgrad.__class__ is bool):
             raise ValueError("invalid hyperparameter")  # (_step_hyper names it)
-        hyper.update(beta1=beta1, beta2=beta2, lr=group["lr"], eps=eps, amsgrad=amsgrad,
-                     decoupled=self.decoupled,
+        hyper.update(lr=group["lr"], decoupled=self.decoupled,
                      fused_weight_decay=self._fused_weight_decay(group))
         return hyper
 
