@@ -46,11 +46,11 @@ from the checkpoint, with these rules:
 read — per group ``lr``, ``initial_lr``, ``weight_decay`` (torch's coefficient), ``betas``,
 ``eps``, ``amsgrad`` or ``momentum``, ``nesterov``, ``dampening`` = 0 and torch's own flags
 (all off), per parameter ``step``, ``exp_avg``, ``exp_avg_sq`` (``max_exp_avg_sq``) or
-``momentum_buffer = momentum / lr``. A state of ours with ``decay_convention="lr"`` (or an
-L2 optimizer's) also loads into torch directly; under "schedule" torch would read lambda as
-its coefficient, 1/alpha times too strong, so convert it. Refused, as torch has no
-equivalent: SGDW with a decay (torch's SGD has L2 only), the "constant" and "corrected"
-conventions with a decay, cautious decay and L1.
+``momentum_buffer = momentum / lr``. A state of our AdamW with ``decay_convention="lr"``, or
+of our Adam, also loads into torch directly; under "schedule" torch would read lambda as its
+coefficient, 1/alpha times too strong, and torch's SGD would not find our buffer: convert
+those. Refused, as torch has no equivalent: SGDW with a decay (torch's SGD has L2 only), the
+"constant" and "corrected" conventions with a decay, cautious decay and L1.
 """
 
 from __future__ import annotations
