@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import weightdecay as wd
-from _optim_util import OPTIMIZERS
+from _optim_util import IMPLS, OPTIMIZERS, impl_param
 
 KW = {wd.SGD: dict(lr=0.1), wd.SGDW: dict(lr=0.1, weight_decay=1e-3),
       wd.Adam: dict(lr=1e-2), wd.AdamW: dict(lr=1e-2, weight_decay=1e-3)}
@@ -105,7 +105,7 @@ def test_lr_zero_at_construction_then_warmed_up_by_hand(cls, flat):
         assert all(torch.isfinite(p).all() for p in params)
 
 
-@pytest.mark.parametrize("impl", [None, "reference", "foreach", "fused"])
+@pytest.mark.parametrize("impl", [impl_param(impl, impl=impl) for impl in IMPLS[wd.AdamW]])
 def test_lr_zero_means_no_step_and_no_decay(impl):
     params = _params(1)
     before = params[0].detach().clone()
