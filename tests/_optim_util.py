@@ -1,13 +1,40 @@
-"""Helpers shared by the optimizer tests: the case table, a restart schedule, gradient
-streams, drivers."""
+"""Helpers shared by the optimizer tests: the implementation table (derived from the classes,
+as torch's OptimizerInfo derives ``supported_impls``), the case table, a restart schedule,
+gradient streams, drivers."""
 
 from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 import weightdecay as wd
+
+#: every optimizer class of the library (the wrapper is tested on its own)
+OPTIMIZERS = [wd.SGD, wd.SGDW, wd.Adam, wd.AdamW]
+
+
+def impls(cls, *, auto: bool = True) -> list[str | None]:
+    """The implementations ``cls`` offers: ``None`` (planned per tensor) and the names of its
+    kernel table, ``cls._KERNELS`` (a kernel added there is tested everywhere this is used)."""
+    return ([None] if auto else []) + list(cls._KERNELS)
+
+
+#: class -> its implementations, None first
+IMPLS = {cls: impls(cls) for cls in OPTIMIZERS}
+
+
+def marks(impl) -> tuple:
+    """pytest marks of a test running ``impl``: the compiled kernel calls torch.compile
+    (``@pytest.mark.compile``: left out by ``pytest -m "not compile"``)."""
+    return (pytest.mark.compile,) if impl == "compiled" else ()
+
+
+def impl_param(*values, impl, id: str | None = None):
+    """``pytest.param(*values)`` marked for ``impl`` (see :func:`marks`)."""
+    return pytest.param(*values, marks=marks(impl), id=id)
+
 
 SHAPES = [(7, 5), (13,), (3, 4, 2), (1,)]
 
@@ -59,7 +86,12 @@ CASES = SGD_CASES + ADAM_CASES
 
 def fused_exact(cls, kw) -> bool:
     """torch's fused kernel computes this case (Adam/AdamW without cautious decay or L1)."""
-    return issubclass(cls, wd.Adam) and not kw.get("cautious") and not kw.get("l1")
+    return "fused" in cls._KERNELS and not kw.get("cautious") and not kw.get("l1")
+
+
+def supports(cls, kw, impl) -> bool:
+    """``cls(**kw, impl=impl)`` runs (fused only where it is exact; else it is refused)."""
+    return impl != "fused" or fused_exact(cls, kw)
 
 
 def case_id(cls, kw) -> str:

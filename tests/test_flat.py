@@ -18,6 +18,7 @@ from _optim_util import (
     fused_exact,
     grad_stream,
     make_params,
+    marks,
     rel_err_all,
     run,
 )
@@ -48,9 +49,32 @@ def _storages(tensors):
     return {t.untyped_storage().data_ptr() for t in tensors}
 
 
-@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=needs_cuda)])
-@pytest.mark.parametrize("impl", [None, "compiled"])
-@pytest.mark.parametrize("cls,kw", CASES, ids=[case_id(c, k) for c, k in CASES])
+def _kernel(cls, kw) -> tuple:
+    """The compiled kernel a case runs: its name and flags (each compiles once a process)."""
+    opt = cls([torch.nn.Parameter(torch.zeros(2))], **kw)
+    return cls._COMPILED, tuple(sorted(opt._flags(opt.param_groups[0]).items()))
+
+
+def _flat_cases():
+    """Every case with impl=None; with impl="compiled" the first case of each compiled kernel
+    (a fast subset: the other cases of a kernel run its very graph, and the regular mode tests
+    every case with it, tests/test_optim_numerics.py)."""
+    cases, seen = [], set()
+    for cls, kw in CASES:
+        for device, dmarks in (("cpu", ()), ("cuda", (needs_cuda,))):
+            cases.append(pytest.param(cls, kw, None, device, marks=dmarks,
+                                      id=f"{case_id(cls, kw)}-None-{device}"))
+        if _kernel(cls, kw) in seen:
+            continue
+        seen.add(_kernel(cls, kw))
+        for device, dmarks in (("cpu", ()), ("cuda", (needs_cuda,))):
+            cases.append(pytest.param(cls, kw, "compiled", device,
+                                      marks=(*dmarks, *marks("compiled")),
+                                      id=f"{case_id(cls, kw)}-compiled-{device}"))
+    return cases
+
+
+@pytest.mark.parametrize("cls,kw,impl,device", _flat_cases())
 def test_flat_matches_float64_reference(cls, kw, impl, device):
     # these buffers are small, so impl=None takes the foreach kernels wherever no fused kernel
     # is exact; impl="compiled" runs the compiled kernel on the buffer (on CUDA: torch's fused
@@ -259,7 +283,7 @@ def test_flat_refuses_a_parameter_replaced_after_construction():
 
 
 def test_falls_back_to_foreach_when_compilation_is_unavailable(monkeypatch):
-    def broken(name):
+    def broken(name, flags=()):
         def fail(*args, **kwargs):
             raise RuntimeError("no C++ compiler")
         return fail
@@ -275,6 +299,7 @@ def test_falls_back_to_foreach_when_compilation_is_unavailable(monkeypatch):
     assert rel_err_all(flat, ref) <= 1e-6
 
 
+@pytest.mark.compile
 @pytest.mark.parametrize("flat", [False, True])
 def test_an_error_of_a_running_kernel_propagates_and_is_not_retried(monkeypatch, flat):
     """A compiled kernel that fails after it started writing (out of memory, say) raises; it
@@ -282,8 +307,8 @@ def test_an_error_of_a_running_kernel_propagates_and_is_not_retried(monkeypatch,
     optimizers keep their compiled kernels."""
     real = _compiled._compiled
 
-    def half_way(name):
-        compiled = real(name)
+    def half_way(name, flags=()):
+        compiled = real(name, flags)
 
         def kernel(p, *args):
             if p.numel() > 16:  # not the scratch tensors of the first use
@@ -308,6 +333,7 @@ def test_an_error_of_a_running_kernel_propagates_and_is_not_retried(monkeypatch,
     assert other.kernel_plan() == [{"compiled": 1}]
 
 
+@pytest.mark.compile
 def test_compiled_kernel_is_one_graph_for_every_shape_and_grad_mode():
     # dynamo guards on rank, view bases and requires_grad; the kernel receives plain rank-1
     # aliases, so tensors of any shape, flat or not, reuse one graph (a recompile per variant
@@ -478,6 +504,7 @@ def test_checkpoints_keep_per_parameter_step_counts(direction):
     assert rel_err_all(list(other.parameters()), list(model.parameters())) <= 1e-6
 
 
+@pytest.mark.compile
 @pytest.mark.parametrize("cls,kw", [(wd.SGDW, dict(lr=0.1, weight_decay=1e-2)),
                                     (wd.AdamW, dict(weight_decay=1e-2,
                                                     decay_convention="constant"))])

@@ -12,7 +12,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 import weightdecay as wd
-from _optim_util import eta_restarts
+from _optim_util import eta_restarts, impls
 
 ALL = [wd.SGD, wd.SGDW, wd.Adam, wd.AdamW]
 
@@ -439,11 +439,17 @@ class _AllocTracker(TorchDispatchMode):
         return out
 
 
-# the fast paths; the reference path is the literal pseudocode and allocates freely
-MEM_CASES = [(cls, impl, kw) for cls in (wd.SGD, wd.SGDW) for impl in ("foreach",)
+def _fast(cls):
+    """The fast eager kernels: the reference path is the literal pseudocode and allocates
+    freely."""
+    return [impl for impl in impls(cls, auto=False) if impl not in ("reference", "compiled")]
+
+
+# (the eager kernels of each class's table; the compiled kernel's buffers belong to Inductor)
+MEM_CASES = [(cls, impl, kw) for cls in (wd.SGD, wd.SGDW) for impl in _fast(cls)
              for kw in (dict(lr=0.1, weight_decay=1e-3), dict(lr=0.1, weight_decay=1e-3,
                                                                nesterov=True))] + [
-    (cls, impl, kw) for cls in (wd.Adam, wd.AdamW) for impl in ("foreach", "fused")
+    (cls, impl, kw) for cls in (wd.Adam, wd.AdamW) for impl in _fast(cls)
     for kw in (dict(weight_decay=1e-3), dict(weight_decay=1e-3, amsgrad=True))] + [
     (wd.SGDW, "foreach", dict(lr=0.1, weight_decay=1e-3, cautious=True)),
     (wd.SGDW, "foreach", dict(lr=0.1, weight_decay=1e-3, cautious=True, nesterov=True)),

@@ -10,35 +10,39 @@ import torch
 import weightdecay as wd
 from _optim_util import (
     ADAM_CASES,
+    IMPLS,
     N_STEPS,
     SGD_CASES,
     case_id,
     eta_schedule,
-    fused_exact,
     grad_stream,
+    impl_param,
+    impls,
     make_params,
     rel_err,
     rel_err_all,
     run,
+    supports,
 )
 from weightdecay.optim import _reference  # the subject of the by-hand tests below
 
 ETAS = eta_schedule(N_STEPS)  # restarts at 20, 60: eta_t changes every step
 GRADS = grad_stream(N_STEPS)
 
-IMPL_CASES = [(c, k, impl) for c, k in SGD_CASES
-              for impl in ("reference", "foreach", "compiled", None)] + [
-    (c, k, impl) for c, k in ADAM_CASES
-    for impl in ("reference", "foreach", "fused", "compiled", None)
-    if impl != "fused" or fused_exact(c, k)]  # (else refused: see the tests below)
+# every case with every implementation its class offers (fused where exact: else refused, see
+# the tests below)
+IMPL_CASES = [impl_param((c, k, impl), impl=impl, id=f"{case_id(c, k)}[{impl}]")
+              for c, k in SGD_CASES + ADAM_CASES for impl in IMPLS[c] if supports(c, k, impl)]
 
 
-def _ids(case):
-    cls, kw, impl = case
-    return f"{case_id(cls, kw)}[{impl}]"
+def _each_kernel(classes, kw=None, auto=False):
+    """(class, implementation) for every kernel of each class that computes ``kw`` exactly
+    (``auto``: and impl=None), marked ``compile`` where it compiles."""
+    return [impl_param(cls, impl, impl=impl, id=f"{cls.__name__}-{impl}") for cls in classes
+            for impl in impls(cls, auto=auto) if supports(cls, kw or {}, impl)]
 
 
-@pytest.mark.parametrize("case", IMPL_CASES, ids=[_ids(c) for c in IMPL_CASES])
+@pytest.mark.parametrize("case", IMPL_CASES)
 def test_float32_paths_match_float64_pseudocode(case):
     cls, kw, impl = case
     p32, _ = run(lambda ps: cls(ps, impl=impl, **kw), make_params(torch.float32), GRADS, ETAS)
@@ -53,8 +57,7 @@ def test_float32_paths_match_float64_pseudocode(case):
     assert rel_err_all(p32, p64) <= (1e-5 if fused_constant else 1e-6)
 
 
-@pytest.mark.parametrize("impl", ["reference", "foreach", "fused"])
-@pytest.mark.parametrize("cls", [wd.Adam, wd.AdamW])
+@pytest.mark.parametrize("cls,impl", _each_kernel([wd.Adam, wd.AdamW]))
 def test_multiple_param_groups(cls, impl):
     split = (2, dict(lr=3e-3, weight_decay=1e-1), dict(lr=2e-2, weight_decay=1e-3,
                                                       amsgrad=True))
@@ -64,8 +67,7 @@ def test_multiple_param_groups(cls, impl):
     assert rel_err_all(p32, p64) <= 1e-6
 
 
-@pytest.mark.parametrize("impl", ["reference", "foreach"])
-@pytest.mark.parametrize("cls", [wd.SGD, wd.SGDW])
+@pytest.mark.parametrize("cls,impl", _each_kernel([wd.SGD, wd.SGDW]))
 def test_sgd_multiple_param_groups(cls, impl):
     split = (1, dict(lr=0.1, weight_decay=1e-2, nesterov=True), dict(lr=0.01, momentum=0.5))
     p32, _ = run(lambda g: cls(g, lr=0.5, impl=impl), make_params(torch.float32), GRADS, ETAS,
@@ -156,11 +158,13 @@ PARITY = [
 ]
 
 
-@pytest.mark.parametrize("impl", ["reference", "foreach", "fused"])
-@pytest.mark.parametrize("name,ours,theirs,lam_fn", PARITY, ids=[p[0] for p in PARITY])
-def test_parity_with_torch(name, ours, theirs, lam_fn, impl):
-    if impl == "fused" and name.startswith("SGD"):
-        pytest.skip("SGD has no fused path (torch's fused SGD is not Algorithm 1)")
+PARITY_IMPLS = [impl_param(*case, cls, impl, impl=impl, id=f"{case[0]}-{impl}")
+                for case in PARITY for cls in [getattr(wd, case[0].split("(")[0])]
+                for impl in impls(cls, auto=False)]
+
+
+@pytest.mark.parametrize("name,ours,theirs,lam_fn,cls,impl", PARITY_IMPLS)
+def test_parity_with_torch(name, ours, theirs, lam_fn, cls, impl):
     a = _torch_run(lambda ps: ours(ps, impl), lam_fn)
     b = _torch_run(theirs, lam_fn)
     assert rel_err_all(a, b) <= 2e-6
@@ -213,11 +217,8 @@ def test_corrected_decay_uses_each_groups_own_peak_lr(cls):
     assert a.detach()[0].item() != pytest.approx(1 - 0.05 * (0.05 / 1.0) * lam, rel=1e-6)
 
 
-@pytest.mark.parametrize("impl", ["reference", "foreach", "fused", "compiled"])
-@pytest.mark.parametrize("cls", [wd.SGDW, wd.AdamW])
+@pytest.mark.parametrize("cls,impl", _each_kernel([wd.SGDW, wd.AdamW]))
 def test_corrected_decay_with_two_groups_matches_reference(cls, impl):
-    if impl == "fused" and cls is wd.SGDW:
-        pytest.skip("SGD has no fused path")
     split = (2, dict(lr=3e-2, weight_decay=0.5), dict(lr=3e-3, weight_decay=2.0))
     kw = dict(lr=0.5, decay_convention="corrected")
     p32, _ = run(lambda g: cls(g, impl=impl, **kw), make_params(torch.float32), GRADS, ETAS,
@@ -227,8 +228,8 @@ def test_corrected_decay_with_two_groups_matches_reference(cls, impl):
     assert rel_err_all(p32, p64) <= 1e-6
 
 
-@pytest.mark.parametrize("impl", ["reference", "foreach", "fused", "compiled"])
-def test_corrected_adamw_equals_torch_adamw_with_decay_scaled_by_eta(impl):
+@pytest.mark.parametrize("cls,impl", _each_kernel([wd.AdamW]))
+def test_corrected_adamw_equals_torch_adamw_with_decay_scaled_by_eta(cls, impl):
     """AdamC as torch.optim.AdamW whose weight_decay is lambda * lr_t / lr_max each update."""
     lam, alpha = 0.5, 1e-2
     ours = [p.clone().requires_grad_(True) for p in make_params(torch.float32)]
@@ -248,9 +249,9 @@ def test_corrected_adamw_equals_torch_adamw_with_decay_scaled_by_eta(impl):
 # ---------------------------------------------------------------- cautious weight decay
 
 
-@pytest.mark.parametrize("impl", ["reference", "foreach", "compiled"])
 @pytest.mark.parametrize("nesterov", [False, True])
-def test_cautious_sgdw_decays_only_where_update_and_weight_agree(impl, nesterov):
+@pytest.mark.parametrize("cls,impl", _each_kernel([wd.SGDW], dict(cautious=True)))
+def test_cautious_sgdw_decays_only_where_update_and_weight_agree(cls, impl, nesterov):
     """One update by hand: m_1 = lr*g (m_0 = 0), u = m_1 (+ Nesterov: beta1*m_1 + lr*g),
     theta_1 = theta_0 - u - d * 1[u * theta_0 >= 0] * theta_0."""
     theta0 = torch.tensor([1.0, 1.0, -2.0, -2.0, 0.5, 3.0])
@@ -267,8 +268,8 @@ def test_cautious_sgdw_decays_only_where_update_and_weight_agree(impl, nesterov)
     torch.testing.assert_close(p.detach(), theta0 - u - lam * mask * theta0)
 
 
-@pytest.mark.parametrize("impl", ["reference", "foreach", "compiled"])
-def test_cautious_adamw_decays_only_where_update_and_weight_agree(impl):
+@pytest.mark.parametrize("cls,impl", _each_kernel([wd.AdamW], dict(cautious=True)))
+def test_cautious_adamw_decays_only_where_update_and_weight_agree(cls, impl):
     """First AdamW update: m_hat = g, v_hat = g^2, u = lr * g / (|g| + eps)."""
     theta0 = torch.tensor([1.0, 1.0, -2.0, -2.0, 0.5])
     grad = torch.tensor([0.5, -0.5, -1.0, 1.0, 0.0])
@@ -288,7 +289,7 @@ def test_cautious_is_refused_where_it_cannot_apply():
     for cls in (wd.SGD, wd.Adam):  # L2: no decoupled decay to mask
         with pytest.raises(ValueError, match="cautious"):
             cls(params, lr=0.1, weight_decay=0.1, cautious=True)
-    with pytest.raises(ValueError, match="cautious must be a bool"):
+    with pytest.raises(ValueError, match="cautious must be True or False"):
         wd.AdamW(params, cautious="yes")
     opt = wd.AdamW(params, weight_decay=0.1, cautious=True, impl="fused")
     params[0].grad = torch.ones(3)
@@ -311,8 +312,7 @@ def test_cautious_changes_the_update():
 
 
 @pytest.mark.parametrize("flat", [False, True])
-@pytest.mark.parametrize("impl", ["reference", "foreach", "compiled", None])
-@pytest.mark.parametrize("cls", [wd.SGDW, wd.AdamW])
+@pytest.mark.parametrize("cls,impl", _each_kernel([wd.SGDW, wd.AdamW], dict(l1=1.0), auto=True))
 def test_decoupled_l1_produces_exact_zeros(cls, impl, flat):
     """The proximal step sets weights within d1_t of zero to exactly 0 (a subgradient step,
     as the coupled form takes, leaves them oscillating around 0)."""

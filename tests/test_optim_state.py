@@ -12,20 +12,13 @@ import pytest
 import torch
 
 import weightdecay as wd
-from _optim_util import rel_err_all
+from _optim_util import IMPLS, impl_param, rel_err_all
 
-# (class, constructor kwargs): every implementation, regular and flat
-IMPLS = {wd.SGD: [None, "reference", "foreach", "compiled"],
-         wd.SGDW: [None, "reference", "foreach", "compiled"],
-         wd.Adam: [None, "reference", "foreach", "fused", "compiled"],
-         wd.AdamW: [None, "reference", "foreach", "fused", "compiled"]}
-CONFIGS = [(cls, dict(impl=impl, flat=flat)) for cls, impls in IMPLS.items()
-           for impl in impls for flat in (False, True)]
+# (class, constructor kwargs): every implementation of every class, regular and flat
+CONFIGS = [impl_param(cls, dict(impl=impl, flat=flat), impl=impl,
+                      id=f"{cls.__name__}-{impl}-{'flat' if flat else 'regular'}")
+           for cls, impls in IMPLS.items() for impl in impls for flat in (False, True)]
 STATE_KEY = {wd.SGD: "momentum", wd.SGDW: "momentum", wd.Adam: "exp_avg", wd.AdamW: "exp_avg"}
-
-
-def _ids(configs):
-    return [f"{c.__name__}-{k['impl']}-{'flat' if k['flat'] else 'regular'}" for c, k in configs]
 
 
 def _trained(cls, steps=2, **kw):
@@ -48,7 +41,7 @@ BAD_STATE = [
 
 
 @pytest.mark.parametrize("case,make,match", BAD_STATE, ids=[b[0] for b in BAD_STATE])
-@pytest.mark.parametrize("cls,kw", CONFIGS, ids=_ids(CONFIGS))
+@pytest.mark.parametrize("cls,kw", CONFIGS)
 def test_mismatched_state_is_refused_naming_the_parameter(cls, kw, case, make, match):
     params, opt = _trained(cls, **kw)
     sd = copy.deepcopy(opt.state_dict())
@@ -69,7 +62,7 @@ def test_mismatched_state_is_refused_naming_the_parameter(cls, kw, case, make, m
     opt.step()
 
 
-@pytest.mark.parametrize("cls,kw", CONFIGS, ids=_ids(CONFIGS))
+@pytest.mark.parametrize("cls,kw", CONFIGS)
 def test_loaded_state_of_another_dtype_is_cast_and_checked(cls, kw):
     params, opt = _trained(cls, **kw)
     sd = copy.deepcopy(opt.state_dict())
@@ -128,11 +121,11 @@ def test_wrongly_sized_state_never_reaches_the_fused_kernel():
 # ------------------------------------------------------------------ older checkpoints
 
 
-ADAM_CONFIGS = [c for c in CONFIGS if issubclass(c[0], wd.Adam)]
+ADAM_CONFIGS = [c for c in CONFIGS if issubclass(c.values[0], wd.Adam)]
 
 
 @pytest.mark.parametrize("number", [3, 3.0])
-@pytest.mark.parametrize("cls,kw", ADAM_CONFIGS, ids=_ids(ADAM_CONFIGS))
+@pytest.mark.parametrize("cls,kw", ADAM_CONFIGS)
 def test_step_stored_as_a_python_number_loads(cls, kw, number):
     """Older torch checkpoints store ``step`` as a number; it is converted as torch does."""
     params, opt = _trained(cls, steps=3, **kw)
@@ -192,13 +185,14 @@ COMPLEX = [
 ]
 
 
-@pytest.mark.parametrize("impl", [None, "reference", "foreach", "fused", "compiled"])
-@pytest.mark.parametrize("name,ours,theirs", COMPLEX, ids=[c[0] for c in COMPLEX])
+COMPLEX_IMPLS = [impl_param(*case, impl, impl=impl, id=f"{case[0]}-{impl}") for case in COMPLEX
+                 for impl in IMPLS[getattr(wd, case[0].split()[0])]]
+
+
+@pytest.mark.parametrize("name,ours,theirs,impl", COMPLEX_IMPLS)
 def test_complex_parameters_are_updated_as_torch_does(name, ours, theirs, impl):
     """A complex parameter is a pair of real ones (torch.view_as_real): each part has its own
     second moment. Squaring the complex gradient (g*g instead of |g|^2 per part) was wrong."""
-    if impl == "fused" and name == "SGD":
-        pytest.skip("SGD has no fused path")
     a = _complex_run(lambda ps: ours(ps, impl))
     b = _complex_run(theirs)
     assert rel_err_all([torch.view_as_real(a[0]), a[1]],

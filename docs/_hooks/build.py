@@ -26,27 +26,30 @@ from mkdocs.structure.files import File
 ROOT = Path(__file__).resolve().parents[2]
 
 # ------------------------------------------------------------------ decay conventions
-# name -> (decay applied per update, who uses it, a paragraph). Adding a convention to the
-# library is one entry here; the build fails while weightdecay.DECAY_CONVENTIONS has a name
-# without one. Entries for names the library does not have (yet) are not shown.
+# name -> (decay applied per update, torch.optim.AdamW's default weight_decay=0.01 in this
+# convention, who uses it, a paragraph). Adding a convention to the library is one entry here;
+# the build fails while weightdecay.DECAY_CONVENTIONS has a name without one. Entries for names
+# the library does not have (yet) are not shown.
 CONVENTIONS = {
     "schedule": (
-        "η_t·λ", "the paper, the authors' code, Composer's DecoupledAdamW",
+        "η_t·λ", "λ = 0.01·α (1e-5 at α = 1e-3)",
+        "the paper, the authors' code, Composer's DecoupledAdamW",
         "The paper's Algorithms 1 and 2: the decay follows the schedule multiplier η_t and "
         "not the base learning rate α, so the best λ stays put when α moves (Fig. 2's "
         "separable basin). `wd.AdamW(lr=α, weight_decay=λ)` equals "
         "`torch.optim.AdamW(lr=α, weight_decay=λ/α)` under any schedule."),
     "lr": (
-        "lr_t·λ = α·η_t·λ", "torch.optim.AdamW, optax.adamw, Keras AdamW",
+        "lr_t·λ = α·η_t·λ", "λ = 0.01", "torch.optim.AdamW, optax.adamw, Keras AdamW",
         "What most libraries do: the decay is multiplied by the learning rate, so doubling α "
         "doubles the decay. With this convention `wd.AdamW` and `torch.optim.AdamW` take the "
         "same `weight_decay` number."),
     "constant": (
-        "λ", "TF-Addons (the user schedules λ)",
+        "λ", "λ = 0.01·lr_t, set at every update by hand", "TF-Addons (the user schedules λ)",
         "The same decay at every update, whatever the schedule: the user schedules λ by "
         "hand (TF-Addons' `DecoupledWeightDecayExtension` leaves it to the user)."),
     "corrected": (
-        "lr_t·(lr_t / lr_max)·λ", "AdamC (arXiv 2506.02285), timm's `adamc`",
+        "lr_t·(lr_t / lr_max)·λ", "λ = 0.01 at the peak (η_t = 1) only: torch's decay falls "
+        "with η_t, this one with η_t²", "AdamC (arXiv 2506.02285), timm's `adamc`",
         "The torch convention times lr_t/lr_max: the decay falls with the square of the "
         "schedule (AdamC's correction, aimed at the gradient norms that rise at the end of "
         "training)."),
@@ -60,12 +63,17 @@ def conventions_table() -> str:
     if unknown:
         raise PluginError(f"weightdecay.DECAY_CONVENTIONS has {unknown} without a row in "
                           "docs/_hooks/build.py CONVENTIONS: add its update equation there")
-    rows = ["| `decay_convention=` | decay applied per update | who uses it |",
-            "|---|---|---|"]
+    rows = ["| `decay_convention=` | decay applied per update | torch.optim.AdamW's default "
+            "(`weight_decay=0.01`) is | who uses it |",
+            "|---|---|---|---|"]
     for name in DECAY_CONVENTIONS:
-        decay, who, _ = CONVENTIONS[name]
+        decay, torch_default, who, _ = CONVENTIONS[name]
         default = " (default)" if name == DECAY_CONVENTIONS[0] else ""
-        rows.append(f'| `"{name}"`{default} | {decay} | {who} |')
+        rows.append(f'| `"{name}"`{default} | {decay} | {torch_default} | {who} |')
+    rows.append("")
+    rows.append("The default λ (`weight_decay=`) of every optimizer here is 0: no decay unless "
+                "asked for, where `torch.optim.AdamW` decays by default (0.01; its `Adam` and "
+                "`SGD` default to 0 as well).")
     return "\n".join(rows)
 
 
@@ -74,7 +82,7 @@ def convention_notes() -> str:
 
     conventions_table()  # the same check
     return "\n\n".join(f'**`"{name}"`** — decay {CONVENTIONS[name][0]} per update. '
-                         f"{CONVENTIONS[name][2]}" for name in DECAY_CONVENTIONS)
+                         f"{CONVENTIONS[name][3]}" for name in DECAY_CONVENTIONS)
 
 
 # ------------------------------------------------------------------ examples run at build

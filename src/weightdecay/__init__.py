@@ -6,7 +6,7 @@ Loshchilov & Hutter, "Decoupled Weight Decay Regularization" (ICLR 2019) and
 The public API is flat::
 
     import weightdecay as wd
-    opt = wd.AdamW(model.parameters(), lr=1e-3, weight_decay=0.025)   # decay = eta_t * lambda
+    opt = wd.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)   # decay = eta_t * lambda
     sched = wd.schedules.cosine_restarts(T_0=1000, T_mult=2)
     lr_sched = wd.schedules.as_torch_scheduler(opt, sched)
 
@@ -33,6 +33,9 @@ _EXPORTS = {
     "find_scale_invariant_weights": "weightdecay.optim.groups",
     "DECAY_CONVENTIONS": "weightdecay.optim._decay",
     "decay_per_update": "weightdecay.optim._decay",
+    # checkpoints to and from torch.optim, the meaning of every number kept
+    "convert_state_dict": "weightdecay.optim._checkpoint",
+    "torch_state_dict": "weightdecay.optim._checkpoint",
     # weight-decay arithmetic (paper App. B.1, conversions)
     "normalized_weight_decay": "weightdecay.decay",
     "NormalizedDecay": "weightdecay.decay",

@@ -17,7 +17,7 @@ import math
 import numbers
 from typing import Any
 
-__all__ = ["fraction", "non_negative", "one_of", "positive", "positive_int", "real"]
+__all__ = ["boolean", "fraction", "non_negative", "one_of", "positive", "positive_int", "real"]
 
 
 def real(name: str, value: Any) -> float:
@@ -63,6 +63,13 @@ def positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
+
+
+def boolean(name: str, value: Any) -> bool:
+    """``True`` or ``False`` (numpy's bool too; numbers refused)."""
+    if not isinstance(value, bool) and type(value).__name__ != "bool_":
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
 
 
 def one_of(name: str, value: Any, choices: tuple) -> Any:

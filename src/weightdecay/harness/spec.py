@@ -56,16 +56,11 @@ import json
 import math
 import os
 import re
-import sys
+import tomllib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib  # type: ignore[import-not-found]  # not installed on 3.11+
 
 from ..registry import DATASETS, EXPERIMENTS, MODELS, OPTIMIZERS, SCHEDULES
 from .band import band_cells, check_band

@@ -16,9 +16,6 @@ A step, for each param group:
 A fallback happens only in planning: where the compiled kernel cannot be compiled (tried
 once on scratch tensors), those tensors are planned for foreach. Nothing falls back after a
 kernel has started writing.
-
-Length (~490 lines): the step, the kernel plan and the state checks every optimizer
-shares live together so that the dispatch reads in one place.
 """
 
 from __future__ import annotations
@@ -31,10 +28,11 @@ import torch
 from torch.optim import optimizer as _torch_optimizer
 
 from .. import _validate
-from . import _compiled
-from ._decay import check_convention, decay_per_update
+from . import _checkpoint, _compiled
+from ._decay import DECAY_CONVENTIONS, decay_per_update, undefined_eta
 
 IMPLS = ("reference", "foreach", "fused", "compiled")
+_INF = math.inf
 
 #: ``impl=None`` gives a regular (per-parameter) tensor the compiled single-pass kernel from
 #: this size: 2**22 elements (16 MB in float32). The kernel is compiled once per process
@@ -63,10 +61,6 @@ Kernel = Callable[[Tensors, "list[torch.Tensor] | None", dict], None]
 #: a plan: (implementation, indices into the tensor lists or None for all of them, whether
 #: those tensors are complex)
 Plan = list[tuple[str, "list[int] | None", bool]]
-
-
-def check_impl(impl: str | None) -> str | None:
-    return _validate.one_of("impl", impl, (None, *IMPLS))
 
 
 class DecayOptimizer(torch.optim.Optimizer):
@@ -101,43 +95,75 @@ class DecayOptimizer(torch.optim.Optimizer):
         return self._flat is not None
 
     def add_param_group(self, param_group: dict) -> None:
+        """Add a param group, checked as the constructor checks its arguments: an invalid
+        value raises a ``ValueError`` naming ``param_groups[i]['key']`` and the group is not
+        added."""
         super().add_param_group(param_group)
         group = self.param_groups[-1]
-        self._check_group(group, len(self.param_groups) - 1)
-        for p in group["params"]:
-            if p.is_sparse:
-                raise ValueError(f"{type(self).__name__} does not support sparse parameters")
-        flat = getattr(self, "_flat", None)  # (None while torch's __init__ adds the groups)
-        if flat is not None:
-            flat.add(group)
+        try:
+            self._check_group(group, len(self.param_groups) - 1)
+            for p in group["params"]:
+                if p.is_sparse:
+                    raise ValueError(f"{type(self).__name__} does not support sparse parameters")
+            flat = getattr(self, "_flat", None)  # (None while torch's __init__ adds the groups)
+            if flat is not None:
+                flat.add(group)
+        except Exception:
+            self.param_groups.pop()
+            raise
 
     def _check_group(self, group: dict, index: int | None) -> None:
-        """Check (and convert) a group's hyperparameters, naming ``param_groups[i]['key']``."""
+        """Check (and convert) a group's hyperparameters, naming ``param_groups[i]['key']``
+        (the constructor's arguments when ``index`` is None)."""
+
+        def name(key: str) -> str:
+            return key if index is None else f"param_groups[{index}]['{key}']"
+
         for key, checker in self._checks.items():
-            name = key if index is None else f"param_groups[{index}]['{key}']"
-            group[key] = checker(name, group[key])
-        check_convention(group["decay_convention"])
-        check_impl(group["impl"])
+            group[key] = checker(name(key), group[key])
+        _validate.one_of(name("decay_convention"), group["decay_convention"], DECAY_CONVENTIONS)
         if group["impl"] == "fused" and self._fused_refusal() is not None:
             raise ValueError(self._fused_refusal())
-        cautious = group.setdefault("cautious", False)
-        if not isinstance(cautious, bool):
-            raise ValueError(f"cautious must be a bool, got {cautious!r}")
-        if cautious and not self.decoupled:
+        _validate.one_of(name("impl"), group["impl"], (None, *self._KERNELS))
+        group["cautious"] = _validate.boolean(name("cautious"), group.setdefault("cautious", False))
+        if group["cautious"] and not self.decoupled:
             raise ValueError(f"cautious=True masks decoupled weight decay; {type(self).__name__}"
                              f" adds weight_decay to the gradient (L2): use "
                              f"{type(self).__name__}W")
+        self._check_more(group, name)
+        group["decoupled"] = self.decoupled  # what weight_decay means, said by checkpoints
         if "params" in group:
             group.setdefault("initial_lr", group["lr"])
+            group["initial_lr"] = _validate.non_negative(name("initial_lr"), group["initial_lr"])
+            if (self.decoupled and group["initial_lr"] == 0 and group["lr"] > 0
+                    and group["decay_convention"] in ("schedule", "corrected")
+                    and (group["weight_decay"] != 0 or group["l1"] != 0)):
+                raise ValueError(undefined_eta(group, name("initial_lr")))
+
+    def _check_more(self, group: dict, name: Callable[[str], str]) -> None:
+        """A subclass's checks of several keys together (``name`` gives a key's full name)."""
+
+    def _step_hyper(self, group: dict) -> dict:
+        """The step's hyperparameters of ``group`` (``_hyper``), whose cheap checks run at
+        every step; where one fails — a value changed in ``param_groups`` since the last step
+        (NaN, < 0, an unknown name) — the full check raises one ``ValueError`` naming the key,
+        before anything is updated."""
+        try:
+            return self._hyper(group)
+        except Exception:
+            index = next(i for i, g in enumerate(self.param_groups) if g is group)
+            self._check_group(group, index)  # raises, naming param_groups[i]['key']
+            return self._hyper(group)  # (values it converted, e.g. numpy numbers, now pass)
 
     def __setstate__(self, state: dict) -> None:
         super().__setstate__(state)
-        for group in self.param_groups:  # old checkpoints keep loading
+        for group in self.param_groups:  # an unpickled optimizer of an earlier version
             group.setdefault("decay_convention", "schedule")
             group.setdefault("impl", None)
             group.setdefault("cautious", False)
             group.setdefault("l1", 0.0)
             group.setdefault("initial_lr", group["lr"])
+            group.setdefault("decoupled", self.decoupled)
         # torch pickles only defaults, state and param_groups: an unpickled (or deep-copied)
         # optimizer is in the regular mode, its state a copy of the buffers' values
         self.__dict__.setdefault("_flat", None)
@@ -163,16 +189,23 @@ class DecayOptimizer(torch.optim.Optimizer):
         grad_enabled = torch.is_grad_enabled()
         torch._C._set_grad_enabled(False)
         try:
+            groups = self.param_groups
+            hypers: list[dict] = []  # (a loop: no comprehension frame, at every step)
+            try:  # every group is checked before any is updated
+                for group in groups:
+                    hypers.append(self._hyper(group))
+            except Exception:  # a value changed since the last step: name it (_step_hyper)
+                hypers = [self._step_hyper(group) for group in groups]
             if self._flat is not None:
-                for group, fg in zip(self.param_groups, self._flat.groups):
+                for group, hyper, fg in zip(groups, hypers, self._flat.groups):
                     batch = fg.batch()  # advances the update counts of what it returns
                     if batch is not None:
-                        self._run(group, *batch, flat=True, counted=True, kind=fg.kind)
+                        self._run(group, hyper, *batch, flat=True, counted=True, kind=fg.kind)
             else:
-                for group in self.param_groups:
+                for group, hyper in zip(groups, hypers):
                     tensors, steps = self._gather(group)
                     if tensors[0]:
-                        self._run(group, tensors, steps, flat=False, counted=False)
+                        self._run(group, hyper, tensors, steps, flat=False, counted=False)
             return loss
         finally:
             torch._C._set_grad_enabled(grad_enabled)
@@ -204,11 +237,12 @@ class DecayOptimizer(torch.optim.Optimizer):
                 steps.append(st["step"])
         return [params, grads, *states], steps
 
-    def _run(self, group: dict, tensors: Tensors, steps: list[torch.Tensor] | None, *,
-             flat: bool, counted: bool, kind: tuple | None = None) -> None:
-        """Plan, then call the kernels. ``counted``: the update counts were advanced already;
-        ``kind``: the (device, dtype) of all the tensors, when known."""
-        hyper = self._hyper(group)
+    def _run(self, group: dict, hyper: dict, tensors: Tensors,
+             steps: list[torch.Tensor] | None, *, flat: bool, counted: bool,
+             kind: tuple | None = None) -> None:
+        """Plan, then call the kernels with the step's hyperparameters ``hyper``. ``counted``:
+        the update counts were advanced already; ``kind``: the (device, dtype) of all the
+        tensors, when known."""
         kernels = self._KERNELS
         for impl, index, complex_ in self._plan(group, tensors, flat, hyper, kind):
             sub, sub_steps = tensors, steps
@@ -255,7 +289,16 @@ class DecayOptimizer(torch.optim.Optimizer):
         """``_plan`` for the tensors ``index`` (None: all), of one device and dtype."""
         impl = group["impl"]
         complex_ = dtype.is_complex
-        if impl == "reference" or impl == "foreach":
+        if impl == "reference":
+            return [(impl, index, complex_)]
+        if _is_compiling():  # (asked here, in the frame dynamo traces: never passed in)
+            # inside the user's torch.compile: torch's fused kernels cannot be traced (an
+            # internal assert on _fused_adamw_), a torch.compile'd kernel would compile inside
+            # the trace, and the foreach Adam kernel reads the update counts with .item(). The
+            # compiled kernel then runs its plain single-pass function, which the user's
+            # compilation traces and fuses (see _compiled.traced_sgd / traced_adam).
+            return [("compiled", index, complex_)]
+        if impl == "foreach":
             return [(impl, index, complex_)]
         real = dtype.to_real() if complex_ else dtype
         exact = hyper.get("fused_weight_decay") is not None
@@ -303,7 +346,8 @@ class DecayOptimizer(torch.optim.Optimizer):
                 tensors += [[self.state.get(p, {}).get(key, p) for p in params] for key in keys]
             counts: dict[str, int] = {}
             if tensors is not None and tensors[0]:
-                plan = self._plan(group, tensors, self._flat is not None, self._hyper(group))
+                plan = self._plan(group, tensors, self._flat is not None,
+                                  self._step_hyper(group))
                 for impl, index, _ in plan:
                     n = len(tensors[0]) if index is None else len(index)
                     counts[impl] = counts.get(impl, 0) + n
@@ -325,8 +369,19 @@ class DecayOptimizer(torch.optim.Optimizer):
 
     def _decay_hyper(self, group: dict) -> dict:
         """The regularization scalars every kernel takes: coupled (``l2``, ``l1``: added to
-        the gradient) or decoupled (``decay``: d_t, ``l1_decay``: the soft-threshold)."""
-        lam, lam1 = group["weight_decay"], group["l1"]
+        the gradient) or decoupled (``decay``: d_t, ``l1_decay``: the soft-threshold).
+
+        Raises (any exception: :meth:`_step_hyper` then names the key) where a value shared by
+        every optimizer is invalid; each subclass's ``_hyper`` checks its own the same way:
+        comparisons on values read anyway, a fraction of a microsecond per group."""
+        lr, lam, lam1, cautious = group["lr"], group["weight_decay"], group["l1"], group["cautious"]
+        initial, impl = group["initial_lr"], group["impl"]
+        # each >= 0, and their sum finite: none is NaN or infinite
+        if not (0.0 <= lr and 0.0 <= lam and 0.0 <= lam1 and 0.0 <= initial
+                and lr + lam + lam1 + initial < _INF and cautious.__class__ is bool
+                and group["decay_convention"] in DECAY_CONVENTIONS
+                and (impl is None or impl in self._KERNELS)):
+            raise ValueError("invalid hyperparameter")
         if self.decoupled:
             return {"l2": 0.0, "decay": decay_per_update(group), "l1": 0.0,
                     "l1_decay": decay_per_update(group, "l1") if lam1 else 0.0,
@@ -334,10 +389,12 @@ class DecayOptimizer(torch.optim.Optimizer):
                     # for the reference kernels, which compute d_t themselves by the
                     # formulas of _reference.decay_factor
                     "convention": group["decay_convention"], "lam": lam, "lam1": lam1,
-                    "lr_max": group["initial_lr"]}
+                    "lr_max": initial}
+        if cautious:
+            raise ValueError("cautious decay with L2")
         return {"l2": lam, "decay": 0.0, "l1": lam1, "l1_decay": 0.0, "use_l1": lam1 != 0,
                 "cautious": group["cautious"], "convention": group["decay_convention"],
-                "lam": 0.0, "lam1": 0.0, "lr_max": group["initial_lr"]}
+                "lam": 0.0, "lam1": 0.0, "lr_max": initial}
 
     def _flags(self, group: dict) -> dict:
         """Python-level switches of the compiled kernel (each combination compiles once)."""
@@ -381,7 +438,14 @@ class DecayOptimizer(torch.optim.Optimizer):
         return sd
 
     def load_state_dict(self, state_dict: dict) -> None:
-        """Load a state dict (torch's format), then check it against the parameters.
+        """Load a state dict — this library's of any version, or torch.optim's SGD, Adam or
+        AdamW — keeping what every number means, then check it against the parameters.
+
+        The options this optimizer was built with stay: ``decay_convention``, ``cautious``,
+        ``l1``, ``impl`` and flat mode; lambda is converted into the optimizer's convention
+        where that is exact, and torch's SGD momentum buffer into Algorithm 1's; what cannot
+        be converted exactly is refused with one line (the rules:
+        :mod:`weightdecay.optim._checkpoint`).
 
         Every state tensor must have its parameter's shape (torch casts dtype and device as it
         loads), ``step`` must be one finite count >= 0 (a Python number, as older torch
@@ -390,6 +454,7 @@ class DecayOptimizer(torch.optim.Optimizer):
         (``param_groups[g]['params'][i]``) and the optimizer keeps its previous state: a
         wrongly sized buffer would make the fused kernels write past its end."""
         previous = {"state": self.state, "param_groups": self.param_groups}
+        state_dict = _checkpoint.adapt(self, state_dict)  # (refusals leave all as it was)
         super().load_state_dict(state_dict)
         try:
             for index, group in enumerate(self.param_groups):
@@ -433,6 +498,7 @@ class DecayOptimizer(torch.optim.Optimizer):
 _GLOBAL_PRE_HOOKS = getattr(_torch_optimizer, "_global_optimizer_pre_hooks", None)
 _GLOBAL_POST_HOOKS = getattr(_torch_optimizer, "_global_optimizer_post_hooks", None)
 _profiler_enabled = getattr(torch._C._autograd, "_profiler_enabled", None)
+_is_compiling = torch.compiler.is_compiling
 
 
 def _hooks_or_profiler(opt: DecayOptimizer) -> bool:
@@ -440,8 +506,11 @@ def _hooks_or_profiler(opt: DecayOptimizer) -> bool:
     (always, should a torch version not expose where it keeps its global hooks)."""
     if _GLOBAL_PRE_HOOKS is None or _GLOBAL_POST_HOOKS is None or _profiler_enabled is None:
         return True
-    return bool(opt._optimizer_step_pre_hooks or opt._optimizer_step_post_hooks
-                or _GLOBAL_PRE_HOOKS or _GLOBAL_POST_HOOKS or _profiler_enabled())
+    if (opt._optimizer_step_pre_hooks or opt._optimizer_step_post_hooks or _GLOBAL_PRE_HOOKS
+            or _GLOBAL_POST_HOOKS):
+        return True
+    # (inside torch.compile the profiler records the compiled graph; asking would break it)
+    return not _is_compiling() and _profiler_enabled()
 
 
 # torch's wrapper (profiler range, step hooks) around the plain step, used when needed; marking

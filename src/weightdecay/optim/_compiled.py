@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import math
+import types
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -82,13 +83,22 @@ _KERNELS: dict[str, Callable[..., None]] = {"sgd": _sgd, "adam": _adam}
 
 
 @functools.cache
-def _compiled(name: str):
+def _compiled(name: str, flags: tuple[bool, ...] = ()):
+    # One code object per kernel and combination of flags: dynamo keeps the graphs it compiled
+    # per code object, at most torch._dynamo.config.recompile_limit (8) of them, and then runs
+    # the function uncompiled; the flags x dtypes x devices of one kernel would exceed that
+    # (SGD alone has 8 combinations of flags). A process compiles each combination once.
+    fn = _KERNELS[name]
+    suffix = "".join("1" if flag else "0" for flag in flags)
+    code = fn.__code__.replace(co_name=f"{fn.__name__}_{suffix}",
+                               co_qualname=f"{fn.__qualname__}_{suffix}")
+    fn = types.FunctionType(code, fn.__globals__, code.co_name, fn.__defaults__, fn.__closure__)
     # cpp.dynamic_threads: with dynamic shapes Inductor decides at compile time whether the
     # loop is parallel, from the size of the first call; a graph first compiled for a small
     # tensor then runs serially on every later size (measured: 1.8x slower at 1e6-1e7 on 2
     # threads). Dynamic threads always emit the parallel loop and let OpenMP size it per call.
     options: dict[str, str | int | bool | Callable[..., Any]] = {"cpp.dynamic_threads": True}
-    return torch.compile(_KERNELS[name], dynamic=True, fullgraph=True, options=options)
+    return torch.compile(fn, dynamic=True, fullgraph=True, options=options)
 
 
 def _scalars(device, dtype, *values):
@@ -130,13 +140,15 @@ def available(name: str, device: torch.device, dtype: torch.dtype, **flags) -> b
         try:
             with torch.no_grad():
                 if name == "sgd":
-                    _compiled(name)(*_flat(scratch[:3]),
-                                    *_scalars(device, _scalar_dtype(dtype), 0, 0, 0, 0, 0, 0),
-                                    flags["nesterov"], flags["cautious"], flags["use_l1"])
+                    switches = (flags["nesterov"], flags["cautious"], flags["use_l1"])
+                    _compiled(name, switches)(
+                        *_flat(scratch[:3]),
+                        *_scalars(device, _scalar_dtype(dtype), 0, 0, 0, 0, 0, 0), *switches)
                 else:
-                    _compiled(name)(*_flat(scratch), *_scalars(
+                    switches = (flags["amsgrad"], flags["cautious"], flags["use_l1"])
+                    _compiled(name, switches)(*_flat(scratch), *_scalars(
                         device, _scalar_dtype(dtype), 0, 0.9, 0.1, 0.9, 0.1, 1, 0, 0, 1, 0, 0),
-                        flags["amsgrad"], flags["cautious"], flags["use_l1"])
+                        *switches)
             status = True
         except Exception as exc:  # compilation unavailable here: fall back, warn once
             status = exc
@@ -153,7 +165,8 @@ def sgd_update(p, g, m, *, lr, momentum, l2, decay, nesterov, cautious=False, l1
     """One SGD/SGDW update of one (flat) tensor in place (see :func:`available`; the flags
     nesterov, cautious and use_l1 are the ones planned)."""
     s = _scalars(p.device, _scalar_dtype(p.dtype), lr, momentum, l2, decay, l1, l1_decay)
-    _compiled("sgd")(*_flat((p, g, m)), *s, bool(nesterov), bool(cautious), bool(use_l1))
+    switches = (bool(nesterov), bool(cautious), bool(use_l1))
+    _compiled("sgd", switches)(*_flat((p, g, m)), *s, *switches)
 
 
 @torch.no_grad()
@@ -163,5 +176,35 @@ def adam_update(p, g, m, v, vmax, *, step, lr, beta1, beta2, eps, l2, decay,
     s = _scalars(p.device, _scalar_dtype(p.dtype), lr / (1 - beta1**step), beta1, 1 - beta1,
                  beta2, 1 - beta2, eps, l2, decay, 1 / math.sqrt(1 - beta2**step), l1, l1_decay)
     amsgrad = vmax is not None
-    _compiled("adam")(*_flat((p, g, m, v, vmax if amsgrad else v)), *s, amsgrad,
-                      bool(cautious), bool(use_l1))
+    switches = (amsgrad, bool(cautious), bool(use_l1))
+    _compiled("adam", switches)(*_flat((p, g, m, v, vmax if amsgrad else v)), *s, *switches)
+
+
+# -- inside the user's torch.compile -----------------------------------------------------------
+# While a training step is being traced (torch.compiler.is_compiling()), the planning function
+# gives every tensor the compiled kernel, and the kernels below run the single-pass functions
+# as plain Python: the user's compilation traces them into its own graph. The update counts stay
+# tensors (no .item(), which would break the graph) and the bias corrections are computed from
+# them in float64, as the eager kernels compute them in Python floats.
+
+
+def traced_sgd(tensors, hp: dict) -> None:
+    """SGD/SGDW on each tensor of ``[params, grads, momentum buffers]``, traceable."""
+    for p, g, m in zip(*tensors):
+        _sgd(p, g, m, hp["lr"], hp["momentum"], hp["l2"], hp["decay"], hp["l1"],
+             hp["l1_decay"], bool(hp["nesterov"]), bool(hp["cautious"]), bool(hp["use_l1"]))
+
+
+def traced_adam(tensors, steps, hp: dict) -> None:
+    """Adam/AdamW(/AMSGrad) on each tensor of ``[params, grads, m, v(, vmax)]`` with update
+    counts ``steps`` (0-d tensors, already advanced), traceable."""
+    amsgrad = bool(hp["amsgrad"])
+    beta1, beta2 = hp["beta1"], hp["beta2"]
+    vmaxes = tensors[4] if amsgrad else tensors[3]
+    for p, g, m, v, vmax, step in zip(*tensors[:4], vmaxes, steps):
+        t = step.to(torch.float64)
+        step_size = (hp["lr"] / (1 - beta1 ** t)).to(p.dtype)
+        inv_bias2_sqrt = (1 - beta2 ** t).rsqrt().to(p.dtype)
+        _adam(p, g, m, v, vmax, step_size, beta1, 1 - beta1, beta2, 1 - beta2, hp["eps"],
+              hp["l2"], hp["decay"], inv_bias2_sqrt, hp["l1"], hp["l1_decay"], amsgrad,
+              bool(hp["cautious"]), bool(hp["use_l1"]))

@@ -14,6 +14,10 @@ name           decay d_t applied per update           who uses it
 
 eta_t is the schedule multiplier, read as ``group["lr"] / group["initial_lr"]`` so that any
 torch LR scheduler (or a loop that sets ``group["lr"]``) drives both the step and the decay.
+eta_t = 0 whenever lr_t = 0: no step and no decay (also for a group built with lr = 0, whose
+``initial_lr`` is then 0). A group with ``initial_lr = 0`` and lr_t > 0 has no eta_t: under
+"schedule" and "corrected" its ``step()`` raises a ``ValueError`` (build the optimizer with the
+peak lr, or set ``group["initial_lr"]``), where it would otherwise divide by zero.
 
 "corrected": ``lr_max`` is each group's own peak learning rate, its ``initial_lr`` (timm's
 ``adamc`` takes it from the optimizer's defaults instead, so groups with their own lr are
@@ -29,8 +33,6 @@ corrected ``d_t`` it stays at ``sqrt(2 * lambda / lr_max)``.
 
 from __future__ import annotations
 
-import math
-
 from .. import _validate
 
 #: the names ``decay_convention`` takes (the one definition: the harness imports it)
@@ -42,11 +44,22 @@ def check_convention(name: str) -> str:
 
 
 def eta(group: dict) -> float:
-    """Schedule multiplier eta_t = lr_t / initial_lr (1.0 without a scheduler)."""
+    """Schedule multiplier eta_t = lr_t / initial_lr (1.0 without a scheduler; 0 at lr_t = 0).
+
+    Raises ``ValueError`` for lr_t > 0 with ``initial_lr = 0`` (eta_t undefined)."""
+    lr = group["lr"]
+    if lr == 0:
+        return 0.0
     initial = group["initial_lr"]
     if initial == 0:
-        return 1.0 if group["lr"] == 0 else math.inf
-    return group["lr"] / initial
+        raise ValueError(undefined_eta(group))
+    return lr / initial
+
+
+def undefined_eta(group: dict, name: str = "initial_lr") -> str:
+    return (f"{name} is 0 while lr is {group['lr']!r}: eta_t = lr / initial_lr is undefined; "
+            "build the optimizer with the peak lr (a scheduler warms up from there) or set "
+            "group['initial_lr'] to it")
 
 
 def convention_factor(group: dict) -> float:
@@ -57,8 +70,11 @@ def convention_factor(group: dict) -> float:
     if convention == "lr":
         return group["lr"]
     if convention == "corrected":
-        return 0.0 if group["lr"] == 0 else group["lr"] * eta(group)
-    return 1.0  # "constant"
+        return group["lr"] * eta(group)
+    if convention == "constant":
+        return 1.0
+    check_convention(convention)  # raises: an unknown name never runs as another convention
+    raise AssertionError(convention)
 
 
 def decay_per_update(group: dict, key: str = "weight_decay") -> float:
@@ -70,20 +86,26 @@ def decay_per_update(group: dict, key: str = "weight_decay") -> float:
     return convention_factor(group) * lam
 
 
-def torch_weight_decay(group: dict) -> float | None:
-    """torch.optim.AdamW's ``weight_decay`` (multiplied by lr_t inside torch) giving exactly
-    this group's decoupled decay, or None when no finite value exists (lr_t = 0, decay > 0)."""
+def fused_weight_decay(group: dict) -> float | None:
+    """The ``weight_decay`` argument of torch's fused Adam/AdamW kernel (which multiplies it by
+    lr_t) giving exactly this group's decoupled decay, or None when no finite value exists
+    ("constant" at lr_t = 0 with a decay > 0)."""
     lam = group["weight_decay"]
     if lam == 0:
         return 0.0
     convention = group["decay_convention"]
+    lr = group["lr"]
+    if convention == "constant":
+        return lam / lr if lr > 0 else None
+    if lr == 0:  # eta_t = 0 and lr_t = 0: no decay, whatever the argument
+        return 0.0
     if convention == "schedule":
         # lr_t * (lam / alpha) = eta_t * lam, computed without dividing by lr_t
-        return lam / group["initial_lr"] if group["initial_lr"] > 0 else None
+        initial = group["initial_lr"]
+        if initial == 0:
+            raise ValueError(undefined_eta(group))
+        return lam / initial
     if convention == "lr":
         return lam
-    if convention == "corrected":
-        # lr_t * (lam * lr_t / lr_max) = lr_t**2 / lr_max * lam
-        factor = eta(group) if group["lr"] > 0 else 0.0
-        return lam * factor if math.isfinite(factor) else None
-    return lam / group["lr"] if group["lr"] > 0 else None
+    # "corrected": lr_t * (lam * lr_t / lr_max) = lr_t**2 / lr_max * lam
+    return lam * eta(group)

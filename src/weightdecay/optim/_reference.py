@@ -23,13 +23,17 @@ def decay_factor(convention: str, lam: float, lr_t: float, lr_max: float) -> flo
     for each ``decay_convention``, written out (eta_t = lr_t / lr_max, lr_max = initial_lr)."""
     if lam == 0:
         return 0.0
-    eta_t = lr_t / lr_max if lr_max != 0 else (1.0 if lr_t == 0 else math.inf)
+    if lr_t == 0:  # eta_t = 0: no step, no decay (see _decay.eta)
+        return lam if convention == "constant" else 0.0
+    if lr_max == 0 and convention in ("schedule", "corrected"):
+        raise ValueError(f"eta_t = lr_t / lr_max is undefined at lr_t = {lr_t!r}, lr_max = 0")
+    eta_t = lr_t / lr_max if lr_max != 0 else math.nan
     if convention == "schedule":  # the paper: eta_t * lambda (Alg. 2, line 12)
         return eta_t * lam
     if convention == "lr":  # torch: lr_t * lambda = alpha * eta_t * lambda
         return lr_t * lam
     if convention == "corrected":  # AdamC: lr_t * (lr_t / lr_max) * lambda
-        return lr_t * (lr_t / lr_max) * lam if lr_t != 0 else 0.0
+        return lr_t * (lr_t / lr_max) * lam
     if convention == "constant":  # lambda, scheduled by the user
         return lam
     raise ValueError(f"unknown decay_convention {convention!r}")

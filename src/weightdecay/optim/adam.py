@@ -27,7 +27,7 @@ import torch
 from .. import _validate
 from . import _compiled, _reference
 from ._base import DecayOptimizer, Tensors, masked_decay_, soft_threshold_
-from ._decay import torch_weight_decay
+from ._decay import fused_weight_decay
 
 
 def _check_betas(name: str, betas) -> tuple[float, float]:
@@ -48,7 +48,11 @@ class Adam(DecayOptimizer):
         lr: base learning rate alpha (``group["lr"] = alpha * eta_t`` under a scheduler).
         betas: (beta1, beta2), each in [0, 1).
         eps: epsilon > 0 added to sqrt(v_hat).
-        weight_decay: L2 coefficient (``Adam``) or decoupled decay factor lambda (``AdamW``).
+        weight_decay: L2 coefficient (``Adam``) or decoupled decay factor lambda (``AdamW``,
+            the fraction of each weight removed per update at eta_t = 1 under "schedule":
+            small, e.g. 1e-4 = ``torch.optim.AdamW(lr=1e-3, weight_decay=0.1)``). Default 0,
+            no decay; ``torch.optim.AdamW`` defaults to 0.01, which is lambda = 0.01 * alpha
+            here (``decay_convention="lr"``: 0.01).
         amsgrad: use the running maximum of v_t (AMSGrad, torch's form).
         decay_convention: what AdamW's lambda is multiplied by: ``"schedule"`` (eta_t, the
             paper's; default), ``"lr"`` (lr_t = alpha*eta_t, as torch.optim.AdamW),
@@ -79,7 +83,7 @@ class Adam(DecayOptimizer):
     decoupled = False
     _checks = {"lr": _validate.non_negative, "eps": _validate.positive,
                "weight_decay": _validate.non_negative, "betas": _check_betas,
-               "l1": _validate.non_negative}
+               "l1": _validate.non_negative, "amsgrad": _validate.boolean}
     _COMPILED = "adam"
 
     def __init__(
@@ -119,9 +123,13 @@ class Adam(DecayOptimizer):
 
     def _hyper(self, group: dict) -> dict:
         hyper = self._decay_hyper(group)
-        hyper["beta1"], hyper["beta2"] = group["betas"]
-        hyper.update(lr=group["lr"], eps=group["eps"], amsgrad=group["amsgrad"],
-                     decoupled=self.decoupled,
+        beta1, beta2 = hyper["beta1"], hyper["beta2"] = group["betas"]
+        eps = hyper["eps"] = group["eps"]
+        amsgrad = hyper["amsgrad"] = group["amsgrad"]
+        if not (0.0 <= beta1 < 1.0 and 0.0 <= beta2 < 1.0 and 0.0 < eps < math.inf
+                and amsgrad.__class__ is bool):
+            raise ValueError("invalid hyperparameter")  # (_step_hyper names it)
+        hyper.update(lr=group["lr"], decoupled=self.decoupled,
                      fused_weight_decay=self._fused_weight_decay(group))
         return hyper
 
@@ -137,7 +145,7 @@ class Adam(DecayOptimizer):
             return group["weight_decay"]
         if group["cautious"] and group["weight_decay"] != 0:
             return None  # torch's kernel decays every coordinate
-        return torch_weight_decay(group)
+        return fused_weight_decay(group)
 
     def _fused_precise(self, group: dict) -> bool:
         """Whether ``impl=None`` may use the fused kernel for this group. torch's kernel rounds
@@ -162,8 +170,11 @@ class AdamW(Adam):
     ``AdamW(lr=a, weight_decay=lam)`` equals ``torch.optim.AdamW(lr=a, weight_decay=lam/a)``
     under any LR schedule; the fused path uses exactly that identity.
 
+    Default ``weight_decay=0`` (no decay), where ``torch.optim.AdamW`` defaults to 0.01.
+
     Example:
-        >>> opt = weightdecay.AdamW(model.parameters(), lr=1e-3, weight_decay=0.025)
+        >>> # lambda = 1e-4 per update: torch.optim.AdamW(lr=1e-3, weight_decay=0.1)
+        >>> opt = weightdecay.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
     """
 
     decoupled = True
@@ -209,6 +220,8 @@ def _fused_kernel(tensors: Tensors, steps, hp: dict) -> None:
 
 
 def _compiled_kernel(tensors: Tensors, steps, hp: dict) -> None:
+    if torch.compiler.is_compiling():  # traced into the user's compiled step
+        return _compiled.traced_adam(tensors, steps, hp)
     kw = {k: hp[k] for k in _FAST}
     vmaxes = tensors[4] if hp["amsgrad"] else [None] * len(tensors[0])
     for p, g, m, v, vmax, step in zip(*tensors[:4], vmaxes, steps):

@@ -116,6 +116,15 @@ class FlatGroup:
         self.data_ptrs = [p.data_ptr() for p in params]
         self.warned = False
 
+    def set_state_keys(self, state_keys: tuple[str, ...]) -> None:
+        """Keep one buffer per state key (a loaded state may switch AMSGrad on or off)."""
+        if tuple(self.state) == tuple(state_keys):
+            return
+        self.state = {key: self.state[key] if key in self.state
+                      else torch.zeros_like(self.param) for key in state_keys}
+        self.buffers = [self.param, self.grad, *self.state.values()]
+        self.lists = [[buf] for buf in self.buffers]
+
     def views(self, buffer: torch.Tensor) -> list[torch.Tensor]:
         """Per-parameter views into a flat buffer, shaped like the parameters."""
         return [chunk.view_as(p) for chunk, p in zip(buffer.split(self.numels), self.params)]
@@ -264,7 +273,8 @@ class FlatParams:
 
     def reattach(self) -> None:
         """After ``load_state_dict``: copy the loaded state into the buffers."""
-        for fg in self.groups:
+        for group, fg in zip(self.optimizer.param_groups, self.groups):
+            fg.set_state_keys(self.optimizer._state_keys(group))
             self.attach_state(fg)
 
     def zero_grad(self, set_to_none: bool = True) -> None:

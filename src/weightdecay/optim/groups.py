@@ -66,7 +66,7 @@ def param_groups_weight_decay(
     (e.g. ``"pos_embed"``). Returns param groups with ``"param_names"`` (torch >= 2.6 keeps
     them in the optimizer) ready for any optimizer::
 
-        groups = weightdecay.param_groups_weight_decay(model, 0.025)
+        groups = weightdecay.param_groups_weight_decay(model, 1e-4)
         opt = weightdecay.AdamW(groups, lr=1e-3)
         print(groups.summary)      # what went where: tensors and parameters per group
 

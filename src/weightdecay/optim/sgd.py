@@ -34,7 +34,8 @@ class SGD(DecayOptimizer):
         lr: base learning rate alpha (``group["lr"] = alpha * eta_t`` under a scheduler).
         momentum: beta1 of Algorithm 1 (paper: 0.9).
         weight_decay: L2 coefficient lambda' added to the gradient (``SGD``), or the decoupled
-            decay factor lambda (``SGDW``, multiplied per ``decay_convention``).
+            decay factor lambda (``SGDW``, multiplied per ``decay_convention``; Prop. 1: plain
+            SGD with L2 lambda' decays by lambda = alpha * lambda'). Default 0, as torch's.
         nesterov: Nesterov momentum (theta -= beta1*m_t + lr_t*g_t).
         decay_convention: what SGDW's lambda is multiplied by: ``"schedule"`` (eta_t, the
             paper's; default), ``"lr"`` (lr_t, torch's), ``"constant"`` (1), ``"corrected"``
@@ -64,7 +65,8 @@ class SGD(DecayOptimizer):
 
     decoupled = False
     _checks = {"lr": _validate.non_negative, "momentum": _validate.fraction,
-               "weight_decay": _validate.non_negative, "l1": _validate.non_negative}
+               "weight_decay": _validate.non_negative, "l1": _validate.non_negative,
+               "nesterov": _validate.boolean}
     _COMPILED = "sgd"
 
     def __init__(
@@ -81,8 +83,6 @@ class SGD(DecayOptimizer):
         impl: str | None = None,
         flat: bool = False,
     ) -> None:
-        if nesterov and _validate.fraction("momentum", momentum) == 0:
-            raise ValueError("nesterov=True needs momentum > 0, got momentum=0")
         defaults = dict(
             lr=lr,
             momentum=momentum,
@@ -98,9 +98,18 @@ class SGD(DecayOptimizer):
     def _state_keys(self, group: dict) -> tuple[str, ...]:
         return ("momentum",)
 
+    def _check_more(self, group: dict, name) -> None:
+        if group["nesterov"] and group["momentum"] == 0:
+            raise ValueError(f"{name('nesterov')}=True needs momentum > 0, got "
+                             f"{name('momentum')}=0")
+
     def _hyper(self, group: dict) -> dict:
         hyper = self._decay_hyper(group)
-        hyper.update(lr=group["lr"], momentum=group["momentum"], nesterov=group["nesterov"])
+        momentum, nesterov = group["momentum"], group["nesterov"]
+        if not (0.0 <= momentum < 1.0 and nesterov.__class__ is bool
+                and (momentum > 0 or not nesterov)):
+            raise ValueError("invalid hyperparameter")  # (_step_hyper names it)
+        hyper.update(lr=group["lr"], momentum=momentum, nesterov=nesterov)
         return hyper
 
     def _flags(self, group: dict) -> dict:
@@ -123,7 +132,8 @@ class SGDW(SGD):
     (see :mod:`weightdecay.optim._decay`). See :class:`SGD` for the arguments.
 
     Example:
-        >>> opt = weightdecay.SGDW(model.parameters(), lr=0.1, weight_decay=1e-4)
+        >>> # lambda = 5e-5 = alpha * 5e-4: torch.optim.SGD(lr=0.1, weight_decay=5e-4), no momentum
+        >>> opt = weightdecay.SGDW(model.parameters(), lr=0.1, weight_decay=5e-5)
     """
 
     decoupled = True
@@ -154,6 +164,8 @@ def _foreach_kernel(tensors: Tensors, steps, hp: dict) -> None:
 
 
 def _compiled_kernel(tensors: Tensors, steps, hp: dict) -> None:
+    if torch.compiler.is_compiling():  # traced into the user's compiled step
+        return _compiled.traced_sgd(tensors, hp)
     kw = {k: hp[k] for k in _FAST}
     for p, g, m in zip(*tensors):
         _compiled.sgd_update(p, g, m, use_l1=hp["use_l1"], **kw)

@@ -23,10 +23,13 @@ whose update depends on theta itself (Adafactor's RMS(theta) scale) sees the dec
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .. import _validate
-from ._decay import check_convention, decay_per_update
+from . import _checkpoint
+from ._decay import DECAY_CONVENTIONS, check_convention, decay_per_update, undefined_eta
 
 _CACHE: dict[type, type] = {}
 
@@ -37,6 +40,24 @@ _REFUSED = {
     torch.optim.SparseAdam: "its updates touch only the rows of a sparse gradient, and a "
                             "decay of every row would not be what it promises",
 }
+
+
+def _check_group(group: dict, index: int) -> None:
+    """The wrapper's keys of one param group: ``weight_decay`` (finite, >= 0),
+    ``decay_convention`` and ``initial_lr`` (set to ``lr`` where missing; finite, >= 0, and
+    > 0 where eta_t is read while lr > 0)."""
+    where = f"param_groups[{index}]"
+    group["weight_decay"] = _validate.non_negative(f"{where}['weight_decay']",
+                                                   group["weight_decay"])
+    _validate.one_of(f"{where}['decay_convention']", group["decay_convention"],
+                     DECAY_CONVENTIONS)
+    group.setdefault("initial_lr", group["lr"])
+    group["initial_lr"] = _validate.non_negative(f"{where}['initial_lr']", group["initial_lr"])
+    lr = group["lr"]
+    if (group["initial_lr"] == 0 and not isinstance(lr, torch.Tensor) and lr > 0
+            and group["decay_convention"] in ("schedule", "corrected")
+            and group["weight_decay"] != 0):
+        raise ValueError(undefined_eta(group, f"{where}['initial_lr']"))
 
 
 def decoupled_weight_decay(optimizer_cls: type[torch.optim.Optimizer]) -> type:
@@ -72,6 +93,7 @@ def decoupled_weight_decay(optimizer_cls: type[torch.optim.Optimizer]) -> type:
             check_convention(decay_convention)
             params = list(params)
             ours = {"weight_decay": weight_decay, "decay_convention": decay_convention}
+            self._decoupled_ready = False  # (torch's __init__ calls add_param_group)
             if params and isinstance(params[0], dict):
                 params = [{**ours, **group} for group in params]
                 super().__init__(params, *args, **kwargs)
@@ -80,14 +102,27 @@ def decoupled_weight_decay(optimizer_cls: type[torch.optim.Optimizer]) -> type:
                 for group in self.param_groups:
                     group.update(ours)
             self.defaults.update(ours)  # used by later add_param_group calls
-            for group in self.param_groups:
-                _validate.non_negative("weight_decay", group["weight_decay"])
-                check_convention(group["decay_convention"])
-                group.setdefault("initial_lr", group["lr"])
+            for index, group in enumerate(self.param_groups):
+                _check_group(group, index)
+            self._decoupled_ready = True
 
         def add_param_group(self, param_group):
+            """Add a param group, checked as the constructor checks its arguments (one
+            ``ValueError`` naming ``param_groups[i]['key']``; the group is not added)."""
             super().add_param_group(param_group)
-            self.param_groups[-1].setdefault("initial_lr", self.param_groups[-1]["lr"])
+            if getattr(self, "_decoupled_ready", False):
+                try:
+                    _check_group(self.param_groups[-1], len(self.param_groups) - 1)
+                except Exception:
+                    self.param_groups.pop()
+                    raise
+
+        def load_state_dict(self, state_dict):
+            """Load the wrapper's own state or a plain torch state of the wrapped class,
+            keeping ``decay_convention`` (see :mod:`weightdecay.optim._checkpoint`): an L2
+            ``weight_decay`` != 0 of the wrapped class is refused (it is not a decoupled
+            decay); a torch state without decay keeps this optimizer's lambda."""
+            super().load_state_dict(_checkpoint.adapt_wrapped(self, state_dict, optimizer_cls))
 
         @torch.no_grad()
         def step(self, closure=None):
@@ -95,9 +130,19 @@ def decoupled_weight_decay(optimizer_cls: type[torch.optim.Optimizer]) -> type:
             if closure is not None:  # gradients at theta_{t-1}, before the decay moves it
                 with torch.enable_grad():
                     loss = closure()
+            decays = []
+            for index, group in enumerate(self.param_groups):
+                try:  # (values changed since the last step: checked before anything moves)
+                    decay = decay_per_update(group)
+                    if not 0.0 <= decay < math.inf:
+                        raise ValueError(f"decay {decay!r}")
+                except Exception as exc:
+                    _check_group(group, index)  # names the key
+                    raise ValueError(f"param_groups[{index}]: no decay per update at lr="
+                                     f"{group['lr']!r} ({exc})") from None
+                decays.append(decay)
             saved = []
-            for group in self.param_groups:
-                decay = decay_per_update(group)
+            for group, decay in zip(self.param_groups, decays):
                 if decay != 0:
                     params = [p for p in group["params"] if p.grad is not None]
                     if params:

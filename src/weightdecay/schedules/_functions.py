@@ -24,9 +24,6 @@ vectorized path (``math.cos``/``math.pow`` vs numpy's ``cos``/Python ``pow``), s
 and the matching element of a vectorized call agree bit for bit (the tests check this).
 
 Schedules are plain objects holding their parameters (no closures), so they pickle.
-
-Length (~540 lines): each schedule is a short pure function with its own docstring and
-checks; the file is their list.
 """
 
 from __future__ import annotations
@@ -272,7 +269,9 @@ class _LinearWarmup(Schedule):
 
 
 class _Function(Schedule):
-    """Wraps a user callable ``float -> float``; evaluated element by element."""
+    """Wraps a user callable ``float -> float``; evaluated element by element. Every value it
+    returns is checked: a multiplier must be a finite real number >= 0 (a ``ValueError``
+    names ``t`` and the value, instead of a NaN or negative learning rate and decay)."""
 
     def __init__(self, fn: Callable[[float], float]) -> None:
         self.fn = fn
@@ -280,11 +279,19 @@ class _Function(Schedule):
     def _eval(self, t: np.ndarray) -> np.ndarray:
         out = np.empty_like(t)
         for index, step in np.ndenumerate(t):
-            out[index] = float(self.fn(float(step)))
+            out[index] = self._scalar(float(step))
         return out
 
     def _scalar(self, t: float) -> float:
-        return float(self.fn(t))
+        value = self.fn(t)
+        try:
+            eta = float(value)
+        except (TypeError, ValueError):
+            eta = math.nan
+        if isinstance(value, (bool, str, bytes)) or not 0.0 <= eta < _INF:
+            raise ValueError(f"schedule {self.fn!r} returned {value!r} at t={t!r}; a schedule "
+                             "multiplier must be a finite real number >= 0")
+        return eta
 
     def __repr__(self) -> str:
         return f"as_schedule({self.fn!r})"

@@ -76,7 +76,7 @@ def as_torch_scheduler(optimizer: Optimizer, schedule: Any, last_epoch: int = -1
     """Wrap ``schedule`` (a :class:`Schedule`, a number or a callable ``t -> eta``) for torch.
 
     Example:
-        >>> opt = weightdecay.AdamW(model.parameters(), lr=1e-3, weight_decay=0.025)
+        >>> opt = weightdecay.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
         >>> sched = as_torch_scheduler(opt, cosine_restarts(T_0=1000, T_mult=2))
         >>> for batch in loader:
         ...     loss(batch).backward(); opt.step(); opt.zero_grad(); sched.step()
