@@ -13,12 +13,22 @@ from torch.optim.optimizer import (
 
 import weightdecay as wd
 
+
+def _wrapped(base):
+    """decoupled_weight_decay(base), with base instantiated first (torch then patches
+    base.step too: the wrapper must not run the hooks a second time through it)."""
+    base([torch.nn.Parameter(torch.ones(1))], lr=0.1)
+    return lambda ps: wd.decoupled_weight_decay(base)(ps, lr=1e-2, weight_decay=1e-2)
+
+
 FACTORIES = [
     lambda ps: wd.SGDW(ps, lr=0.1, momentum=0.9, weight_decay=1e-2),
     lambda ps: wd.AdamW(ps, lr=1e-2, weight_decay=1e-2),
     lambda ps: wd.AdamW(ps, lr=1e-2, weight_decay=1e-2, flat=True),
+    _wrapped(torch.optim.RMSprop),
+    _wrapped(wd.Adam),
 ]
-IDS = ["SGDW", "AdamW", "AdamW-flat"]
+IDS = ["SGDW", "AdamW", "AdamW-flat", "RMSpropW", "wrapped-wd.Adam"]
 
 
 def params():

@@ -24,6 +24,7 @@ whose update depends on theta itself (Adafactor's RMS(theta) scale) sees the dec
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
@@ -58,6 +59,18 @@ def _check_group(group: dict, index: int) -> None:
             and group["decay_convention"] in ("schedule", "corrected")
             and group["weight_decay"] != 0):
         raise ValueError(undefined_eta(group, f"{where}['initial_lr']"))
+
+
+def _unhooked_step(optimizer_cls: type) -> Any:
+    """The wrapped class's own ``step``, without torch's hook wrapper: this class's step is
+    wrapped already (torch patches ``cls.step`` of every optimizer class it instantiates), so
+    calling the patched base step would run the step hooks a second time per update."""
+    step = optimizer_cls.step
+    while getattr(step, "hooked", False) and hasattr(step, "__wrapped__"):
+        step = step.__wrapped__
+    if getattr(step, "hooked", False):  # ours: runs the hooks itself unless asked not to
+        return lambda opt: opt._step()
+    return step
 
 
 def decoupled_weight_decay(optimizer_cls: type[torch.optim.Optimizer]) -> type:
@@ -150,7 +163,7 @@ def decoupled_weight_decay(optimizer_cls: type[torch.optim.Optimizer]) -> type:
                 saved.append(group["weight_decay"])
                 group["weight_decay"] = 0.0  # the wrapped update gets no L2 term
             try:
-                super().step()
+                _unhooked_step(optimizer_cls)(self)
             finally:
                 for group, lam in zip(self.param_groups, saved):
                     group["weight_decay"] = lam
