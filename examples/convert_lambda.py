@@ -60,7 +60,7 @@ def main() -> None:
           f"max |theta_torch - theta_wd| = {diff:.1e}")
 
     # 2. this library -> torch
-    lam_back = 0.025
+    lam_back = 1e-4  # 0.01 % of every weight per update at eta_t = 1
     torch_wd = wd.torch_weight_decay(lam_back, ALPHA)
     print(f"wd.AdamW(lr={ALPHA:g}, weight_decay={lam_back:g})")
     print(f"  -> torch.optim.AdamW(lr={ALPHA:g}, weight_decay={torch_wd:g})   "
@@ -82,9 +82,9 @@ def main() -> None:
 
     # 4. the same decay as an EMA timescale (Wang & Aitchison, arXiv 2405.13698)
     tau = wd.ema_timescale(ALPHA, TORCH_WD, BATCH, DATASET)
-    print(f"wd.ema_timescale(lr={ALPHA:g}, torch_wd={TORCH_WD:g}, batch_size={BATCH}, "
-          f"dataset_size={DATASET}):")
-    print(f"  tau_iter = 1/(lr*torch_wd) = {tau.tau_iter:,.0f} updates, "
+    print(f"wd.ema_timescale(lr={ALPHA:g}, weight_decay={TORCH_WD:g}, batch_size={BATCH}, "
+          f"dataset_size={DATASET})  # torch's convention, decay_convention='lr':")
+    print(f"  tau_iter = 1/(lr*weight_decay) = {tau.tau_iter:,.0f} updates, "
           f"tau_epoch = tau_iter*b/B = {tau.tau_epoch:.1f} epochs")
     back = wd.weight_decay_for_timescale(tau.tau_epoch, ALPHA, BATCH, DATASET)
     assert abs(back - TORCH_WD) < 1e-12

@@ -31,7 +31,7 @@ def refused(title: str, build) -> None:
 
 def main() -> None:
     m = model()
-    opt = wd.AdamW(m.parameters(), lr=1e-3, weight_decay=0.05, flat=True)
+    opt = wd.AdamW(m.parameters(), lr=1e-3, weight_decay=1e-4, flat=True)
     weights = list(m.parameters())
     base = weights[0].untyped_storage().data_ptr()
     shared = all(p.untyped_storage().data_ptr() == base for p in weights)
@@ -41,7 +41,7 @@ def main() -> None:
                        == weights[0].grad.untyped_storage().data_ptr() for p in weights)
     print(f"their gradients, one buffer: {grads_shared}")
     opt.step()
-    regular = wd.AdamW(model().parameters(), lr=1e-3, weight_decay=0.05)
+    regular = wd.AdamW(model().parameters(), lr=1e-3, weight_decay=1e-4)
     regular.load_state_dict(opt.state_dict())  # per-parameter state: loads either way
     print("state_dict: per parameter, loads into a regular (non-flat) wd.AdamW")
     assert shared and grads_shared
