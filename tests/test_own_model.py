@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -36,6 +37,8 @@ from weightdecay.harness.worker import run_worker
 from weightdecay.report.model import build_report
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "own_model"
+PAGE = Path(__file__).resolve().parents[1] / "docs" / "own-model.md"
+_BLOCK = re.compile(r"(?:(<!-- not-run: [^>]+ -->)\n)?```python\n(.*?)```", re.S)
 PG_URL = os.environ.get("WEIGHTDECAY_TEST_PG_URL")
 
 LAB = '''
@@ -362,7 +365,8 @@ def test_the_report_never_averages_two_versions_of_the_code():
 def test_the_worked_example_end_to_end(tmp_path, monkeypatch, capsys):
     """examples/own_model swept with `weightdecay sweep sweep.toml --workers 2` from its
     folder (3 x 3 x 2 seeds), then reported: every trial COMPLETE, report.html with its heat
-    map, and the data set loaded once per process (the sweep's check, each worker)."""
+    map, and the data set loaded once per process (the sweep's check, each worker); then the
+    python blocks of docs/own-model.md, which use that example, run in its folder."""
     work = tmp_path / "own_model"
     shutil.copytree(EXAMPLE, work, ignore=shutil.ignore_patterns("runs", "__pycache__"))
     with (work / "mylab.py").open("a") as fh:  # count the data set's loads, per process
@@ -396,6 +400,20 @@ def test_the_worked_example_end_to_end(tmp_path, monkeypatch, capsys):
     assert "mylab:mlp" in page
     stats = json.loads((work / "report" / "stats.json").read_text())
     assert "optimizer=adamw (λ)" in stats["fig2"]
+    # docs/own-model.md, its python blocks in order in one namespace, in the example's
+    # folder: the sweep above is complete, so its api.sweep resumes at once
+    blocks = _BLOCK.findall(PAGE.read_text(encoding="utf-8"))
+    ran = [code for mark, code in blocks if not mark]
+    assert len(ran) == 3 and len(blocks) == 4
+    namespace: dict = {"__name__": "__notebook__"}
+    try:
+        for code in ran:
+            exec(compile(code, str(PAGE), "exec"), namespace)
+    finally:
+        sys.modules.pop("mylab", None)
+    out = capsys.readouterr().out
+    assert "sweep 'own_model': 18 of 18 runs complete" in out and "final test error" in out
+    assert (work / "runs" / "own_model" / "report.html").is_file()
 
 
 @pytest.mark.postgres

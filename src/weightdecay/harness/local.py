@@ -327,6 +327,8 @@ def _run(plan: SweepPlan, storage_url: str, name: str, out: Path, root: Path, wo
         say(f"{counts['running']} run(s) are RUNNING in the store (another process's, or "
             f"left by a killed one): they are retried once they have had no heartbeat for "
             f"{grace_period} s; {then}")
+    if not (counts["waiting"] or counts["running"]):
+        return load_records(storage_url, name)  # every run is complete: no worker to start
     if workers == 0:
         try:
             run_worker(storage_url, name, out_dir=out, heartbeat_interval=heartbeat_interval,

@@ -87,10 +87,14 @@ def _tick(x: float) -> str:
     return f"{x:.3g}"
 
 
+def _wrap(text: str, width: int = 44) -> str:
+    return "\n".join(textwrap.fill(line, width) for line in text.splitlines())
+
+
 def _empty_panel(ax, title: str, message: str) -> None:
     ax.set_title(title, fontsize=_FONT["title"])
-    ax.text(0.5, 0.5, message, ha="center", va="center", fontsize=_FONT["label"], color="0.4",
-            transform=ax.transAxes, wrap=True)
+    ax.text(0.5, 0.5, _wrap(message), ha="center", va="center", fontsize=_FONT["label"],
+            color="0.4", transform=ax.transAxes)
     ax.set_xticks([])
     ax.set_yticks([])
 
@@ -401,7 +405,8 @@ def _optima(ax, fit: SlopeFit, hm: HeatMap, label: str, color) -> bool:
         hi = np.nanquantile(boot, 0.95, axis=0) if len(boot) else y
     err = [np.nan_to_num(np.maximum(y - lo, 0.0)), np.nan_to_num(np.maximum(hi - y, 0.0))]
     text = f"s = {fit.text()}" if np.isfinite(fit.slope.estimate) else fit.reason
-    ax.errorbar(a, y, yerr=err, fmt="D", color=color, capsize=3, label=f"{label}: {text}")
+    ax.errorbar(a, y, yerr=err, fmt="D", color=color, capsize=3,
+                label=_wrap(f"{label}: {text}", 56))
     if np.isfinite(fit.intercept):
         ax.plot(a, np.exp(fit.line(a)), color=color, lw=1.2)
     return True
@@ -433,10 +438,11 @@ def fig_slopes(records):
             _empty_panel(ax, title, "\n".join(notes) or "no runs of these optimizers")
             continue
         for note in notes:  # beside the drawn ones, in the legend
-            ax.plot([], [], " ", label=note)
+            ax.plot([], [], " ", label=_wrap(note, 56))
         ax.set_xscale("log", base=2)
         ax.set_yscale("log", base=2)
-        ax.set(xlabel="learning rate α", ylabel="best λ (L2: λ'; decoupled: λ)", title=title)
+        ax.set(xlabel="learning rate α", ylabel="best λ (L2: λ'; decoupled: λ)")
+        ax.set_title(title, fontsize=_FONT["title"])
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=_FONT["tick"])
     fig.suptitle("Best decay of each learning rate (90 % bootstrap range) and the fitted "
