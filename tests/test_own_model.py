@@ -335,6 +335,10 @@ def test_workers_import_only_allowed_code_of_the_planned_version(lab, tmp_path):
                         allow_modules=[lab])
     assert result.completed == 4
     assert {r["state"] for r in load_records(url, "own")} == {"COMPLETE"}
+    import optuna  # nothing lost, nothing run twice: the four planned trials, each once
+
+    trials = optuna.load_study(study_name="own", storage=url).get_trials()
+    assert len(trials) == 4 and {t.state.name for t in trials} == {"COMPLETE"}
 
 
 def test_a_sweep_in_this_process_loads_the_data_set_once(lab, tmp_path):
