@@ -36,7 +36,7 @@ epochs = [1]
 """
 
 
-def fake_write_html(report, out_dir):
+def fake_write_html(report, out_dir, root=None):
     path = Path(out_dir) / "report.html"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("<html></html>")

@@ -59,7 +59,7 @@ def fake_run(config, checkpoint_path=None, progress=False, on_epoch=None, data=N
             "final_test_wrong": "8A==", "history": history}
 
 
-def fake_write_html(report, out_dir):
+def fake_write_html(report, out_dir, root=None):
     path = Path(out_dir) / "report.html"
     path.write_text("<html></html>")
     return path

@@ -99,7 +99,7 @@ def test_every_page_is_in_the_navigation():
 
 def test_pages_reference_existing_examples():
     for page in DOCS.rglob("*.md"):
-        for ref in re.findall(r'(?:gen:run |--8<-- ")(examples/[\w.]+)', page.read_text()):
+        for ref in re.findall(r'(?:gen:run |--8<-- ")(examples/[\w./]+)', page.read_text()):
             assert (ROOT / ref).is_file(), f"{page.name}: {ref}"
 
 

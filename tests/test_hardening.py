@@ -483,27 +483,31 @@ def test_reproduce_on_other_seeds(capsys, cwd, tiny_preset):
     capsys.readouterr()
     url = store.sqlite_url(out / "store.db")
     original = store.load_records(url, "quick")
-    again = store.load_records(url, "quick-seeds-7-8")  # the seeds used: 2 at most
+    again = store.load_records(url, "quick-seeds-7-8-9")  # every seed given, everywhere
     assert [(r["experiment"], r["optimizer"], r["seed"]) for r in original] == [
         ("two", "sgdw", 0), ("two", "sgdw", 1), ("two", "adamw", 3), ("one", "sgdw", 0)]
     assert [(r["experiment"], r["optimizer"], r["seed"]) for r in again] == [
-        ("two", "sgdw", 7), ("two", "sgdw", 8), ("two", "adamw", 7), ("one", "sgdw", 7)]
+        (e, o, s) for e, o in (("two", "sgdw"), ("two", "adamw"), ("one", "sgdw"))
+        for s in (7, 8, 9)]
     assert all(r["state"] == "COMPLETE" for r in original + again)
     # the design is otherwise the same
-    strip = [{k: v for k, v in r.items() if k in ("lr", "weight_decay", "epochs", "dataset")}
-             for r in original]
-    assert strip == [{k: v for k, v in r.items() if k in ("lr", "weight_decay", "epochs",
-                                                          "dataset")} for r in again]
+    strip = {(r["experiment"], r["optimizer"]): {k: r[k] for k in ("lr", "weight_decay",
+                                                                   "epochs", "dataset")}
+             for r in original}
+    assert all(strip[(r["experiment"], r["optimizer"])] == {
+        k: r[k] for k in ("lr", "weight_decay", "epochs", "dataset")} for r in again)
     # the replication writes beside the shared store, never over the original's files
-    assert (out / "trials.csv").exists() and (out / "quick-seeds-7-8" / "trials.csv").exists()
+    assert (out / "trials.csv").exists()
+    assert (out / "quick-seeds-7-8-9" / "trials.csv").exists()
     import json
 
-    timing = json.loads((out / "quick-seeds-7-8" / "reproduce.json").read_text())
-    assert timing["study"] == "quick-seeds-7-8" and timing["complete"] == 4
+    timing = json.loads((out / "quick-seeds-7-8-9" / "reproduce.json").read_text())
+    assert timing["study"] == "quick-seeds-7-8-9" and timing["complete"] == 9
 
 
-@pytest.mark.parametrize(("seeds", "needle"), [("5", "runs 2 seeds"), ("5,5", "twice"),
-                                               ("-1,2", "seeds=-1"), ("x", "--seeds")])
+@pytest.mark.parametrize(("seeds", "needle"), [("5,5", "twice"), ("-1,2", "seeds=-1"),
+                                               ("x", "--seeds"), (",".join(map(str, range(100))),
+                                                                  "the study name of these")])
 def test_reproduce_seed_errors(capsys, cwd, tiny_preset, seeds, needle):
     refused(capsys, cwd, "reproduce", "--preset", "quick", f"--seeds={seeds}", "--out", "q",
             needle=needle)

@@ -17,7 +17,7 @@ from weightdecay import registry
 from weightdecay.harness.config import RunConfig
 from weightdecay.harness.data import load_dataset
 from weightdecay.harness.models import build_model
-from weightdecay.report import figures
+from weightdecay.report import curves, figures
 from weightdecay.report.model import build_report, setting_rows
 from weightdecay.report.tables import summary_table
 
@@ -82,12 +82,14 @@ def test_the_optimizers_are_the_classes_of_the_library():
 
 
 def test_every_figure_function_is_registered_and_resolves():
-    drawn = {n for n in figures.__all__ if n.startswith(("fig", "supp"))}
-    targets = {registry.figure(n).target.split(":")[1] for n in registry.FIGURES}
+    modules = {"weightdecay.report.figures": figures, "weightdecay.report.curves": curves}
+    drawn = {f"{m}:{n}" for m, mod in modules.items() for n in mod.__all__
+             if n.startswith(("fig", "supp"))}
+    targets = {registry.figure(n).target for n in registry.FIGURES}
     assert drawn == targets
     for name in registry.FIGURES:
-        assert registry.resolve("figure", name) is getattr(
-            figures, registry.figure(name).target.split(":")[1])
+        module, _, function = registry.figure(name).target.partition(":")
+        assert registry.resolve("figure", name) is getattr(modules[module], function)
         tag = registry.figure(name).tag
         assert tag is None or tag in registry.EXPERIMENTS
 
@@ -115,11 +117,14 @@ def test_import_strings_resolve_or_fail_in_one_line():
         registry.resolve("optimizer", "sgd")
 
 
-def test_run_config_takes_the_registry_names_only():
+def test_run_config_takes_the_registry_names_and_import_strings():
     for name in registry.DATASETS:
         RunConfig(dataset=name, model=registry.dataset(name).default_model)
-    with pytest.raises(ValueError, match="dataset"):
-        RunConfig(dataset="os.path:join")  # import strings wait for a trust policy
+    RunConfig(dataset="os.path:join")  # checked for form only: nothing is imported
+    for bad, needle in (("mylab", "valid names"), ("a b:c", "not an import string"),
+                        ("mylab:", "not an import string")):
+        with pytest.raises(ValueError, match=needle):
+            RunConfig(model=bad)
 
 
 # ------------------------------------------------------------------------------ best setting
@@ -173,7 +178,7 @@ def test_the_one_rule_where_the_two_old_rules_disagreed(tmp_path):
     text = write_html(report, tmp_path).read_text()
     best_html = text[text.index("<h2>Best settings</h2>"):]
     assert "<td>0.2</td>" in best_html and "<td>0.1</td>" not in best_html
-    fig3 = figures.fig3([dict(r, figure="fig3", optimizer=o) for o in ("adam", "adamw")
+    fig3 = curves.fig3([dict(r, figure="fig3", optimizer=o) for o in ("adam", "adamw")
                          for r in records])
     legend = [t.get_text() for ax in fig3.axes if ax.get_legend()
               for t in ax.get_legend().get_texts()]

@@ -18,6 +18,7 @@ import pytest
 
 from weightdecay.api import write_report
 from weightdecay.harness.vectors import pack_wrong, unpack_wrong
+from weightdecay.report import curves as C
 from weightdecay.report import figures as F
 from weightdecay.report.claims import Evidence, scorecard
 from weightdecay.report.model import Replication
@@ -69,7 +70,8 @@ def make_record(optimizer, lr, wd, err, *, seed=0, figure="fig2", schedule="cosi
         "drop_factor": 0.1, "epochs": epochs, "batch_size": 128, "seed": seed,
         "device": "cpu", "momentum": 0.9, "decay_all": True, "width": None,
         "test_size": N_TEST, "eval_every": 1, "cautious": False, "l1": 0.0,
-        "scale_invariant_only": False, "compile": True, "experiment": figure, "figure": figure,
+        "scale_invariant_only": False, "compile": True, "source_hash": None,
+        "experiment": figure, "figure": figure,
         "trial_number": n, "state": state, "diverged": diverged,
         "final_test_error": final, "best_test_error": final,
         "final_train_loss": float("nan") if diverged else 2.0 * err ** 2,
@@ -339,17 +341,17 @@ def test_fig1_fig3_fig4_supp1_supp3_draw():
                     start=len(out) + 7000, history=False)
     assert len(_titles(F.fig1(out))) == 6
     with pytest.raises(ValueError, match="fig3 needs"):
-        F.fig3(out)
+        C.fig3(out)
     long = [make_record(o, 1e-3, 2.0**we, 0.05, figure="fig3", epochs=8, n=i * 10 + we + 20)
             for i, o in enumerate(("adam", "adamw")) for we in (-10, -8)]
-    assert len(_titles(F.fig3(long))) == 4
+    assert len(_titles(C.fig3(long))) == 4
     f4 = [make_record("adamw", 1e-3, 1e-3, 0.05, figure="fig4", schedule=s, epochs=14,
                       T_0=2 if s == "restarts" else None, n=k)
           for k, s in enumerate(("cosine", "restarts"))]
-    legend = [t.get_text() for t in F.fig4(f4).axes[0].get_legend().get_texts()]
+    legend = [t.get_text() for t in C.fig4(f4).axes[0].get_legend().get_texts()]
     assert any(t.startswith("AdamWR") for t in legend) and any(t.startswith("AdamW ")
                                                              for t in legend)
-    assert F.supp1(None, T_0=1, T_mult=2).axes
+    assert C.supp1(None, T_0=1, T_mult=2).axes
     s3 = []
     for T in (5, 10):
         s3 += grid("adamw", separable, figure="supp3", epochs=T, seeds=(0,), start=len(s3),

@@ -125,24 +125,56 @@ def _download_cifar10() -> None:
 def train(config: RunConfig | Mapping[str, Any], *, checkpoint: str | os.PathLike | None = None,
           download: bool = False, threads: int | None = None,
           on_epoch: Callable[[int, dict[str, Any]], None] | None = None,
-          json_path: str | os.PathLike | None = None) -> dict[str, Any]:
+          json_path: str | os.PathLike | None = None,
+          allow_modules: Sequence[str] = ()) -> dict[str, Any]:
     """Train one run (:func:`weightdecay.harness.train.run`) and return its record, with the
     run's ``"config"`` (also written as JSON to ``json_path``, atomically, when given).
 
     Before training: the config and its device are checked, a ``checkpoint`` that exists
     must be this run's (it is resumed), ``download`` fetches CIFAR-10 first, and the data
-    set is loaded (a bad one is an :class:`InputError`). ``threads``: torch CPU threads.
+    set is loaded (a bad one is an :class:`InputError`). ``threads``: torch CPU threads. A
+    model or data set ``"package.module:function"`` is imported only when its module is in
+    ``allow_modules`` (from the working directory first); the run records the hash of its
+    source (``source_hash``; a value given must be that of the code imported).
     """
-    from .harness import train as harness_train
-    from .harness.build import check_device, get_dataset
-    from .harness.checkpoint import load_checkpoint
+    from .harness.build import check_device
     from .harness.config import RunConfig
+    from .harness.usercode import check_modules, module_path, user_modules
+    from .registry import module_allowed, source_hash
 
     try:
         config = config if isinstance(config, RunConfig) else RunConfig.from_dict(config)
         check_device(config.device)
+        allow = check_modules(allow_modules)
     except ValueError as exc:
         raise InputError(str(exc)) from None
+    user = user_modules([config])
+    refused = [m for m in user if not module_allowed(m, allow)]
+    if refused:
+        raise InputError(f"the run names user code of module {refused[0]!r}, which is not "
+                         f"allowed: allow it with --allow-module {refused[0]}")
+    if not user:
+        return _train(config, checkpoint, download, threads, on_epoch, json_path)
+    with module_path(os.getcwd()):
+        try:
+            code = source_hash(config.model, config.dataset)
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+        if config.source_hash not in (None, code):
+            raise InputError(f"source_hash={config.source_hash!r} is not that of the code "
+                             f"imported now ({code}): the module changed since")
+        return _train(config.replace(source_hash=code), checkpoint, download, threads,
+                      on_epoch, json_path)
+
+
+def _train(config: RunConfig, checkpoint: str | os.PathLike | None, download: bool,
+           threads: int | None, on_epoch: Callable[[int, dict[str, Any]], None] | None,
+           json_path: str | os.PathLike | None) -> dict[str, Any]:
+    from .harness import train as harness_train
+    from .harness.build import get_dataset
+    from .harness.checkpoint import load_checkpoint
+    from .harness.usercode import check_configs
+
     if json_path is not None:
         check_output_file(json_path, "--json")
     if checkpoint is not None:
@@ -151,6 +183,10 @@ def train(config: RunConfig | Mapping[str, Any], *, checkpoint: str | os.PathLik
         load_checkpoint(os.fspath(checkpoint), config, harness_train.HISTORY_KEYS)
     if download and config.dataset == "cifar10":
         _download_cifar10()
+    try:
+        check_configs([config])
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
     try:
         get_dataset(config.dataset, config.device, config.test_size)
     except (ValueError, OSError) as exc:
@@ -246,13 +282,30 @@ def sweep(spec: Mapping[str, Any] | str | os.PathLike | SweepPlan, *,
     Optuna study of that name that weightdecay did not create is refused unless
     ``adopt_study`` names it. SIGINT / SIGTERM stop the workers and hand their running
     trials back (:mod:`weightdecay.harness.interrupt`).
+
+    User code: a model or data set ``"package.module:function"`` is imported from the
+    spec's folder first (a dict spec's: the working directory), and its workers may import
+    the modules the spec names, no other; before anything trains, each user model and data
+    set is loaded and tried on two inputs (:class:`InputError` otherwise). A study holding
+    runs of another version of that code is refused.
     """
+    from .harness.usercode import module_path
+
+    folder = Path(spec).parent if isinstance(spec, (str, os.PathLike)) else Path.cwd()
+    with module_path(folder):
+        return _sweep(_plan(spec, max_runs), folder, storage, study, out, workers, plan_only,
+                      progress, stream, adopt_study)
+
+
+def _sweep(plan: SweepPlan, folder: Path, storage: str | None, study: str | None,
+           out: str | os.PathLike | None, workers: int, plan_only: bool, progress: bool,
+           stream: TextIO | None, adopt_study: str | None) -> SweepOutcome:
     from .harness.local import enqueue_progress, run_local
     from .harness.spec import check_study_name
     from .harness.store import check_storage, export_trials, sqlite_url
     from .harness.study import create_sweep
+    from .harness.usercode import check_configs, check_same_code, user_modules
 
-    plan = _plan(spec, max_runs)
     study = study or plan.name
     if not study:
         raise InputError("the spec has no 'name'; give a study name (--study NAME)")
@@ -261,6 +314,8 @@ def sweep(spec: Mapping[str, Any] | str | os.PathLike | SweepPlan, *,
     if storage:
         check_storage(storage)
     url = storage or sqlite_url(out_dir / "store.db", root=out_dir)
+    configs = [run.config for run in plan.runs]
+    check_same_code(configs, url, study)
     if plan_only:
         if not storage:
             out_dir.mkdir(parents=True, exist_ok=True)
@@ -269,9 +324,14 @@ def sweep(spec: Mapping[str, Any] | str | os.PathLike | SweepPlan, *,
         return SweepOutcome(study, url, out_dir, plan, [], planned_only=True,
                             enqueued=made.enqueued)
     _check_devices(plan)
+    try:
+        check_configs(configs)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
     out_dir.mkdir(parents=True, exist_ok=True)
     records = run_local(plan, url, study, workers=workers, out_dir=out_dir, progress=progress,
-                        stream=stream, adopt_study=adopt_study)
+                        stream=stream, adopt_study=adopt_study,
+                        allow_modules=user_modules(configs), module_paths=[folder.resolve()])
     export_trials(url, study, "csv", out_dir / "trials.csv", root=out_dir)
     return SweepOutcome(study, url, out_dir, plan, records)
 
@@ -279,20 +339,28 @@ def sweep(spec: Mapping[str, Any] | str | os.PathLike | SweepPlan, *,
 def worker(storage: str, study: str, *, out: str | os.PathLike | None = None,
            max_trials: int | None = None, wait: bool = True, threads: int | None = None,
            download: bool = False, heartbeat_interval: int = DEFAULT_HEARTBEAT_INTERVAL,
-           grace_period: int = DEFAULT_GRACE_PERIOD) -> WorkerResult:
+           grace_period: int = DEFAULT_GRACE_PERIOD,
+           allow_modules: Sequence[str] = ()) -> WorkerResult:
     """Join the sweep ``study`` in ``storage`` from this machine and run its waiting trials
     (:func:`weightdecay.harness.worker.run_worker`); checkpoints under ``out`` (default: the
-    SQLite file's folder, else ``runs/<study>``)."""
+    SQLite file's folder, else ``runs/<study>``). ``allow_modules``: the user code it may
+    import, from the working directory and ``PYTHONPATH`` (trials of other modules are
+    left to other workers)."""
     from .harness.store import check_storage, sqlite_path
+    from .harness.usercode import check_modules
     from .harness.worker import default_out_dir, run_worker
 
     check_storage(storage, must_exist=sqlite_path(storage) is not None)
     out_dir = check_output_dir(out if out is not None else default_out_dir(storage, study))
+    try:
+        allow = check_modules(allow_modules)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
     if download:
         _download_cifar10()
     return run_worker(storage, study, out_dir=out_dir, max_trials=max_trials, wait=wait,
                       threads=threads, heartbeat_interval=heartbeat_interval,
-                      grace_period=grace_period)
+                      grace_period=grace_period, allow_modules=allow)
 
 
 def export(storage: str, study: str, fmt: str = "csv",
@@ -310,10 +378,23 @@ def export(storage: str, study: str, fmt: str = "csv",
 # ------------------------------------------------------------------------------ reports
 
 
-def _write_stats(rep: Report, out: Path) -> Path:
-    """``out/stats.json``: the Report's serialization."""
+def _write_stats(rep: Report, out: Path, root: str | os.PathLike | None = None) -> Path:
+    """``out/stats.json``: the Report's serialization (never through a link out of ``root``,
+    default ``out``)."""
     return write_atomic(out / "stats.json", json.dumps(rep.to_dict(), indent=2, default=str),
-                        root=out)
+                        root=out if root is None else root)
+
+
+def _write_views(rep: Report, out: Path, root: str | os.PathLike | None = None) -> Path:
+    """report.html (its figures embedded, and beside it) and stats.json in ``out``; every
+    destination is checked against ``root`` (default ``out``) before anything is written."""
+    from ._io import check_inside
+    from .report.html import write_html
+
+    check_inside(out / "stats.json", out if root is None else root)
+    path = write_html(rep, out, root=root)
+    _write_stats(rep, out, root)
+    return path
 
 
 def write_report(records: Sequence[Mapping[str, Any]], out_dir: str | os.PathLike,
@@ -335,22 +416,21 @@ def write_report(records: Sequence[Mapping[str, Any]], out_dir: str | os.PathLik
     Returns:
         The path of ``report.html``.
     """
-    from .report.html import write_html
     from .report.model import build_report
     from .report.resample import DEFAULT_REPLICATES
 
     rep = build_report(records, spec=spec, versions=versions, original=original, title=title,
                        n_boot=n_boot or DEFAULT_REPLICATES)
-    path = write_html(rep, out_dir)
-    _write_stats(rep, Path(out_dir))
-    return path
+    return _write_views(rep, Path(out_dir))
 
 
 def report(storage: str, study: str, out: str | os.PathLike | None = None, *,
            original_study: str | None = None, title: str | None = None,
-           n_boot: int | None = None) -> Report:
+           n_boot: int | None = None, root: str | os.PathLike | None = None) -> Report:
     """The :class:`~weightdecay.report.model.Report` of the study ``study``; with ``out``,
-    also ``out/report.html`` (figures beside it) and ``out/stats.json``.
+    also ``out/report.html`` (its figures embedded, and as PNGs beside it) and
+    ``out/stats.json``, none of them through a symbolic link that leads out of ``root``
+    (default ``out``).
 
     ``original_study``: a study of the same design on other seeds in the same storage (a
     replication's original): the Report then says which verdicts replicated (a note says so
@@ -358,7 +438,6 @@ def report(storage: str, study: str, out: str | os.PathLike | None = None, *,
     """
     from .harness.store import check_storage, load_records, load_spec_attrs, study_names
     from .report.claims import scorecard
-    from .report.html import write_html
     from .report.model import build_report
     from .report.resample import DEFAULT_REPLICATES
 
@@ -378,8 +457,7 @@ def report(storage: str, study: str, out: str | os.PathLike | None = None, *,
                        original=original, title=title or "weightdecay report",
                        n_boot=n_boot or DEFAULT_REPLICATES, notes=notes)
     if out_dir is not None:
-        write_html(rep, out_dir)
-        _write_stats(rep, out_dir)
+        _write_views(rep, out_dir, root)
     return rep
 
 
@@ -465,7 +543,7 @@ def reproduce(preset: str, out: str | os.PathLike, *, seeds: Sequence[int] | Non
     records = run_local(plan, storage, study, workers=workers, out_dir=out_dir, root=root,
                         progress=progress, stream=stream, adopt_study=adopt_study)
     export_trials(storage, study, "csv", out_dir / "trials.csv", root=root)
-    rep = report(storage, study, out_dir,
+    rep = report(storage, study, out_dir, root=root,
                  original_study=None if seeds is None else spec["name"])
     wall = time.perf_counter() - started
     complete = sum(r.get("state") == "COMPLETE" for r in records)
@@ -477,5 +555,5 @@ def reproduce(preset: str, out: str | os.PathLike, *, seeds: Sequence[int] | Non
                      json.dumps(measured.to_dict(), indent=1) + "\n", root=root)
     timing = measured if ran > 0 else _last_timing(out_dir / "reproduce.json")
     rep.timing = timing
-    _write_stats(rep, out_dir)
+    _write_stats(rep, out_dir, root)
     return ReproduceOutcome(preset, study, storage, out_dir, records, rep, ran, wall, timing)

@@ -19,9 +19,10 @@ from typing import Any, NoReturn
 
 from . import __version__, api
 from .harness import spec as sweep_spec
-from .harness.config import FIELD_HELP, RunConfig
+from .harness.config import FIELD_HELP, RunConfig, name_parser
 from .harness.store import DEFAULT_GRACE_PERIOD, DEFAULT_HEARTBEAT_INTERVAL
-from .registry import DATASETS, MODELS, OPTIMIZERS, SCHEDULES
+from .harness.usercode import check_modules
+from .registry import OPTIMIZERS, SCHEDULES
 from .report import tables
 
 __all__ = ["build_parser", "main"]
@@ -66,8 +67,6 @@ def _count(low: int, high: int = 2**63) -> Callable[[str], int]:
     return _typed(parse, "integer")
 
 
-# flags several commands share; workers and threads of one machine: past these, a sweep only
-# slows down (or the OS says no); torch takes a thread count that fits a C int
 _SHARED: dict[str, dict[str, Any]] = {
     "--storage": dict(metavar="URL", help="SQLAlchemy URL of the store, e.g. "
                       "sqlite:///runs/x/store.db or postgresql+psycopg2://user:pass@host/db"),
@@ -80,6 +79,8 @@ _SHARED: dict[str, dict[str, Any]] = {
                        "(~/.cache/weightdecay or $WEIGHTDECAY_CACHE) first, if missing"),
     "--adopt-study": dict(metavar="NAME", help="use the study NAME although weightdecay did "
                           "not create it (refused otherwise); its own trials are left alone"),
+    "--allow-module": dict(metavar="MODULE", action="extend", default=[], type=_typed(
+        check_modules, "modules"), help="import user code from MODULE (and its submodules)"),
 }
 
 
@@ -89,10 +90,11 @@ def _add(p: argparse.ArgumentParser, *flags: str, **options: Any) -> None:
         p.add_argument(flag, **{**_SHARED[flag], **options})
 
 
-_FIELD_TYPES: dict[str, Callable[[str], Any]] = {  # a RunConfig field's flag, by its type
+_FIELD_TYPES: dict[str, Callable[[str], Any]] = {  # a RunConfig field's flag, by type or name
     "str": str, "int": int, "float": _typed(sweep_spec.parse_number, "number"),
-    "tuple": _typed(sweep_spec.parse_numbers, "numbers")}
-_CHOICES = {"dataset": DATASETS, "model": MODELS, "optimizer": OPTIMIZERS, "schedule": SCHEDULES}
+    "tuple": _typed(sweep_spec.parse_numbers, "numbers"),
+    **{n: _typed(name_parser(n), n) for n in ("dataset", "model")}}
+_CHOICES = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES}
 
 
 def _flag(field: str) -> str:
@@ -119,7 +121,7 @@ class Train(Command):
 
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
         for f in dataclasses.fields(RunConfig):  # a flag not given: RunConfig's default
-            kind = str(f.type).split("[")[0].split(" ")[0]
+            kind = f.name if f.name in _FIELD_TYPES else str(f.type).split("[")[0].split(" ")[0]
             if kind == "bool":  # a switch away from the default: --no-decay-all, --cautious
                 flag = _flag(f.name if not f.default else "no_" + f.name)
                 p.add_argument(flag, dest=f.name, action="store_false" if f.default else
@@ -131,7 +133,7 @@ class Train(Command):
                            help=FIELD_HELP[f.name] + shown)
         p.add_argument("--checkpoint", metavar="FILE", help="checkpoint (resumed if it exists)")
         p.add_argument("--json", metavar="FILE", help="write the run's record as JSON to FILE")
-        _add(p, "--threads", "--download")
+        _add(p, "--threads", "--download", "--allow-module")
 
     def run(self, args: argparse.Namespace) -> int:
         from .harness.build import RunSetupError
@@ -147,7 +149,8 @@ class Train(Command):
         try:
             record = api.train(config, checkpoint=args.checkpoint, download=args.download,
                                threads=args.threads, json_path=args.json, on_epoch=lambda e, m:
-                               print(tables.epoch_line(e, config.epochs, m), flush=True))
+                               print(tables.epoch_line(e, config.epochs, m), flush=True),
+                               allow_modules=args.allow_module)
         except (CheckpointError, RunSetupError) as exc:
             raise UsageError(str(exc)) from None
         print(tables.run_line(record))
@@ -207,7 +210,7 @@ class Worker(Command):
         p.add_argument("--max-trials", type=_count(0), help="stop after this many trials")
         p.add_argument("--no-wait", action="store_true",
                        help="exit when no trial is waiting (do not wait for running ones)")
-        _add(p, "--threads", "--download")
+        _add(p, "--threads", "--download", "--allow-module")
         p.add_argument("--heartbeat-interval", type=_count(1), default=DEFAULT_HEARTBEAT_INTERVAL,
                        help="seconds between a running trial's heartbeats (default: %(default)s)")
         p.add_argument("--grace-period", type=_count(1), default=DEFAULT_GRACE_PERIOD, help="a "
@@ -217,7 +220,7 @@ class Worker(Command):
         result = api.worker(args.storage, args.study, out=args.out, max_trials=args.max_trials,
                             wait=not args.no_wait, threads=args.threads, download=args.download,
                             heartbeat_interval=args.heartbeat_interval,
-                            grace_period=args.grace_period)
+                            grace_period=args.grace_period, allow_modules=args.allow_module)
         print(f"worker ran {result.ran} trial(s): {result.completed} complete, {result.failed} "
               f"failed, {result.lost} taken over by other workers")
         return 1 if result.failed else 0
@@ -266,8 +269,8 @@ class Reproduce(Command):
         p.add_argument("--out", metavar="DIR", required=True, help="folder of the store, "
                        "trials.csv, report.html and stats.json; run again to resume")
         p.add_argument("--seeds", type=_typed(sweep_spec.parse_ints, "integers"),
-                       help="rerun the preset on these seeds, comma-separated: an experiment "
-                            "planned with k seeds runs the first k; study <preset>-seeds-S1-...")
+                       help="rerun the preset on these seeds, comma-separated: every "
+                            "experiment runs all of them; study <preset>-seeds-S1-...")
         _add(p, "--workers", default=2)
         _add(p, "--no-progress", "--download", "--adopt-study")
 
@@ -302,9 +305,8 @@ def _exit_code(outcome: Any, rerun: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argparse parser of ``weightdecay`` (all sub-commands)."""
-    parser = _Parser(prog=PROG, description=(
-        "Decoupled weight decay (Loshchilov & Hutter, ICLR 2019): train single runs, run "
-        "sweeps stored in an Optuna study, and reproduce the paper's figures."))
+    parser = _Parser(prog=PROG, description="Decoupled weight decay (Loshchilov & Hutter, ICLR "
+                     "2019): single runs, sweeps in an Optuna study, the paper's figures.")
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}",
                         help="print the version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",

@@ -18,9 +18,12 @@ Built-in entries, and the contracts their targets follow:
   decays decoupled (Algorithms 1 and 2 of Loshchilov & Hutter, ICLR 2019) is read from the
   class's ``decoupled`` attribute, never written here.
 
-Names of the form ``"package.module:function"`` resolve through :func:`resolve` too (a
-user's own model or data set). Nothing accepts them yet: :class:`RunConfig` takes the
-built-in names only until the rules for trusting a module are in place.
+Names of the form ``"package.module:function"`` resolve through :func:`resolve` too: a
+user's own model (``function(input_shape, num_classes) -> torch.nn.Module``) or data set
+(``function() -> (x_train, y_train, x_test, y_test)`` tensors, or a harness ``Dataset``).
+Which modules a process may import is its caller's decision (:func:`module_allowed`: a
+worker's ``--allow-module``); :func:`user_code` imports one and hashes its source, so that a
+run records which code it ran.
 
 Beside the names, the one rule that picks a "best setting" (:func:`best_setting`), which the
 terminal tables, report.html and the figures all use.
@@ -29,7 +32,9 @@ terminal tables, report.html and the figures all use.
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib
+import inspect
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -38,6 +43,7 @@ from typing import Any
 
 __all__ = [
     "DATASETS",
+    "EXPECTED",
     "EXPERIMENTS",
     "FIGURES",
     "MODELS",
@@ -45,20 +51,27 @@ __all__ = [
     "SCHEDULES",
     "SETTING_FIELDS",
     "BestSetting",
+    "UserCode",
+    "UserCodeError",
     "DatasetEntry",
     "FigureEntry",
     "ModelEntry",
     "OptimizerEntry",
     "best_setting",
+    "check_import_string",
     "dataset",
     "figure",
     "is_decoupled",
+    "is_import_string",
     "model",
+    "module_allowed",
     "optimizer",
     "optimizer_label",
     "resolve",
     "schedule_label",
     "setting_key",
+    "source_hash",
+    "user_code",
 ]
 
 
@@ -166,6 +179,7 @@ EXPERIMENTS = ("fig1", "fig2", "fig3", "fig4", "supp1", "supp3", "conventions", 
                "variants")
 
 _F = "weightdecay.report.figures:"
+_C = "weightdecay.report.curves:"
 _FIGURES = {e.name: e for e in (
     FigureEntry(
         "variants", _F + "fig_variants", "variants", untagged=False,
@@ -189,16 +203,16 @@ _FIGURES = {e.name: e for e in (
             "Fig. 1 — final test error over (α, λ) for Adam (L2) and AdamW under the fixed, "
             "step-drop and cosine schedules.")),
     FigureEntry(
-        "fig3", _F + "fig3", "fig3", needs="adam and adamw", caption=(
+        "fig3", _C + "fig3", "fig3", needs="adam and adamw", caption=(
             "Fig. 3 — Adam vs AdamW over a long run: learning curves (±1 SE over seeds), "
             "test error vs λ and test error vs training loss.")),
     FigureEntry(
-        "fig4", _F + "fig4", "fig4", needs="adam/adamw/sgdw with and without restarts",
+        "fig4", _C + "fig4", "fig4", needs="adam/adamw/sgdw with and without restarts",
         caption=(
             "Fig. 4 — test error per epoch with one cosine cycle and with warm restarts "
             "(anytime performance), ±1 SE over seeds.")),
     FigureEntry(
-        "supp1", _F + "supp1", None, caption=(
+        "supp1", _C + "supp1", None, caption=(
             "Supp. Fig. 1 — the schedule multiplier η_t of cosine annealing with warm "
             "restarts; the ends of the periods are the recommended checkpoints.")),
     FigureEntry(
@@ -269,6 +283,39 @@ def schedule_label(name: str) -> str:
 # ------------------------------------------------------------------------------ resolution
 
 _IMPORT_STRING = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*")
+#: what a user's function must be, by kind (the one line of every error about it)
+EXPECTED = {
+    "model": "a function (input_shape, num_classes) -> torch.nn.Module",
+    "dataset": "a function () -> (x_train, y_train, x_test, y_test) tensors, or a "
+               "weightdecay.harness.data.Dataset",
+    "figure": "a function (evidence) -> matplotlib Figure",
+}
+
+
+class UserCodeError(ValueError):
+    """A user's module that cannot be imported, lacks the function named, or returns what
+    its kind does not take (:data:`EXPECTED`); the message is one line."""
+
+
+def is_import_string(name: Any) -> bool:
+    """Whether ``name`` names a user's function, ``"package.module:function"``."""
+    return isinstance(name, str) and ":" in name
+
+
+def check_import_string(kind: str, name: str) -> str:
+    """``name`` if it is a well-formed ``"package.module:function"`` (nothing is imported),
+    else :class:`UserCodeError` in one line."""
+    if not isinstance(name, str) or not _IMPORT_STRING.fullmatch(name):
+        raise UserCodeError(f"{kind}={name!r} is not an import string "
+                            f"'package.module:function' naming {EXPECTED[kind]}")
+    return name
+
+
+def module_allowed(name: str, allowed: Iterable[str]) -> bool:
+    """Whether the module of import string ``name`` is one of ``allowed`` or inside one of
+    them (``"mylab"`` allows ``"mylab:f"`` and ``"mylab.models:f"``, not ``"mylabx:f"``)."""
+    module = name.partition(":")[0]
+    return any(module == a or module.startswith(a + ".") for a in allowed)
 
 
 def resolve(kind: str, name: str) -> Callable[..., Any]:
@@ -276,32 +323,92 @@ def resolve(kind: str, name: str) -> Callable[..., Any]:
 
     ``kind`` is ``"dataset"``, ``"model"`` or ``"figure"``. A built-in name resolves to
     its entry's target; a name with a colon is imported as it says (no policy here: the
-    caller decides which modules it trusts). Raises ``ValueError`` in one line: unknown
-    name, malformed import string, a module that cannot be imported, or a missing or
-    non-callable attribute.
+    caller decides which modules it trusts, :func:`module_allowed`). Raises ``ValueError``
+    in one line: unknown name; for an import string :class:`UserCodeError`: malformed, a
+    module that cannot be imported (or raises while it is), a missing or non-callable
+    attribute.
     """
     tables: dict[str, Mapping[str, Any]] = {"dataset": _DATASETS, "model": _MODELS,
                                              "figure": _FIGURES}
     if kind not in tables:
         raise ValueError(f"kind must be one of {', '.join(tables)}, got {kind!r}")
-    if isinstance(name, str) and ":" in name:
-        target = name
-        if not _IMPORT_STRING.fullmatch(target):
-            raise ValueError(f"{kind} {name!r} is not an import string "
-                             "'package.module:function'")
-    else:
-        target = _entry(tables[kind], kind, name).target
+    if not is_import_string(name):
+        return _import(kind, name, _entry(tables[kind], kind, name).target, "")
+    check_import_string(kind, name)
+    return _import(kind, name, name, f"; expected {EXPECTED[kind]}, importable from the "
+                                     "working directory, the spec's folder or PYTHONPATH")
+
+
+def _import(kind: str, name: str, target: str, expected: str) -> Callable[..., Any]:
     module_name, _, attr = target.partition(":")
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ValueError(f"{kind} {name!r}: cannot import module {module_name!r} "
-                         f"({exc})") from None
+    except Exception as exc:  # user code: ImportError, SyntaxError, what its body raises
+        why = " ".join(f"{type(exc).__name__}: {exc}".split())
+        raise UserCodeError(f"{kind} {name!r}: cannot import module {module_name!r} "
+                            f"({why}){expected}") from None
     obj = getattr(module, attr, None)
     if not callable(obj):
-        raise ValueError(f"{kind} {name!r}: module {module_name!r} has no callable "
-                         f"{attr!r}")
+        raise UserCodeError(f"{kind} {name!r}: module {module_name!r} has no callable "
+                            f"{attr!r}{expected}")
     return obj
+
+
+@dataclass(frozen=True)
+class UserCode:
+    """A user's function and the hash of its source.
+
+    ``sha256``: the SHA-256 of the source of the module the import string names and of the
+    module that defines the function, if another (each file's bytes, with its module
+    name; not its path, so that the same code hashes the same on every machine). Code that
+    module imports from elsewhere is not part of it."""
+
+    name: str
+    function: Callable[..., Any]
+    modules: tuple[str, ...]
+    sha256: str
+
+
+_USER_CODE: dict[tuple[str, str, int], UserCode] = {}
+
+
+def user_code(kind: str, name: str) -> UserCode:
+    """Import the user's function ``name`` (:func:`resolve`) and hash its source, once per
+    process and module object: the hash is that of the files when they were imported, the
+    code this process runs. Raises :class:`UserCodeError` (one line)."""
+    function = resolve(kind, name)
+    module_name = name.partition(":")[0]
+    module = importlib.import_module(module_name)  # already imported by resolve
+    cache_key = (kind, name, id(module))
+    if cache_key not in _USER_CODE:
+        sources = {module_name: getattr(module, "__file__", None)}
+        defining = getattr(function, "__module__", None)
+        if isinstance(defining, str) and defining != module_name:
+            try:
+                sources[defining] = inspect.getsourcefile(function)
+            except TypeError:  # a builtin: no file
+                sources[defining] = None
+        digest = hashlib.sha256()
+        for mod in sorted(sources):
+            digest.update(f"{mod}\n".encode())
+            try:
+                with open(sources[mod] or "", "rb") as fh:
+                    digest.update(fh.read())
+            except OSError:  # no file (a namespace or builtin module): its name only
+                digest.update(b"-")
+        _USER_CODE[cache_key] = UserCode(name, function, tuple(sorted(sources)),
+                                         digest.hexdigest())
+    return _USER_CODE[cache_key]
+
+
+def source_hash(model: str, dataset: str) -> str | None:
+    """The hash a run of ``model`` on ``dataset`` records (``RunConfig.source_hash``): the
+    SHA-256 of the :func:`user_code` hashes of whichever of the two is an import string
+    (model first); ``None`` when both are built-in names. Imports them."""
+    parts = [f"{kind}={name}:{user_code(kind, name).sha256}"
+             for kind, name in (("model", model), ("dataset", dataset))
+             if is_import_string(name)]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest() if parts else None
 
 
 # ------------------------------------------------------------------------------ best setting
@@ -312,7 +419,7 @@ SETTING_FIELDS = (
     "experiment", "dataset", "model", "optimizer", "lr", "weight_decay", "weight_decay_norm",
     "decay_convention", "schedule", "T_0", "T_mult", "milestones", "drop_factor", "epochs",
     "batch_size", "device", "momentum", "decay_all", "width", "test_size", "eval_every",
-    "cautious", "l1", "scale_invariant_only", "compile",
+    "cautious", "l1", "scale_invariant_only", "compile", "source_hash",
 )
 
 

@@ -22,6 +22,7 @@ from .config import RunConfig
 __all__ = [
     "RunSetupError",
     "build_network",
+    "check_user_code",
     "build_normalized_decay",
     "build_optimizer",
     "build_schedule",
@@ -30,17 +31,20 @@ __all__ = [
     "steps_per_epoch",
 ]
 
-# (dataset name, device, test_size) -> Dataset; loading a data set once per process suffices
-_DATASET_CACHE: dict[tuple[str, str, int | None], Any] = {}
+# (dataset name, device, test_size, user code hash) -> Dataset; loading a data set once per
+# process suffices (a worker loads each data set once, whatever the number of its runs)
+_DATASET_CACHE: dict[tuple[str, str, int | None, str | None], Any] = {}
 
 
 def get_dataset(name: str, device: str = "cpu", test_size: int | None = None) -> Any:
     """``weightdecay.harness.data.load_dataset(name, device=device, test_size=test_size)``,
-    cached per process.
+    cached per process (a user's data set: per version of its code).
 
     Never downloads (``download=False``): fetch data sets beforehand.
     """
-    cache_key = (name, str(device), test_size)
+    code = registry.user_code("dataset", name).sha256 if registry.is_import_string(name) \
+        else None
+    cache_key = (name, str(device), test_size, code)
     if cache_key not in _DATASET_CACHE:
         from .data import load_dataset
 
@@ -147,11 +151,61 @@ def build_optimizer(
     return cls(params, betas=(config.momentum, 0.999), eps=1e-8, **common)
 
 
+def _user_network(name: str, dataset: Any) -> torch.nn.Module:
+    """A user's model: ``function(input_shape, num_classes)``, which must return an
+    ``nn.Module`` with parameters (:class:`weightdecay.registry.UserCodeError` otherwise)."""
+    function = registry.user_code("model", name).function
+    shape, k = tuple(dataset.input_shape), dataset.num_classes
+    expected = f"expected {registry.EXPECTED['model']}"
+    try:
+        net = function(shape, k)
+    except Exception as exc:  # the user's code: one line, whatever it raised
+        why = " ".join(f"{type(exc).__name__}: {exc}".split())
+        raise registry.UserCodeError(f"model {name!r} called with input_shape={shape}, "
+                                     f"num_classes={k} raised {why}; {expected}") from None
+    if not isinstance(net, torch.nn.Module):
+        raise registry.UserCodeError(f"model {name!r} returned a {type(net).__name__}; "
+                                     f"{expected}")
+    if not any(True for _ in net.parameters()):
+        raise registry.UserCodeError(f"model {name!r} returned a module without parameters "
+                                     f"(nothing to train); {expected}")
+    return net
+
+
+def check_user_code(config: RunConfig) -> None:
+    """Before runs of ``config`` start: its user data set loads, its user model builds, and
+    the model maps two training inputs to ``(2, num_classes)`` logits. Nothing to do with
+    built-in names. Raises :class:`weightdecay.registry.UserCodeError` in one line."""
+    if not (registry.is_import_string(config.model)
+            or registry.is_import_string(config.dataset)):
+        return
+    data = get_dataset(config.dataset, "cpu", config.test_size)
+    net = build_network(config, data)
+    x = data.x_train[:2]
+    try:
+        with torch.no_grad():
+            out = net.eval()(x)
+    except Exception as exc:  # the user's code: one line, whatever it raised
+        why = " ".join(f"{type(exc).__name__}: {exc}".split())
+        raise registry.UserCodeError(
+            f"model {config.model!r} on data set {config.dataset!r}: the forward pass of two "
+            f"training inputs ({tuple(x.shape)}, {x.dtype}) raised {why}") from None
+    want = (len(x), data.num_classes)
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != want:
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise registry.UserCodeError(
+            f"model {config.model!r} on data set {config.dataset!r} returned {got} for two "
+            f"inputs; expected logits of shape {want} (a batch, num_classes)")
+
+
 def build_network(config: RunConfig, dataset: Any) -> torch.nn.Module:
     """The network of ``config`` for ``dataset``
-    (:func:`weightdecay.harness.models.build_model`, ``config.width`` its width option)."""
+    (:func:`weightdecay.harness.models.build_model`, ``config.width`` its width option; a
+    user's model: its function called with the data set's input shape and classes)."""
     from .models import build_model
 
+    if registry.is_import_string(config.model):
+        return _user_network(config.model, dataset)
     try:
         return build_model(config.model, dataset, width=config.width)
     except ValueError as exc:  # e.g. a 1-D network for images: the config cannot be set up

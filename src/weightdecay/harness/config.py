@@ -21,7 +21,7 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +37,9 @@ __all__ = [
     "OPTIMIZERS",
     "SCHEDULES",
     "RunConfig",
+    "check_name",
     "default_milestones",
+    "name_parser",
 ]
 
 #: the largest held-out test sample (``test_size``) of a generated data set (mnist1d)
@@ -57,6 +59,7 @@ MAX_BATCH_SIZE = 2**31 - 1
 # Fig. 1 of the paper drops the step schedule at epochs 30, 60, 80 of 100.
 _DEFAULT_MILESTONE_FRACTIONS = (0.3, 0.6, 0.8)
 _DEVICE_RE = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def _decay_conventions() -> tuple[str, ...]:
@@ -79,6 +82,24 @@ def default_milestones(epochs: int) -> tuple[int, ...]:
         if not out or m > out[-1]:
             out.append(m)
     return tuple(out)
+
+
+def check_name(field: str, value: Any) -> str:
+    """``value`` if it can name the ``dataset`` or ``model`` (``field``) of a run: a built-in
+    name of :mod:`weightdecay.registry`, or a well-formed ``"package.module:function"``
+    (nothing is imported); else ``ValueError`` naming the valid ones."""
+    if registry.is_import_string(value):
+        return registry.check_import_string(field, value)
+    valid = DATASETS if field == "dataset" else MODELS
+    if value not in valid:
+        raise ValueError(f"{field}={value!r} is not valid; valid names: {', '.join(valid)}, or "
+                         "your own as 'package.module:function'")
+    return value
+
+
+def name_parser(field: str) -> Callable[[str], str]:
+    """:func:`check_name` of ``field`` as a one-argument parser (a command-line flag's)."""
+    return lambda value: check_name(field, value)
 
 
 def _is_number(value: Any) -> bool:
@@ -106,7 +127,10 @@ class RunConfig:
     Fields (units in brackets):
 
     - ``dataset``, ``model``: names from :data:`weightdecay.registry.DATASETS` and
-      :data:`weightdecay.registry.MODELS`.
+      :data:`weightdecay.registry.MODELS`, or a user's function ``"package.module:function"``
+      (:func:`weightdecay.registry.resolve`; a model ``(input_shape, num_classes) ->
+      nn.Module``, a data set ``() -> (x_train, y_train, x_test, y_test)``). Only checked
+      for form here: nothing is imported.
     - ``optimizer``: one of :data:`weightdecay.registry.OPTIMIZERS`; ``"sgd"``/``"adam"``
       use L2 (lambda*theta added to the gradient), ``"sgdw"``/``"adamw"`` decoupled decay
       (Algorithms 1, 2).
@@ -155,6 +179,11 @@ class RunConfig:
       ``torch.compile``, once per process, where it is measured to pay (the ``cnn1d``
       models on CPU, :mod:`weightdecay.harness.step`) and works; ``False``: always the
       eager step. The same model either way; the float rounding differs.
+    - ``source_hash``: the SHA-256 of the user code the run imports
+      (:func:`weightdecay.registry.source_hash`: the model's and the data set's module, when
+      they are import strings); set by the harness when it plans or starts the run, and
+      part of its key, so that results of changed code never share a key with the old
+      ones. ``None`` with built-in names only.
 
     Invalid values raise :class:`ValueError` naming the field and the value.
     """
@@ -184,6 +213,7 @@ class RunConfig:
     l1: float = 0.0
     scale_invariant_only: bool = False
     compile: bool = True
+    source_hash: str | None = None
 
     # -- validation -------------------------------------------------------------------------
 
@@ -199,9 +229,9 @@ class RunConfig:
 
         Returns ``self`` so that ``cfg.validate().key()`` chains.
         """
+        check_name("dataset", self.dataset)
+        check_name("model", self.model)
         for name, valid in (
-            ("dataset", DATASETS),
-            ("model", MODELS),
             ("optimizer", OPTIMIZERS),
             ("schedule", SCHEDULES),
             ("decay_convention", _decay_conventions()),
@@ -211,6 +241,7 @@ class RunConfig:
                 raise ValueError(
                     f"{name}={value!r} is not valid; valid names: {', '.join(valid)}"
                 )
+        self._check_user_code()
 
         self._check_real("lr", low=0.0, low_open=True)
         self._check_real("weight_decay", low=0.0)
@@ -233,7 +264,8 @@ class RunConfig:
             if not _is_int(self.test_size) or not 1 <= self.test_size <= MAX_TEST_SIZE:
                 raise ValueError(f"test_size must be None or an integer in [1, {MAX_TEST_SIZE}], "
                                  f"got {self.test_size!r}")
-            if not registry.dataset(self.dataset).generated:
+            if registry.is_import_string(self.dataset) or \
+                    not registry.dataset(self.dataset).generated:
                 generated = [repr(n) for n in DATASETS if registry.dataset(n).generated]
                 raise ValueError(f"test_size is only available for dataset "
                                  f"{' or '.join(generated)} (a generated data set), not "
@@ -270,6 +302,20 @@ class RunConfig:
             raise ValueError(f"cautious=True is a decoupled decay ({', '.join(decoupled)}), "
                              f"not {self.optimizer!r}")
         return self
+
+    def _check_user_code(self) -> None:
+        user = [v for v in (self.model, self.dataset) if registry.is_import_string(v)]
+        if self.width is not None and registry.is_import_string(self.model):
+            raise ValueError(f"width applies to the built-in models, not {self.model!r} "
+                             "(a user's model is built as its function builds it)")
+        if self.source_hash is None:
+            return
+        if not isinstance(self.source_hash, str) or not _SHA256.fullmatch(self.source_hash):
+            raise ValueError(f"source_hash must be None or 64 hex digits (a SHA-256), got "
+                             f"{self.source_hash!r}")
+        if not user:
+            raise ValueError("source_hash is the hash of a user's model or data set; this run "
+                             "names built-in ones only")
 
     def _check_real(
         self,
@@ -363,8 +409,8 @@ class RunConfig:
 #: one line per field, the help of its flag (``weightdecay train --FIELD-NAME``; a bool field
 #: is a switch away from its default, ``--no-decay-all``); the class docstring says the rest
 FIELD_HELP = {
-    "dataset": "data set",
-    "model": "network",
+    "dataset": "data set: a built-in name, or package.module:function (your own)",
+    "model": "network: a built-in name, or package.module:function (your own)",
     "optimizer": "sgd/adam: L2 added to the gradient; sgdw/adamw: decoupled decay",
     "lr": "base learning rate alpha (> 0)",
     "weight_decay": "raw lambda per update (times eta_t, NOT times alpha); the L2 coefficient "
@@ -393,12 +439,15 @@ FIELD_HELP = {
     "scale_invariant_only": "decay only the weights a normalization makes scale-invariant",
     "compile": "train with the eager step (default: the step is compiled with torch.compile "
                "where it pays, cnn1d models on CPU)",
+    "source_hash": "SHA-256 of the user module(s) named by --model/--dataset (default: that "
+                   "of the code imported; a value given must match it)",
 }
 
 # fields that enter the key only when they differ from these defaults, so that the keys of
 # runs planned before the fields existed (stores, checkpoints) do not change
 _KEY_OPTIONAL = {"width": None, "test_size": None, "eval_every": 1, "cautious": False,
-                 "l1": 0.0, "scale_invariant_only": False, "compile": True}
+                 "l1": 0.0, "scale_invariant_only": False, "compile": True,
+                 "source_hash": None}
 
 _REAL_FIELDS = (
     "lr", "weight_decay", "weight_decay_norm", "T_0", "T_mult", "drop_factor", "momentum", "l1"

@@ -16,6 +16,9 @@ The data sets, all held in memory as tensors (no ``DataLoader`` workers), by the
 ``cifar10``
     CIFAR-10 with the paper's augmentation (:mod:`weightdecay.harness.cifar10`: the
     official archive, MD5-checked, read without running code from it).
+``"package.module:function"``
+    A user's own data set (:func:`user_dataset`): the function returns
+    ``(x_train, y_train, x_test, y_test)`` tensors, or a :class:`Dataset`.
 
 Example::
 
@@ -49,6 +52,7 @@ __all__ = [
     "load_digits",
     "load_mnist1d",
     "random_crop_flip",
+    "user_dataset",
 ]
 
 # Bump when the cached arrays' content or layout changes, so stale caches are not reused.
@@ -408,6 +412,64 @@ def load_digits(device: str | torch.device = "cpu") -> Dataset:
                    input_shape=(1, 8, 8), mean=(mean,), std=(std,))
 
 
+# --------------------------------------------------------------------------- user data
+
+
+def _user_tensors(name: str, value: object) -> Dataset:
+    """``value`` (what the user's function returned) as a :class:`Dataset` named ``name``,
+    or :class:`weightdecay.registry.UserCodeError` saying what was expected."""
+    expected = f"expected {registry.EXPECTED['dataset']}"
+    if isinstance(value, Dataset):
+        return replace(value, name=name)
+    parts = ("x_train", "y_train", "x_test", "y_test")
+    if not isinstance(value, (tuple, list)) or len(value) != 4:
+        what = (f"a {type(value).__name__} of {len(value)}" if isinstance(value, (tuple, list))
+                else f"a {type(value).__name__}")
+        raise registry.UserCodeError(f"dataset {name!r} returned {what}; {expected}")
+    for part, t in zip(parts, value):
+        if not isinstance(t, Tensor):
+            raise registry.UserCodeError(f"dataset {name!r}: {part} is a "
+                                         f"{type(t).__name__}, not a tensor; {expected}")
+        if t.ndim < (2 if part.startswith("x") else 1) or t.shape[0] < 1:
+            raise registry.UserCodeError(
+                f"dataset {name!r}: {part} has shape {tuple(t.shape)}; expected "
+                + ("(N, *input_shape)" if part.startswith("x") else "(N,) class labels")
+                + " with N >= 1")
+    x_tr, y_tr, x_te, y_te = value
+    if y_tr.is_floating_point() or y_te.is_floating_point() or y_tr.dtype == torch.bool:
+        raise registry.UserCodeError(f"dataset {name!r}: y_train and y_test must hold integer "
+                                     f"class labels, got {y_tr.dtype} and {y_te.dtype}")
+    y_tr, y_te = y_tr.long(), y_te.long()
+    low = int(min(y_tr.min(), y_te.min()))
+    if low < 0:
+        raise registry.UserCodeError(f"dataset {name!r}: class labels must be >= 0, got {low}")
+    try:
+        return Dataset(name, x_tr, y_tr, x_te, y_te,
+                       num_classes=int(max(y_tr.max(), y_te.max())) + 1,
+                       input_shape=tuple(x_tr.shape[1:]))
+    except ValueError as exc:
+        raise registry.UserCodeError(f"{exc}; {expected}") from None
+
+
+def user_dataset(name: str, device: str | torch.device = "cpu") -> Dataset:
+    """The data set of a user's function ``"package.module:function"``, on ``device``.
+
+    The function is called without arguments and returns ``(x_train, y_train, x_test,
+    y_test)`` -- inputs ``(N, *input_shape)`` in the dtype the model takes, integer class
+    labels ``(N,)`` in ``[0, num_classes)``, ``num_classes`` being the largest label + 1 --
+    or a :class:`Dataset`. Anything else, or an exception it raises, is a
+    :class:`weightdecay.registry.UserCodeError` in one line. Importing the module is the
+    caller's decision (``--allow-module``)."""
+    function = registry.user_code("dataset", name).function
+    try:
+        value = function()
+    except Exception as exc:  # the user's code: one line, whatever it raised
+        why = " ".join(f"{type(exc).__name__}: {exc}".split())
+        raise registry.UserCodeError(f"dataset {name!r} raised {why}; expected "
+                                     f"{registry.EXPECTED['dataset']}") from None
+    return _user_tensors(name, value).to(device)
+
+
 # --------------------------------------------------------------------------- entry point
 
 
@@ -438,7 +500,8 @@ def load_dataset(
     ``digits``, ``cifar10``), through the registry's loader.
 
     Args:
-        name: dataset name.
+        name: dataset name, or a user's ``"package.module:function"`` (:func:`user_dataset`;
+            ``root``, ``download``, ``augment`` and ``test_size`` do not apply).
         root: cache/data folder (default :func:`cache_dir`: ``$WEIGHTDECAY_CACHE`` or
             ``~/.cache/weightdecay``). ``digits`` needs none.
         download: for ``cifar10`` only, fetch the archive if the batches are missing.
@@ -449,6 +512,11 @@ def load_dataset(
             the generator instead of the canonical 1000 (:func:`load_mnist1d`); ``None`` =
             canonical.
     """
+    if registry.is_import_string(name):
+        if test_size is not None:
+            raise ValueError(f"test_size={test_size!r} is only available for a generated "
+                             f"built-in data set, not {name!r}")
+        return user_dataset(name, device)
     entry = registry.dataset(name)
     if test_size is not None and not entry.generated:
         generated = [n for n in registry.DATASETS if registry.dataset(n).generated]

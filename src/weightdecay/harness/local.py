@@ -36,7 +36,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -52,6 +52,7 @@ from .store import (
     open_storage,
 )
 from .study import create_sweep, release_trials, sweep_status, worker_id
+from .usercode import check_modules
 from .worker import default_out_dir, run_worker
 
 __all__ = ["STOP_TIMEOUT", "check_out_dir", "enqueue_progress", "run_local", "worker_log_path"]
@@ -114,9 +115,11 @@ def _watch_parent(parent: int) -> None:
 
 
 def _worker_process(storage_url: str, study_name: str, out_dir: str, root: str, index: int,
-                    heartbeat_interval: int, grace_period: int, parent: int) -> None:
+                    heartbeat_interval: int, grace_period: int, parent: int,
+                    allow: tuple[str, ...] = (), paths: tuple[str, ...] = ()) -> None:
     """Entry point of a spawned local worker: one torch thread; stdout and stderr (trial
-    lines, warnings, tracebacks) go to its log file."""
+    lines, warnings, tracebacks) go to its log file; ``paths`` first on ``sys.path`` (the
+    spec's folder), ``allow``: the modules of user code it may import."""
     try:
         fh = _open_log(worker_log_path(out_dir, index), root)
     except (OSError, UnsafePathError) as exc:  # a link planted since the parent checked
@@ -129,9 +132,11 @@ def _worker_process(storage_url: str, study_name: str, out_dir: str, root: str, 
     print(f"worker {index}: pid {os.getpid()} on {socket.gethostname()}, study "
           f"{study_name!r}", flush=True)
     _watch_parent(parent)
+    sys.path[:0] = [p for p in paths if p not in sys.path]
     try:
         run_worker(storage_url, study_name, out_dir=out_dir, threads=1,
-                   heartbeat_interval=heartbeat_interval, grace_period=grace_period)
+                   heartbeat_interval=heartbeat_interval, grace_period=grace_period,
+                   allow_modules=allow)
     except Interrupted as exc:
         print(f"worker {index}: stopped ({exc})", flush=True)
         raise SystemExit(exc.exit_code) from None
@@ -184,13 +189,14 @@ def _resume_hint(signum: int, what: str) -> Interrupted:
 
 def _run_processes(storage_url: str, name: str, out: Path, root: Path, workers: int,
                    total: int, counts: dict[str, int], progress: bool,
-                   heartbeat_interval: int, grace_period: int, stream: TextIO) -> None:
+                   heartbeat_interval: int, grace_period: int, stream: TextIO,
+                   code: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())) -> None:
     (out / "logs").mkdir(parents=True, exist_ok=True)
     ctx = multiprocessing.get_context("spawn")
     procs = [
         ctx.Process(target=_worker_process,
                     args=(storage_url, name, str(out), str(root), i, heartbeat_interval,
-                          grace_period, os.getpid()),
+                          grace_period, os.getpid(), *code),
                     name=f"weightdecay-worker-{i}")
         for i in range(workers)
     ]
@@ -258,6 +264,8 @@ def run_local(
     max_runs: int | None = DEFAULT_MAX_RUNS,
     stream: TextIO | None = None,
     adopt_study: str | None = None,
+    allow_modules: Sequence[str] = (),
+    module_paths: Sequence[str | os.PathLike] = (),
 ) -> list[dict[str, Any]]:
     """Create/resume the sweep and run it with ``workers`` local processes; return records.
 
@@ -267,9 +275,10 @@ def run_local(
     ``stream``). ``OUT`` is ``out_dir``, by default
     :func:`weightdecay.harness.worker.default_out_dir`; ``root`` is the folder the user
     named (default ``OUT``), out of which no link may lead (:func:`check_out_dir`).
-    ``adopt_study``: see :func:`weightdecay.harness.study.create_sweep`. The records it
-    returns are what :mod:`weightdecay.report.tables` summarises (the command line prints
-    them).
+    ``adopt_study``: see :func:`weightdecay.harness.study.create_sweep`. User code: the
+    workers may import the modules ``allow_modules`` (and their submodules), from
+    ``module_paths`` first (the spec's folder). The records it returns are what
+    :mod:`weightdecay.report.tables` summarises (the command line prints them).
 
     Raises:
         Interrupted: SIGINT / SIGTERM; workers stopped and their trials handed back first
@@ -292,10 +301,11 @@ def run_local(
     out = Path(out_dir) if out_dir is not None else default_out_dir(storage_url, name)
     root = out if root is None else Path(root)
     check_out_dir(out, root, [run.key for run in plan.runs], workers)
+    code = (check_modules(allow_modules), tuple(os.fspath(p) for p in module_paths))
     with stop_on_signals(), deferred_signals():  # see harness/interrupt.py
         try:
             return _run(plan, storage_url, name, out, root, workers, progress,
-                        heartbeat_interval, grace_period, stream, adopt_study, say)
+                        heartbeat_interval, grace_period, stream, adopt_study, say, code)
         except Interrupted as exc:
             if exc.described:
                 raise
@@ -304,7 +314,8 @@ def run_local(
 
 def _run(plan: SweepPlan, storage_url: str, name: str, out: Path, root: Path, workers: int,
          progress: bool, heartbeat_interval: int, grace_period: int, stream: TextIO,
-         adopt_study: str | None, say: Callable[[str], None]) -> list[dict[str, Any]]:
+         adopt_study: str | None, say: Callable[[str], None],
+         code: tuple[tuple[str, ...], tuple[str, ...]]) -> list[dict[str, Any]]:
     result = create_sweep(plan, storage_url, name, progress=enqueue_progress(stream),
                           adopt_study=adopt_study)
     counts = sweep_status(storage_url, name)
@@ -316,13 +327,15 @@ def _run(plan: SweepPlan, storage_url: str, name: str, out: Path, root: Path, wo
         say(f"{counts['running']} run(s) are RUNNING in the store (another process's, or "
             f"left by a killed one): they are retried once they have had no heartbeat for "
             f"{grace_period} s; {then}")
+    if not (counts["waiting"] or counts["running"]):
+        return load_records(storage_url, name)  # every run is complete: no worker to start
     if workers == 0:
         try:
             run_worker(storage_url, name, out_dir=out, heartbeat_interval=heartbeat_interval,
-                       grace_period=grace_period, wait=False, log=say)
+                       grace_period=grace_period, wait=False, log=say, allow_modules=code[0])
         except Interrupted as exc:
             raise _resume_hint(exc.signum, "the running trial was handed back") from None
     else:
         _run_processes(storage_url, name, out, root, workers, len(result.runs), counts,
-                       progress, heartbeat_interval, grace_period, stream)
+                       progress, heartbeat_interval, grace_period, stream, code)
     return load_records(storage_url, name)

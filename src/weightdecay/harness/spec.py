@@ -10,8 +10,8 @@ figure)::
     description = "free text"
 
     [defaults]                         # experiment keys shared by every experiment
-    dataset = "mnist1d"
-    model = "cnn1d_bn"
+    dataset = "mnist1d"                # or your own: "package.module:function"
+    model = "cnn1d_bn"                 # (docs/own-model.md)
 
     [[experiments]]
     name = "fig2"                      # unique; part of each run's key
@@ -33,6 +33,10 @@ figure)::
 A ``band`` keeps, in every lr row of its entry, the ``cells`` decay values nearest (in log)
 to a line through ``(lr, weight_decay)`` with ``slope`` (:mod:`.band`): the same cells for
 every seed, schedule and budget. It is named by the entry's decay key.
+
+A ``model`` or ``dataset`` named by an import string is imported when the spec is planned,
+to record the hash of its source in every run (``RunConfig.source_hash``, part of the key):
+planning a spec runs the code it names, as training it does.
 
 A grid that is not given takes the :class:`RunConfig` default (one value). The grid
 order is: experiment, optimizer entry, schedule, epochs, batch size, lr, weight decay,
@@ -62,9 +66,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import registry
 from ..registry import DATASETS, EXPERIMENTS, MODELS, OPTIMIZERS, SCHEDULES
 from .band import band_cells, check_band
 from .config import RunConfig, is_finite_number
+from .flags import parse_ints, parse_names, parse_number, parse_numbers
 
 __all__ = [
     "DEFAULT_MAX_RUNS",
@@ -102,8 +108,9 @@ _GRID_FIELDS = {"schedules": "schedule", "epochs": "epochs", "batch_size": "batc
 _GRID_KEYS = tuple(_GRID_FIELDS)
 _ENTRY_FIELDS = ("optimizer", "lr", "weight_decay", "weight_decay_norm")
 # RunConfig fields an experiment or optimizer entry may set as a scalar: all the others
-_SCALAR_KEYS = tuple(f for f in RunConfig.field_names()
-                     if f not in _ENTRY_FIELDS and f not in _GRID_FIELDS.values())
+# (source_hash: the planner's, never the spec's)
+_SCALAR_KEYS = tuple(f for f in RunConfig.field_names() if f not in _ENTRY_FIELDS
+                     and f not in _GRID_FIELDS.values() and f != "source_hash")
 _EXPERIMENT_KEYS = ("name", "figure", "optimizers", *_GRID_KEYS, *_SCALAR_KEYS)
 _OPTIMIZER_KEYS = (*_ENTRY_FIELDS, "band", *_GRID_KEYS, *_SCALAR_KEYS)
 _BAND_KEYS = ("lr", "slope", "cells")  # + the entry's decay key
@@ -200,49 +207,13 @@ def load_spec(path: str | os.PathLike) -> dict[str, Any]:
     return spec
 
 
-def parse_number(text: str) -> float:
-    """One finite number as a flag gives it: ``0.001``, ``1e-3`` or ``2**-10``.
-
-    Raises ``ValueError`` naming the text (an overflow, a complex power and NaN included)."""
-    part = text.strip()
-    try:
-        if "**" in part:
-            base, exp = part.split("**", 1)
-            value = float(base) ** float(exp)
-        else:
-            value = float(part)
-    except (ValueError, OverflowError, ZeroDivisionError):
-        raise ValueError(f"not a finite number: {part!r}") from None
-    if isinstance(value, complex) or not math.isfinite(value):
-        raise ValueError(f"not a finite number: {part!r}")
-    return value
-
-
-def parse_numbers(text: str) -> list[float]:
-    """Comma-separated numbers (:func:`parse_number`), e.g. ``2**-10,2**-9``."""
-    return [parse_number(part) for part in text.split(",")]
-
-
-def parse_ints(text: str) -> list[int]:
-    """Comma-separated integers, e.g. ``0,1,2``."""
-    try:
-        return [int(part) for part in text.split(",")]
-    except ValueError:
-        raise ValueError(f"not a comma-separated list of integers: {text!r}") from None
-
-
-def parse_names(text: str) -> list[str]:
-    """Comma-separated names (blanks dropped), e.g. ``sgdw,adamw``."""
-    return [part.strip() for part in text.split(",") if part.strip()]
-
-
 #: what :func:`grid_spec` takes (the flags of ``weightdecay sweep``): how a flag's text is
 #: read, and what it is
 GRID_KEYS: dict[str, tuple[Any, str]] = {
     "name": (str, "experiment and default study name"),
     "figure": (str, "figure tag (fig1 ... supp3)"),
-    "dataset": (str, "data set"),
-    "model": (str, "network"),
+    "dataset": (str, "data set (a built-in name, or package.module:function)"),
+    "model": (str, "network (a built-in name, or package.module:function)"),
     "optimizers": (parse_names, "comma-separated optimizers (sgd,sgdw,adam,adamw)"),
     "lr": (parse_numbers, "learning-rate grid, e.g. 2**-10,2**-9"),
     "weight_decay": (parse_numbers, "lambda grid"),
@@ -446,9 +417,14 @@ def _entry(where: str, ename: str, figure: str | None, shared: dict[str, Any],
         raise SpecError(f"{where}: the grid 'weight_decay' (or 'weight_decay_norm') is missing")
     merged = {**shared, **entry}
     for key, valid in (("dataset", DATASETS), ("model", MODELS)):
-        if key in merged and merged[key] not in valid:
+        if key in merged and registry.is_import_string(merged[key]):
+            try:
+                registry.check_import_string(key, merged[key])
+            except ValueError as exc:
+                raise SpecError(f"{where}: {exc}") from None
+        elif key in merged and merged[key] not in valid:
             raise SpecError(f"{where}: {key}={merged[key]!r} is not valid; valid: "
-                            f"{', '.join(valid)}")
+                            f"{', '.join(valid)} or 'package.module:function'")
     decay_key = "weight_decay_norm" if "weight_decay_norm" in entry else "weight_decay"
     grid_value = {key: merged.get(key, [RunConfig.default(field)])
                   for key, field in _GRID_FIELDS.items()}
@@ -505,7 +481,8 @@ def plan_sweep(spec: Mapping[str, Any], *, max_runs: int | None = DEFAULT_MAX_RU
     Order of the checks: structure and names; the number of runs (the product of the
     grids, refused above ``max_runs`` before any run config is built; ``None``: no limit);
     every grid value; every entry's scalars (a run config of its first cell, ``T_0``
-    included); then every run's :class:`RunConfig` and duplicate runs.
+    included); the user code it names (imported and hashed: ``source_hash``); then every
+    run's :class:`RunConfig` and duplicate runs.
 
     Raises:
         SpecError: naming the experiment, the optimizer entry and the key.
@@ -528,10 +505,16 @@ def plan_sweep(spec: Mapping[str, Any], *, max_runs: int | None = DEFAULT_MAX_RU
             except ValueError as exc:
                 raise SpecError(f"{e.where}: band: {exc}") from None
         first = {key: values[0] for key, values in e.grids.items()}
-        _config(e.where, dict(e.scalars, optimizer=e.optimizer, schedule=first["schedules"],
-                              epochs=first["epochs"], batch_size=first["batch_size"],
-                              lr=first["lr"], seed=first["seeds"],
-                              **{e.decay_key: first[e.decay_key]}))
+        cfg = _config(e.where, dict(e.scalars, optimizer=e.optimizer,
+                                    schedule=first["schedules"], epochs=first["epochs"],
+                                    batch_size=first["batch_size"], lr=first["lr"],
+                                    seed=first["seeds"], **{e.decay_key: first[e.decay_key]}))
+        try:  # user code: imported, and its source's hash recorded in every run
+            code = registry.source_hash(cfg.model, cfg.dataset)
+        except ValueError as exc:
+            raise SpecError(f"{e.where}: {exc}") from None
+        if code is not None:
+            e.scalars["source_hash"] = code
     runs: list[PlannedRun] = []
     planned: dict[str, str] = {}
     for e in entries:
@@ -560,29 +543,25 @@ def expand_spec(spec: Mapping[str, Any], *, max_runs: int | None = DEFAULT_MAX_R
 
 
 def with_seeds(spec: Mapping[str, Any], seeds: Sequence[int]) -> SweepPlan:
-    """The plan of ``spec`` rerun on other seeds: every optimizer entry planned with k
-    seeds runs the first k of ``seeds`` (the design is otherwise unchanged), and the spec
-    is renamed ``<name>-seeds-S1-S2-...`` (the seeds used), so that a replication never
-    mixes into the original study, even in the same store.
+    """The plan of ``spec`` rerun on other seeds: every optimizer entry runs every seed of
+    ``seeds`` (the design is otherwise unchanged), and the spec is renamed
+    ``<name>-seeds-S1-S2-...``, so that a replication never mixes into the original study,
+    even in the same store.
 
     Raises:
-        SpecError: fewer seeds than some entry plans, a seed given twice, or a bad spec.
+        SpecError: no seed, a seed given twice or out of range, a name too long, or a bad
+            spec.
     """
     seeds = list(seeds)
     _check_values("--seeds", "seeds", seeds)
     spec = _normalise(spec)
-    entries = iter(_entries(spec))
-    most = 0
+    _entries(spec)  # the structure, before it is changed
     for exp in spec["experiments"]:
         exp.pop("seeds", None)
         for opt in exp["optimizers"]:
-            k = len(next(entries).grids["seeds"])
-            if k > len(seeds):
-                raise SpecError(f"experiment {exp['name']!r} runs {k} seeds; give at least "
-                                f"{k} (got {len(seeds)})")
-            opt["seeds"] = seeds[:k]
-            most = max(most, k)
+            opt["seeds"] = seeds
     spec.get("defaults", {}).pop("seeds", None)
     name = spec.get("name") or "sweep"
-    spec["name"] = check_study_name(f"{name}-seeds-{'-'.join(map(str, seeds[:most]))}")
+    spec["name"] = check_study_name(f"{name}-seeds-{'-'.join(map(str, seeds))}",
+                                    "the study name of these seeds")
     return plan_sweep(spec, max_runs=None)

@@ -23,6 +23,13 @@ Nothing lost, nothing run twice:
   discards its result with a log line: the retry's result is the one recorded.
 - **Another version's trial** (a config field this version does not know) is handed back
   untouched and left to a worker that knows it.
+- **User code** (a model or data set named ``"package.module:function"``) is imported only
+  when the worker's own caller allows its module (``allow_modules``, ``--allow-module``): a
+  store is shared, and naming a module in it must not be a way to run code on every worker.
+  A trial whose module is not allowed, cannot be imported here, or whose source differs
+  from the code the sweep was planned with (``RunConfig.source_hash``) is handed back
+  untouched with one log line, for a worker that has that code. The module is imported
+  from this process's ``sys.path`` (its working directory first).
 - **Files** are written only inside ``out_dir``: a symbolic link in the checkpoint folder's
   path or at a checkpoint that leads out of it is refused
   (:class:`weightdecay._io.UnsafePathError`; the trial is handed back).
@@ -38,7 +45,7 @@ import re
 import sys
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,6 +71,7 @@ from .store import (
     sqlite_path,
 )
 from .study import ClaimedTrial, claim_trial
+from .usercode import check_modules, why_not_here
 
 __all__ = ["DIVERGED_VALUE", "WorkerResult", "default_out_dir", "run_worker"]
 
@@ -153,9 +161,10 @@ def _lost(study, key: str, ckpt: Path) -> str:
 
 
 def _run_trial(study, claimed: ClaimedTrial, out: Path, ckpt_dir: Path,
-               log: Callable[[str], None], progress: bool, keep_checkpoints: bool) -> str:
+               log: Callable[[str], None], progress: bool, keep_checkpoints: bool,
+               allow: tuple[str, ...] = ()) -> str:
     """Run one claimed trial; return ``"COMPLETE"``, ``"FAIL"``, ``"LOST"`` or ``"SKIPPED"``
-    (another version's trial, handed back)."""
+    (another version's trial, or user code left to another worker: handed back)."""
     from . import train
 
     attrs = claimed.user_attrs
@@ -163,11 +172,15 @@ def _run_trial(study, claimed: ClaimedTrial, out: Path, ckpt_dir: Path,
     raw = attrs.get("config")
     unknown = sorted(map(str, set(raw) - set(RunConfig.field_names()))) \
         if isinstance(raw, Mapping) else []
-    if unknown and isinstance(key, str) and _KEY.fullmatch(key):
+    why = None
+    if unknown:
+        why = (f"its config has fields this version of weightdecay does not know "
+               f"({', '.join(unknown)}); a worker of the version that planned it runs it")
+    elif isinstance(raw, Mapping):
+        why = why_not_here(raw, allow)
+    if why is not None and isinstance(key, str) and _KEY.fullmatch(key):
         claimed.release()
-        log(f"trial {claimed.number}: handed back untouched: its config has fields this "
-            f"version of weightdecay does not know ({', '.join(unknown)}); a worker of the "
-            "version that planned it runs it")
+        log(f"trial {claimed.number}: handed back untouched: {why}")
         return "SKIPPED"
     try:
         if not isinstance(key, str) or not _KEY.fullmatch(key):
@@ -244,6 +257,7 @@ def run_worker(
     progress: bool = False,
     keep_checkpoints: bool = False,
     log: Callable[[str], None] | None = None,
+    allow_modules: Sequence[str] = (),
 ) -> WorkerResult:
     """Join the sweep ``study_name`` and run WAITING trials until none is left.
 
@@ -265,6 +279,10 @@ def run_worker(
         progress: per-epoch progress bar of each run.
         keep_checkpoints: keep ``<key>.pt`` after a run completes (default: delete it).
         log: called with one line per trial event (default: print to stderr).
+        allow_modules: the modules (and their submodules) whose code this worker may import
+            for a trial's model or data set (``"mylab"`` allows ``"mylab.models:net"``);
+            trials naming any other are handed back untouched. The working directory is
+            put first on ``sys.path`` when any is allowed.
 
     Returns:
         A :class:`WorkerResult`: the trials this worker ran and how they ended.
@@ -278,6 +296,7 @@ def run_worker(
 
     if max_trials is not None and (not isinstance(max_trials, int) or max_trials < 0):
         raise ValueError(f"max_trials must be a non-negative integer, got {max_trials!r}")
+    allow = check_modules(allow_modules)
     check_timing(heartbeat_interval, grace_period)
     if log is None:
 
@@ -301,13 +320,15 @@ def run_worker(
 
         torch.set_num_threads(threads)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
+    if allow and os.getcwd() not in sys.path:  # user code: from where the worker was started
+        sys.path.insert(0, os.getcwd())
     poll = min(2.0, heartbeat_interval) if poll_interval is None else poll_interval
     held: list[ClaimedTrial] = []  # the trial being run, for the message below
     with stop_on_signals():
         try:
             with deferred_signals():  # raised only at safe points: see interrupt.py
                 return _work(study, storage, storage_url, out, ckpt_dir, max_trials, wait, poll,
-                             grace_period, progress, keep_checkpoints, log, held)
+                             grace_period, progress, keep_checkpoints, log, held, allow)
         except Interrupted as exc:
             if exc.described:
                 raise
@@ -318,7 +339,8 @@ def run_worker(
 
 def _work(study, storage, storage_url: str, out: Path, ckpt_dir: Path, max_trials: int | None,
           wait: bool, poll: float, grace_period: int, progress: bool, keep_checkpoints: bool,
-          log: Callable[[str], None], held: list[ClaimedTrial]) -> WorkerResult:
+          log: Callable[[str], None], held: list[ClaimedTrial], allow: tuple[str, ...] = ()
+          ) -> WorkerResult:
     """The worker's loop: claim, run, record; a trial held when it stops is handed back."""
     from optuna.storages import fail_stale_trials
     from optuna.trial import TrialState
@@ -347,7 +369,8 @@ def _work(study, storage, storage_url: str, out: Path, ckpt_dir: Path, max_trial
                     time.sleep(poll)
                 continue
             waiting_said = False
-            state = _run_trial(study, claimed, out, ckpt_dir, log, progress, keep_checkpoints)
+            state = _run_trial(study, claimed, out, ckpt_dir, log, progress, keep_checkpoints,
+                               allow)
         except BaseException as exc:  # interrupted, or a refused path: hand it back
             for trial in held:
                 _hand_back(trial, storage_url, exc, log)

@@ -61,7 +61,7 @@ def _check_group(group: dict, index: int) -> None:
         raise ValueError(undefined_eta(group, f"{where}['initial_lr']"))
 
 
-def _unhooked_step(optimizer_cls: type) -> Any:
+def _unhooked_step(optimizer_cls: type[torch.optim.Optimizer]) -> Any:
     """The wrapped class's own ``step``, without torch's hook wrapper: this class's step is
     wrapped already (torch patches ``cls.step`` of every optimizer class it instantiates), so
     calling the patched base step would run the step hooks a second time per update."""

@@ -7,7 +7,11 @@ Every estimate comes from stored trials (bootstrap over seeds and test examples,
 themselves and is checked exactly by running them on a fixed problem (no training data).
 
 A claim whose experiment is not in the store (``quick`` runs only Fig. 2) is listed as
-"not run". The verdict rules are deliberately simple sign tests on the interval:
+"not run". A claim is scored only where the design can decide it -- at least
+:data:`MIN_SEEDS` seeds, and for a slope at least ``MIN_ROWS`` learning-rate rows with an
+interior optimum -- else it is "not scored" with the reason ("underpowered (...)"), as is a
+claim whose runs mix settings that one heat map cannot hold ("mixed design (...)").
+The verdict rules are deliberately simple sign tests on the interval:
 
 * a claim that predicts a *negative* quantity holds when the whole interval is below 0,
   is refuted when the whole interval is above 0 (or, for "separable", when it excludes 0),
@@ -17,31 +21,34 @@ A claim whose experiment is not in the store (``quick`` runs only Fig. 2) is lis
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import warnings
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from .. import registry
 from ..registry import optimizer_label
+from .evidence import Evidence, NoEvidence
 from .resample import DEFAULT_REPLICATES, Replicates
 from .stats import (
+    MIN_ROWS,
     SLOPE_READINGS,
     HeatMap,
     Interval,
     SlopeFit,
-    completed,
-    heat_map,
     interval,
     ols_slopes,
-    slope_fit,
 )
 
-__all__ = ["VERDICTS", "Claim", "Evidence", "scorecard", "exact_equivalence"]
+__all__ = ["MIN_SEEDS", "VERDICTS", "Claim", "Evidence", "scorecard", "exact_equivalence"]
 
-VERDICTS = ("holds", "refuted", "inconclusive", "not run")
+VERDICTS = ("holds", "refuted", "inconclusive", "not scored", "not run")
+#: the fewest seeds a claim is scored on: with one, the bootstrap sees the noise of the test
+#: examples only, not that of training, and a verdict would claim more than the runs show
+MIN_SEEDS = 2
 
 
 @dataclass
@@ -73,6 +80,8 @@ class Claim:
     reading: str = ""  # a slope's reading (stats.SLOPE_READINGS), for slope claims
 
     def estimate_text(self) -> str:
+        if self.verdict == "not scored":
+            return f"not scored: {self.detail}"
         if self.estimate is None:
             return self.detail if self.verdict != "not run" else "—"
         return self.estimate.format(self.fmt, self.scale)
@@ -94,6 +103,49 @@ def _not_run(key, source, claim, metric, why) -> Claim:
     return Claim(key, source, claim, metric, None, "not run", "—", why)
 
 
+_RULE_POWER = (f"scored with at least {MIN_SEEDS} seeds, and for a slope at least {MIN_ROWS} "
+               "learning-rate rows with an interior optimum")
+
+
+def _unscored(key, source, claim, metric, why) -> Claim:
+    return Claim(key, source, claim, metric, None, "not scored", _RULE_POWER, why)
+
+
+def _power(ev: Evidence, *maps: tuple[str, HeatMap | None], fits: Sequence[SlopeFit] = (),
+           reps: Replicates | None = None) -> str | None:
+    """Why the runs behind a claim cannot decide it ("underpowered (...)"), or None: the
+    seeds of the heat maps ``maps`` (``(figure tag, map)`` pairs) or of ``reps``, and the
+    rows with an interior optimum of each slope of ``fits``."""
+    seeds = set()
+    for figure, hm in maps:
+        r = ev.reps(figure)
+        if r is not None and hm is not None:
+            seeds |= {r.records[i].get("seed") for row in hm.runs for cell in row for i in cell}
+    if reps is not None:
+        seeds |= {r.get("seed") for r in reps.records}
+    if len(seeds) < MIN_SEEDS:
+        return (f"underpowered ({len(seeds)} seed{'s' * (len(seeds) != 1)}; a verdict needs "
+                f"at least {MIN_SEEDS})")
+    for fit in fits:
+        if int(fit.rows_used.sum()) < MIN_ROWS:
+            why = (fit.reason or "too few rows").removeprefix("not estimable: ")
+            return f"underpowered ({why})"
+    return None
+
+
+def _guarded(fn: Callable[..., Claim | list[Claim]], ev: Evidence, *args) -> list[Claim]:
+    """``fn(ev, *args)`` as a list of claims; a claim whose heat map's runs mix settings (a
+    ``ValueError``) is "not scored: mixed design (...)"."""
+    try:
+        out = fn(ev, *args)
+    except ValueError as err:
+        blank = fn(NoEvidence(), *args)
+        out = [dataclasses.replace(c, verdict="not scored", rule=_RULE_POWER,
+                                   detail=f"mixed design ({err})")
+               for c in (blank if isinstance(blank, list) else [blank])]
+    return out if isinstance(out, list) else [out]
+
+
 def _sign_verdict(ci: Interval, expect: str) -> str:
     """``expect="negative"``: holds if the interval is below 0, refuted if above."""
     if not ci.finite:
@@ -106,52 +158,6 @@ def _sign_verdict(ci: Interval, expect: str) -> str:
 
 _RULE_NEG = "holds if the interval lies below 0; refuted if above 0; else inconclusive"
 _RULE_POS = "holds if the interval lies above 0; refuted if below 0; else inconclusive"
-
-
-# ------------------------------------------------------------------------------ evidence
-
-
-@dataclass
-class Evidence:
-    """The stored trials of a report, grouped by experiment, with one bootstrap per
-    experiment (all comparisons inside an experiment are paired)."""
-
-    records: Sequence[Mapping]
-    n_boot: int = DEFAULT_REPLICATES
-    _reps: dict = field(default_factory=dict)  # figure tag (None: untagged) -> Replicates
-    _maps: dict = field(default_factory=dict)
-    _fits: dict = field(default_factory=dict)
-
-    def experiment(self, figure: str | None) -> list[Mapping]:
-        return [r for r in completed(self.records) if r.get("figure") == figure]
-
-    def reps(self, figure: str | None) -> Replicates | None:
-        if figure not in self._reps:
-            recs = self.experiment(figure)
-            self._reps[figure] = Replicates(recs, self.n_boot) if recs else None
-        return self._reps[figure]
-
-    def heat_map(self, figure: str | None, col: str = "weight_decay",
-                 **match) -> HeatMap | None:
-        key = (figure, col, tuple(sorted(match.items())))
-        if key not in self._maps:
-            reps = self.reps(figure)
-            hm = None
-            if reps is not None and any(
-                    all(r.get(k) == v for k, v in match.items()) and r.get(col) is not None
-                    for r in reps.records):
-                hm = heat_map(reps, lambda r: all(r.get(k) == v for k, v in match.items())
-                              and r.get(col) is not None, col=col)
-            self._maps[key] = hm
-        return self._maps[key]
-
-    def slope(self, figure: str | None, col: str = "weight_decay",
-              **match) -> SlopeFit | None:
-        key = (figure, col, tuple(sorted(match.items())))
-        if key not in self._fits:
-            hm = self.heat_map(figure, col, **match)
-            self._fits[key] = None if hm is None else slope_fit(hm)
-        return self._fits[key]
 
 
 # ------------------------------------------------------------------------------ claims
@@ -249,6 +255,8 @@ def _claim_fig2_shape(ev: Evidence, opt: str) -> Claim:
     fit, hm = ev.slope("fig2", optimizer=opt), ev.heat_map("fig2", optimizer=opt)
     if fit is None or hm is None:
         return _not_run(f"fig2.{opt}", "Fig. 2", claim, metric, "no Fig. 2 runs")
+    if why := _power(ev, ("fig2", hm), fits=[fit]):
+        return _unscored(f"fig2.{opt}", "Fig. 2", claim, metric, why)
     ci = fit.slope
     if coupled:
         rule = ("holds if the interval lies below 0; refuted if it lies above 0 or contains 0 "
@@ -278,18 +286,25 @@ def _claim_delta(ev: Evidence, l2: str, dec: str) -> Claim:
     fa, fb = ev.slope("fig2", optimizer=l2), ev.slope("fig2", optimizer=dec)
     if fa is None or fb is None:
         return _not_run(f"delta.{l2}", "Fig. 2, Prop. 1", claim, metric, "no Fig. 2 runs")
+    if why := _power(ev, ("fig2", ev.heat_map("fig2", optimizer=l2)),
+                     ("fig2", ev.heat_map("fig2", optimizer=dec)), fits=[fa, fb]):
+        return _unscored(f"delta.{l2}", "Fig. 2, Prop. 1", claim, metric, why)
     ci = interval(fa.replicates - fb.replicates)
     detail = ("−1 inside the interval" if ci.contains(-1.0) else "−1 outside the interval")
     return Claim(f"delta.{l2}", "Fig. 2, Prop. 1", claim, metric, ci,
                  _sign_verdict(ci, "negative"), _RULE_NEG, detail)
 
 
-def _best_diff(ev: Evidence, figure: str, a: dict, b: dict, relative: bool = True):
+def _best_diff(ev: Evidence, figure: str, a: dict, b: dict) -> Interval | str | None:
+    """The relative difference of the two heat maps' best errors (None: no runs; a string:
+    why they cannot decide it)."""
     ha, hb = ev.heat_map(figure, **a), ev.heat_map(figure, **b)
     if ha is None or hb is None:
         return None
+    if why := _power(ev, (figure, ha), (figure, hb)):
+        return why
     ea, eb = ha.best_error(), hb.best_error()
-    return interval((ea - eb) / eb if relative else ea - eb)
+    return interval((ea - eb) / eb)
 
 
 def _claim_adamw_vs_adam(ev: Evidence) -> Claim:
@@ -298,6 +313,8 @@ def _claim_adamw_vs_adam(ev: Evidence) -> Claim:
     ci = _best_diff(ev, "fig2", {"optimizer": "adamw"}, {"optimizer": "adam"})
     if ci is None:
         return _not_run("best.adamw_adam", "Fig. 1, 2", claim, metric, "no Fig. 2 runs")
+    if isinstance(ci, str):
+        return _unscored("best.adamw_adam", "Fig. 1, 2", claim, metric, ci)
     return Claim("best.adamw_adam", "Fig. 1, 2", claim, metric, ci,
                  _sign_verdict(ci, "negative"), _RULE_NEG,
                  "best cell of each heat map (selection included in every replicate)",
@@ -312,6 +329,8 @@ def _claim_cosine(ev: Evidence, opt: str) -> Claim:
                     {"optimizer": opt, "schedule": "fixed"})
     if ci is None:
         return _not_run(f"fig1.{opt}", "Fig. 1", claim, metric, "no Fig. 1 runs")
+    if isinstance(ci, str):
+        return _unscored(f"fig1.{opt}", "Fig. 1", claim, metric, ci)
     return Claim(f"fig1.{opt}", "Fig. 1", claim, metric, ci, _sign_verdict(ci, "negative"),
                  _RULE_NEG, "best cell of each heat map", fmt="{:+.1f} %", scale=100)
 
@@ -361,15 +380,18 @@ def _claim_fig3(ev: Evidence) -> Claim:
     if gap is None:
         return _not_run("fig3", "Fig. 3", claim, metric,
                         "no Fig. 3 runs, or the two optimizers' training losses never overlap")
+    if why := _power(ev, reps=reps):
+        return _unscored("fig3", "Fig. 3", claim, metric, why)
     ci = interval(gap)
     return Claim("fig3", "Fig. 3", claim, metric, ci, _sign_verdict(ci, "negative"), _RULE_NEG,
                  "percentage points; losses matched on a log scale", fmt="{:+.2f} pp", scale=100)
 
 
-def _budget_slopes(ev: Evidence, col: str) -> np.ndarray | None:
+def _budget_slopes(ev: Evidence, col: str) -> tuple[np.ndarray, int] | None:
     """Per replicate: slope of the heat map's best log λ (the mean of its rows' optima) on
     log epochs across the Supp. 3 budgets; ``col`` is ``"weight_decay"`` (raw λ runs) or
-    ``"weight_decay_norm"`` (λ_norm runs)."""
+    ``"weight_decay_norm"`` (λ_norm runs). With it, the number of budgets whose best λ the
+    data estimate (a row with an interior optimum)."""
     reps = ev.reps("supp3")
     if reps is None:
         return None
@@ -387,7 +409,9 @@ def _budget_slopes(ev: Evidence, col: str) -> np.ndarray | None:
         with np.errstate(invalid="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # a replicate with no row
             best.append(np.nanmean(fit.log_lambda, axis=1))
-    return ols_slopes(np.log(np.array(budgets, float)), np.stack(best, axis=1), min_rows=2)
+    points = int(sum(np.isfinite(b[0]) for b in best))
+    return ols_slopes(np.log(np.array(budgets, float)), np.stack(best, axis=1),
+                      min_rows=2), points
 
 
 def _claims_supp3(ev: Evidence) -> list[Claim]:
@@ -395,11 +419,18 @@ def _claims_supp3(ev: Evidence) -> list[Claim]:
     m1 = "slope d log λ* / d log T over the Supp. 3 budgets"
     c2 = "the best normalized λ_norm moves less with the budget than the best raw λ"
     m2 = "s(λ_norm) − s(λ), paired"
-    raw, norm = _budget_slopes(ev, "weight_decay"), _budget_slopes(ev, "weight_decay_norm")
-    if raw is None or norm is None:
-        why = "no Supp. 3 runs"
-        return [_not_run("supp3.raw", "Supp. 3, App. B", c1, m1, why),
-                _not_run("supp3.norm", "Supp. 3, App. B", c2, m2, why)]
+    fit_raw, fit_norm = _budget_slopes(ev, "weight_decay"), _budget_slopes(ev, "weight_decay_norm")
+    if fit_raw is None or fit_norm is None:
+        return [_not_run("supp3.raw", "Supp. 3, App. B", c1, m1, "no Supp. 3 runs"),
+                _not_run("supp3.norm", "Supp. 3, App. B", c2, m2, "no Supp. 3 runs")]
+    (raw, n_raw), (norm, n_norm) = fit_raw, fit_norm
+    why = _power(ev, reps=ev.reps("supp3"))
+    if why is None and min(n_raw, n_norm) < MIN_ROWS:
+        why = (f"underpowered ({min(n_raw, n_norm)} budgets with an interior optimum; a "
+               f"slope needs {MIN_ROWS})")
+    if why is not None:
+        return [_unscored("supp3.raw", "Supp. 3, App. B", c1, m1, why),
+                _unscored("supp3.norm", "Supp. 3, App. B", c2, m2, why)]
     ci_raw = interval(raw)
     ci_d = interval(norm - raw)
     ci_norm = interval(norm)
@@ -439,6 +470,9 @@ def _claim_fig4(ev: Evidence, opt: str) -> Claim:
     ends = _period_ends([reps.records[i] for i in restart])
     if not single or not restart or not ends:
         return _not_run(f"fig4.{opt}", "Fig. 4", claim, metric, f"no {label} pair in Fig. 4")
+    if len({reps.records[i].get("seed") for i in single + restart}) < MIN_SEEDS:
+        return _unscored(f"fig4.{opt}", "Fig. 4", claim, metric, f"underpowered (fewer than "
+                         f"{MIN_SEEDS} seeds)")
     diffs = np.stack([reps.mean(single, e) - reps.mean(restart, e) for e in ends])
     ci = interval(diffs.mean(axis=0))
     return Claim(f"fig4.{opt}", "Fig. 4", claim, metric, ci, _sign_verdict(ci, "positive"),
@@ -456,6 +490,10 @@ def _claim_convention(ev: Evidence, opt: str) -> Claim:
     f_sc = ev.slope("fig2", optimizer=opt)
     if f_lr is None or f_sc is None:
         return _not_run(f"conv.{opt}", "Sec. 2, 3", claim, metric, "no convention runs")
+    if why := _power(ev, ("conventions", ev.heat_map("conventions", optimizer=opt,
+                                                     decay_convention="lr")),
+                     ("fig2", ev.heat_map("fig2", optimizer=opt)), fits=[f_lr, f_sc]):
+        return _unscored(f"conv.{opt}", "Sec. 2, 3", claim, metric, why)
     ci = interval(f_lr.replicates - f_sc.replicates)
     detail = (f"s(lr) = {f_lr.slope.format()} ({f_lr.reading}), s(schedule) = "
               f"{f_sc.slope.format()} ({f_sc.reading}); since λ_lr = λ/α describes the same "
@@ -477,9 +515,15 @@ def _claims_ablation(ev: Evidence) -> list[Claim]:
     si = ev.slope("ablation", optimizer="adamw", scale_invariant_only=True)
     long = ev.slope("ablation", optimizer="adamw", epochs=30)
     out = []
-    for key, claim, metric, fit in (("ablation.si", c1, m1, si), ("ablation.budget", c2, m2, long)):
+    for key, claim, metric, fit, match in (
+            ("ablation.si", c1, m1, si, {"scale_invariant_only": True}),
+            ("ablation.budget", c2, m2, long, {"epochs": 30})):
         if fit is None or base is None:
             out.append(_not_run(key, src, claim, metric, "no ablation runs"))
+            continue
+        if why := _power(ev, ("ablation", ev.heat_map("ablation", optimizer="adamw", **match)),
+                         ("fig2", ev.heat_map("fig2", optimizer="adamw")), fits=[fit, base]):
+            out.append(_unscored(key, src, claim, metric, why))
             continue
         ci = interval(fit.replicates - base.replicates)
         out.append(Claim(key, src, claim, metric, ci, _sign_verdict(ci, "negative"), _RULE_NEG,
@@ -503,14 +547,12 @@ def scorecard(records: Sequence[Mapping], n_boot: int = DEFAULT_REPLICATES,
     ev = evidence if evidence is not None else Evidence(records, n_boot)
     out = [_claim_equivalence()] if equivalence else []
     # L2 first (SGD, Adam), then decoupled (SGDW, AdamW)
-    out += [_claim_fig2_shape(ev, o) for o in sorted(registry.OPTIMIZERS,
-                                                     key=registry.is_decoupled)]
-    out += [_claim_delta(ev, "sgd", "sgdw"), _claim_delta(ev, "adam", "adamw")]
-    out += [_claim_adamw_vs_adam(ev)]
-    out += [_claim_cosine(ev, "adam"), _claim_cosine(ev, "adamw")]
-    out += [_claim_fig3(ev)]
-    out += _claims_supp3(ev)
-    out += [_claim_fig4(ev, "adamw"), _claim_fig4(ev, "sgdw")]
-    out += [_claim_convention(ev, "sgdw"), _claim_convention(ev, "adamw")]
-    out += _claims_ablation(ev)
+    calls: list[tuple] = [(_claim_fig2_shape, o) for o in sorted(registry.OPTIMIZERS,
+                                                               key=registry.is_decoupled)]
+    calls += [(_claim_delta, "sgd", "sgdw"), (_claim_delta, "adam", "adamw"),
+              (_claim_adamw_vs_adam,), (_claim_cosine, "adam"), (_claim_cosine, "adamw"),
+              (_claim_fig3,), (_claims_supp3,), (_claim_fig4, "adamw"), (_claim_fig4, "sgdw"),
+              (_claim_convention, "sgdw"), (_claim_convention, "adamw"), (_claims_ablation,)]
+    for fn, *args in calls:
+        out += _guarded(fn, ev, *args)
     return out

@@ -1,7 +1,9 @@
 """The figures of Loshchilov & Hutter (ICLR 2019), drawn from stored trial records only.
 
-One function per figure of the paper (Sec. 4: Figs. 1-4, Supp. Figs. 1 and 3), plus
-:func:`fig_slopes`, the best λ of each learning rate with the fitted slope and its interval.
+One function per heat-map figure of the paper (Sec. 4: Figs. 1 and 2, Supp. Fig. 3), plus
+:func:`fig_slopes`, the best λ of each learning rate with the fitted slope and its interval,
+and :func:`fig_variants` (the curves, Figs. 3-4 and Supp. Fig. 1, are in
+:mod:`weightdecay.report.curves`).
 Each takes the records of a study (``weightdecay.harness.store.load_records``) — or the
 :class:`weightdecay.report.claims.Evidence` built from them, which carries the bootstrap —
 and returns a :class:`matplotlib.figure.Figure`. Nothing here trains or imports an optimizer.
@@ -20,28 +22,30 @@ the figures are :data:`weightdecay.registry.FIGURES`.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import textwrap
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from .. import registry
-from ..registry import best_setting, optimizer_label, schedule_label, setting_key
+from ..registry import optimizer_label, schedule_label
 from .claims import Evidence
 from .stats import HeatMap, SlopeFit, completed, format_value
 
 __all__ = [
+    "Panel",
     "draw_heat_map",
     "evidence_for",
     "fig1",
     "fig2",
-    "fig3",
-    "fig4",
     "fig_slopes",
     "fig_variants",
     "missing",
-    "supp1",
+    "split_panels",
     "supp3",
 ]
 
@@ -83,10 +87,14 @@ def _tick(x: float) -> str:
     return f"{x:.3g}"
 
 
+def _wrap(text: str, width: int = 44) -> str:
+    return "\n".join(textwrap.fill(line, width) for line in text.splitlines())
+
+
 def _empty_panel(ax, title: str, message: str) -> None:
     ax.set_title(title, fontsize=_FONT["title"])
-    ax.text(0.5, 0.5, message, ha="center", va="center", fontsize=_FONT["label"], color="0.4",
-            transform=ax.transAxes, wrap=True)
+    ax.text(0.5, 0.5, _wrap(message), ha="center", va="center", fontsize=_FONT["label"],
+            color="0.4", transform=ax.transAxes)
     ax.set_xticks([])
     ax.set_yticks([])
 
@@ -186,7 +194,7 @@ def draw_heat_map(fig, ax, hm: HeatMap, fit: SlopeFit | None = None, *, title: s
     ax.set_xlim(-0.5, nc - 0.5)
     ax.set_ylim(-0.5, nr - 0.5)
     if fit is not None:
-        title = f"{title}\nslope {fit.slope.format()}: {fit.reading}"
+        title = f"{title}\nslope " + "\n".join(textwrap.wrap(fit.text(), 56))
     ax.set_title(title, fontsize=_FONT["title"])
     if colorbar:
         cb = fig.colorbar(im, ax=ax, extend="max" if clipped else "neither", shrink=0.9)
@@ -206,8 +214,35 @@ class Panel:
     slope: bool = True
 
 
+def _short(value) -> str:
+    text = format_value(value) if isinstance(value, float) else str(value)
+    return text if len(text) <= 16 else text[:12] + "…"
+
+
+def split_panels(ev: Evidence, panels: list[Panel]) -> list[Panel]:
+    """Each panel split by the settings that vary among its runs (:meth:`Evidence.split`):
+    one heat map per combination, its title naming it ("epochs=5")."""
+    out = []
+    for p in panels:
+        base = dict(p.match)
+        for sub in ev.split(p.figure, p.col, **base):
+            extra = ", ".join(f"{k}={_short(v)}" for k, v in sub.items() if k not in base)
+            out.append(dataclasses.replace(p, title=p.title + (f"\n{extra}" if extra else ""),
+                                           match=tuple(sub.items())))
+    return out
+
+
 def _draw_panels(fig, panels: list[Panel], ev: Evidence, nrows: int, ncols: int,
-                 *, top_k: int = 10, shared_scale: bool = False):
+                 *, top_k: int = 10, shared_scale: bool = False, needs: str = ""):
+    wanted = len(panels)
+    panels = split_panels(ev, panels)
+    if not panels:  # runs of the experiment, but none of what the figure shows
+        _empty_panel(fig.subplots(), "", f"no completed runs of {needs}")
+        return
+    if len(panels) != wanted:  # settings split the panels: a grid of at most 3 columns
+        ncols = min(3, len(panels))
+        nrows = math.ceil(len(panels) / ncols)
+        fig.set_size_inches(5.6 * ncols, 4.8 * nrows + 0.5)
     axes = list(np.asarray(fig.subplots(nrows, ncols, squeeze=False)).ravel())
     maps = [ev.heat_map(p.figure, p.col, **dict(p.match)) for p in panels]
     limits = None
@@ -275,9 +310,10 @@ def fig2(records, top_k: int = 10):
     opts = [o for o in registry.OPTIMIZERS if any(r.get("optimizer") == o for r in recs)]
     panels = [Panel(optimizer_label(o), key, "weight_decay", (("optimizer", o),))
               for o in opts]
-    nrows, ncols = (2, 2) if len(panels) > 2 else (1, len(panels))
+    nrows, ncols = (2, 2) if len(panels) > 2 else (1, max(1, len(panels)))
     fig = _figure(6.4 * ncols, 5.2 * nrows + 0.5)
-    _draw_panels(fig, panels, ev, nrows, ncols, top_k=top_k)
+    _draw_panels(fig, panels, ev, nrows, ncols, top_k=top_k,
+                 needs=registry.figure("fig2").needs)
     fig.suptitle(f"Fig. 2 — final test error (%, mean ± SE); ◆ best λ of each α, dashed: "
                  f"fitted slope ({_note(recs)})", fontsize=12)
     return fig
@@ -295,8 +331,9 @@ def fig1(records, top_k: int = 10):
     panels = [Panel(f"{optimizer_label(o)}, {schedule_label(s)}", key, "weight_decay",
                     (("optimizer", o), ("schedule", s)), slope=False)
               for o in opts for s in scheds]
-    fig = _figure(5.6 * len(scheds), 4.8 * len(opts) + 0.5)
-    _draw_panels(fig, panels, ev, len(opts), len(scheds), top_k=top_k)
+    fig = _figure(5.6 * max(1, len(scheds)), 4.8 * max(1, len(opts)) + 0.5)
+    _draw_panels(fig, panels, ev, len(opts), len(scheds), top_k=top_k,
+                 needs=registry.figure("fig1").needs)
     fig.suptitle(f"Fig. 1 — Adam (L2) vs AdamW across schedules ({_note(recs)})", fontsize=12)
     return fig
 
@@ -345,242 +382,70 @@ def fig_variants(records, top_k: int = 10):
     panels = [Panel(f"{optimizer_label(o)}, {label}", key, "weight_decay",
                     tuple({"optimizer": o, **match}.items()))
               for o in opts for label, match in settings]
-    fig = _figure(5.2 * len(settings), 4.8 * len(opts) + 0.5)
-    _draw_panels(fig, panels, ev, len(opts), len(settings), top_k=top_k)
+    fig = _figure(5.2 * len(settings), 4.8 * max(1, len(opts)) + 0.5)
+    _draw_panels(fig, panels, ev, len(opts), len(settings), top_k=top_k,
+                 needs=registry.figure("variants").needs)
     fig.suptitle(f"Decay variants — final test error (%), ◆ best λ of each α ({_note(recs)})",
                  fontsize=12)
     return fig
 
 
+def _optima(ax, fit: SlopeFit, hm: HeatMap, label: str, color) -> bool:
+    """Draw a heat map's per-row best λ (◆, 90 % bootstrap range) and its fitted line into
+    ``ax``; False when no row has an optimum to draw."""
+    used = fit.rows_used
+    a = hm.rows[used]
+    if not len(a):
+        return False
+    y = np.exp(fit.log_lambda[0, used])
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a row no replicate brackets
+        boot = np.exp(fit.log_lambda[1:, used])
+        lo = np.nanquantile(boot, 0.05, axis=0) if len(boot) else y
+        hi = np.nanquantile(boot, 0.95, axis=0) if len(boot) else y
+    err = [np.nan_to_num(np.maximum(y - lo, 0.0)), np.nan_to_num(np.maximum(hi - y, 0.0))]
+    text = f"s = {fit.text()}" if np.isfinite(fit.slope.estimate) else fit.reason
+    ax.errorbar(a, y, yerr=err, fmt="D", color=color, capsize=3,
+                label=_wrap(f"{label}: {text}", 56))
+    if np.isfinite(fit.intercept):
+        ax.plot(a, np.exp(fit.line(a)), color=color, lw=1.2)
+    return True
+
+
 def fig_slopes(records):
     """The best λ of each learning rate (◆, bootstrap 90 % range as bars) for the Fig. 2
-    optimizers, with the fitted lines; grey guides show slope 0 (separable) and −1 (L2)."""
+    optimizers, with the fitted lines; a heat map without optima to draw says why in its
+    place ("not estimable: no row has an interior optimum")."""
     ev = evidence_for(records)
     recs = _need(ev, "slopes")
     key = _fig_key(ev, recs, "fig2")
     fig = _figure(11.0, 4.4)
     axes = fig.subplots(1, 2, squeeze=False)[0]
     for ax, pair in zip(axes, (("sgd", "sgdw"), ("adam", "adamw"))):
+        title = f"{optimizer_label(pair[0])} vs {optimizer_label(pair[1])}"
+        notes = []
         for opt in pair:
-            fit = ev.slope(key, optimizer=opt)
-            hm = ev.heat_map(key, optimizer=opt)
-            if fit is None or hm is None:
+            if not any(r.get("optimizer") == opt for r in recs):
                 continue
-            label = optimizer_label(opt)
-            used = fit.rows_used
-            a = hm.rows[used]
-            with np.errstate(invalid="ignore"):
-                boot = np.exp(fit.log_lambda[1:, used])
-                lo = np.nanquantile(boot, 0.05, axis=0) if boot.size else []
-                hi = np.nanquantile(boot, 0.95, axis=0) if boot.size else []
-            y = np.exp(fit.log_lambda[0, used])
-            ax.errorbar(a, y, yerr=[y - lo, hi - y] if len(a) else None, fmt="D",
-                        color=_COLORS[label], capsize=3,
-                        label=f"{label}: s = {fit.slope.format()} ({fit.reading})")
-            if np.isfinite(fit.intercept) and len(a):
-                ax.plot(a, np.exp(fit.line(a)), color=_COLORS[label], lw=1.2)
+            for match in ev.split(key, optimizer=opt):
+                fit, hm = ev.slope(key, **match), ev.heat_map(key, **match)
+                extra = ", ".join(f"{k}={_short(v)}" for k, v in match.items() if k != "optimizer")
+                label = optimizer_label(opt) + (f" ({extra})" if extra else "")
+                if fit is not None and hm is not None and not _optima(
+                        ax, fit, hm, label, _COLORS[optimizer_label(opt)]):
+                    notes.append(f"{label}: {fit.reason}")
+        if not ax.has_data():
+            _empty_panel(ax, title, "\n".join(notes) or "no runs of these optimizers")
+            continue
+        for note in notes:  # beside the drawn ones, in the legend
+            ax.plot([], [], " ", label=_wrap(note, 56))
         ax.set_xscale("log", base=2)
         ax.set_yscale("log", base=2)
-        ax.set(xlabel="learning rate α", ylabel="best λ (L2: λ'; decoupled: λ)",
-               title=f"{optimizer_label(pair[0])} vs {optimizer_label(pair[1])}")
+        ax.set(xlabel="learning rate α", ylabel="best λ (L2: λ'; decoupled: λ)")
+        ax.set_title(title, fontsize=_FONT["title"])
         ax.grid(alpha=0.3, which="both")
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=_FONT["tick"])
+        ax.legend(fontsize=_FONT["tick"])
     fig.suptitle("Best decay of each learning rate (90 % bootstrap range) and the fitted "
                  "slope d log λ*/d log α: Prop. 1 predicts −1 with L2, 0 decoupled",
                  fontsize=11)
-    return fig
-
-
-# ----------------------------------------------------------------------------- curves
-
-
-def _group(recs: Sequence[Mapping]) -> dict[tuple, list[int]]:
-    """Run indices grouped by setting (:func:`weightdecay.registry.setting_key`: everything
-    but the seed)."""
-    out: dict[tuple, list[int]] = {}
-    for i, r in enumerate(recs):
-        out.setdefault(setting_key(r), []).append(i)
-    return out
-
-
-def _curve(recs: Sequence[Mapping], runs: list[int], name: str):
-    """Epochs, mean and standard error over seeds of a history series (NaN-free epochs)."""
-    hists = [recs[i].get("history") or {} for i in runs]
-    n = min(len(h.get(name) or []) for h in hists)
-    if n == 0:
-        return None
-    ep = np.asarray((hists[0].get("epoch") or range(1, n + 1))[:n], dtype=float)
-    ys = np.array([[np.nan if v is None else float(v) for v in h[name][:n]] for h in hists])
-    ok = np.isfinite(ys).all(axis=0)
-    mean = ys.mean(axis=0)
-    se = ys.std(axis=0, ddof=1) / np.sqrt(len(ys)) if len(ys) > 1 else np.zeros(n)
-    return ep[ok], mean[ok], se[ok]
-
-
-def _final(recs, runs, key):
-    vals = [float(recs[i][key]) for i in runs if recs[i].get(key) is not None]
-    return float(np.mean(vals)) if vals and len(vals) == len(runs) else float("nan")
-
-
-def _best_error(recs: Sequence[Mapping]) -> float:
-    """The mean final test error of the best setting among ``recs`` (NaN: none)."""
-    best = best_setting(recs)
-    return float("nan") if best is None else best.error
-
-
-def _plot_band(ax, curve, scale=1.0, **kw):
-    x, m, s = curve
-    (line,) = ax.plot(x, m * scale, **kw)
-    ax.fill_between(x, (m - s) * scale, (m + s) * scale, color=line.get_color(),
-                    alpha=0.15 * kw.get("alpha", 1.0), lw=0)
-
-
-def fig3(records):
-    """Paper Fig. 3: Adam (L2) vs AdamW over a long run: (a) training loss and (b) test
-    error per epoch (best setting bold, ±1 SE over seeds), (c) final test error vs λ,
-    (d) final test error vs final training loss, one point per setting."""
-    ev = evidence_for(records)
-    recs = [r for r in _need(ev, "fig3") if r.get("schedule") != "restarts"]
-    fig = _figure(11.5, 8.5)
-    (a_loss, a_err), (a_lam, a_gen) = fig.subplots(2, 2)
-    for opt in ("adam", "adamw"):
-        mine = [r for r in recs if r.get("optimizer") == opt]
-        sub = [r for r in mine if not r.get("diverged")]  # the curves of runs that trained
-        if not sub:
-            continue
-        label = optimizer_label(opt)
-        color = _COLORS[label]
-        groups = _group(sub)
-        finals = {k: _final(sub, v, "final_test_error") for k, v in groups.items()}
-        best = best_setting(mine)
-        for k, runs in groups.items():
-            bold = best is not None and k == setting_key(best.runs[0])
-            kw = {"color": color, "lw": 2.0 if bold else 0.8, "alpha": 1.0 if bold else 0.35}
-            if bold:
-                r0 = sub[runs[0]]
-                kw["label"] = (f"{label} (best: α={format_value(r0.get('lr'))}, "
-                               f"λ={format_value(r0.get('weight_decay'))})")
-            for ax, name, scale in ((a_loss, "train_loss", 1.0), (a_err, "test_error", 100.0)):
-                c = _curve(sub, runs, name)
-                if c is not None:
-                    _plot_band(ax, c, scale, **kw)
-        lams = sorted({r["weight_decay"] for r in sub if r.get("weight_decay")
-                       and r["weight_decay"] > 0})
-        per_lam = [_best_error([r for r in mine if r.get("weight_decay") == lam])
-                   for lam in lams]
-        a_lam.plot(lams, 100 * np.array(per_lam), "o-", color=color, label=label)
-        pts = [(_final(sub, v, "final_train_loss"), finals[k]) for k, v in groups.items()]
-        pts = [p for p in pts if np.isfinite(p[0]) and np.isfinite(p[1])]
-        if pts:
-            xs, ys = zip(*pts)
-            a_gen.scatter(xs, 100 * np.array(ys), color=color, label=label, s=28, alpha=0.8)
-    a_loss.set_yscale("log")
-    a_loss.set(xlabel="epoch", ylabel="training loss", title="(a) training loss")
-    a_err.set(xlabel="epoch", ylabel="test error (%)", title="(b) test error", yscale="log")
-    a_lam.set_xscale("log", base=2)
-    a_lam.set(xlabel="λ (Adam: L2 factor λ'; AdamW: decoupled λ)",
-              ylabel="final test error (%)", title="(c) test error vs λ (best α)")
-    a_gen.set_xscale("log")
-    a_gen.set(xlabel="final training loss", ylabel="final test error (%)",
-              title="(d) test error vs training loss (one point per setting)")
-    for ax in (a_loss, a_err, a_lam, a_gen):
-        ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=_FONT["tick"])
-    fig.suptitle(f"Fig. 3 — Adam vs AdamW, long run ({_note(recs)})", fontsize=12)
-    return fig
-
-
-def fig4(records):
-    """Paper Fig. 4: test error per epoch of each optimizer with one cosine cycle and with
-    warm restarts (label + "R"), mean ±1 SE over seeds; dots at the ends of restart periods
-    (the anytime checkpoints)."""
-    from weightdecay.schedules import period_ends
-
-    ev = evidence_for(records)
-    recs = _need(ev, "fig4")
-    fig = _figure(8.0, 5.0)
-    ax = fig.subplots()
-    for runs in _group(recs).values():
-        r0 = recs[runs[0]]
-        label = optimizer_label(r0.get("optimizer"), r0.get("schedule"))
-        c = _curve(recs, runs, "test_error")
-        if c is None:
-            continue
-        restarts = label.endswith("R")
-        _plot_band(ax, c, 100.0, color=_COLORS.get(label), lw=1.6, ls="-" if restarts else "--",
-                   label=f"{label} (α={format_value(r0.get('lr'))}, "
-                         f"λ={format_value(r0.get('weight_decay'))}): {100 * c[1][-1]:.2f}%")
-        if restarts and r0.get("T_0"):
-            ends = [e for e in period_ends(c[0][-1], float(r0["T_0"]), float(r0["T_mult"]))]
-            idx = [int(np.argmin(np.abs(c[0] - e))) for e in ends]
-            ax.scatter(c[0][idx], 100 * c[1][idx], color=_COLORS.get(label), s=30, zorder=3)
-    ax.set(xlabel="epoch", ylabel="test error (%)")
-    ax.set_yscale("log")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=_FONT["tick"])
-    fig.suptitle(f"Fig. 4 — anytime performance of warm restarts\n({_note(recs)}; dots: ends "
-                 "of the restart periods)", fontsize=11)
-    return fig
-
-
-def supp1(records: Sequence[Mapping] | Evidence | None = None, *, T_0: float = 100,
-          T_mult: float = 2.0, epochs: float | None = None, steps_per_epoch: int = 10):
-    """Paper Supp. Fig. 1: the schedule multiplier η_t over epochs for warm restarts.
-
-    From stored ``"eta"`` histories of runs with ``schedule == "restarts"`` (tagged "supp1"
-    first) — one line per (T_0, T_mult, epochs) — else computed with
-    :func:`weightdecay.schedules.cosine_restarts` for ``T_0`` epochs and ``T_mult`` over
-    ``epochs`` (default: four periods), at ``steps_per_epoch`` updates per epoch. Period
-    ends (η_t → 0, the recommended checkpoints) are marked.
-    """
-    from weightdecay.schedules import cosine_restarts, period_ends
-
-    if T_0 <= 0 or T_mult < 1:
-        raise ValueError(f"T_0 must be > 0 and T_mult >= 1, got T_0={T_0!r}, "
-                         f"T_mult={T_mult!r}")
-    if steps_per_epoch < 1:
-        raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch!r}")
-    if isinstance(records, Evidence):
-        records = records.records
-    curves = []
-    if records:
-        done = completed(records)
-        cand = [r for r in done if r.get("figure") == "supp1"] or done
-        seen = set()
-        for r in cand:
-            h = r.get("history") or {}
-            key = (r.get("T_0"), r.get("T_mult"), r.get("epochs"))
-            if r.get("schedule") != "restarts" or not h.get("eta") or key in seen:
-                continue
-            seen.add(key)
-            eta = np.asarray(h["eta"], dtype=float)
-            ep = np.asarray(h.get("epoch") or range(1, len(eta) + 1), dtype=float)
-            curves.append((f"stored: T_0={r['T_0']:g}, T_mult={r['T_mult']:g} (η at the end "
-                           "of each epoch)", ep, eta, float(r["T_0"]), float(r["T_mult"])))
-    if not curves:
-        if epochs is None:
-            epochs = sum(T_0 * T_mult**i for i in range(4))
-        if epochs <= 0:
-            raise ValueError(f"epochs must be > 0, got {epochs!r}")
-        s = cosine_restarts(T_0=T_0 * steps_per_epoch, T_mult=T_mult)
-        t = np.arange(0, int(round(epochs * steps_per_epoch)), dtype=float)
-        curves.append((f"T_0={T_0:g} epochs, T_mult={T_mult:g}", t / steps_per_epoch,
-                       np.asarray(s(t), dtype=float), T_0, T_mult))
-    fig = _figure(8.0, 3.8)
-    ax = fig.subplots()
-    for i, (label, x, eta, t0, tm) in enumerate(curves):
-        color = f"C{i}"
-        ax.plot(x, eta, color=color, lw=1.4, label=label)
-        ends = period_ends(float(x[-1]) + 1e-9, t0, tm)
-        ax.scatter(ends, np.zeros(len(ends)), color=color, marker="v", s=36, zorder=3)
-        for e in ends:
-            ax.annotate(f"{e:g}", (e, 0), textcoords="offset points", xytext=(-5, 6),
-                        ha="right", va="bottom", fontsize=_FONT["tick"], color=color)
-    ax.set(xlabel="epoch", ylabel="η_t (multiplier of α and λ)", ylim=(-0.05, 1.1),
-           title="Supp. Fig. 1 — cosine annealing with warm restarts "
-                 "(▼: period ends = recommended checkpoints)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=_FONT["tick"], loc="upper right")
     return fig

@@ -5,11 +5,13 @@ from the Report's evidence, by the functions the registry names), with the numbe
 them, a trials summary, the best settings, the sweep spec and the software versions. It
 computes nothing the Report does not hold, apart from drawing.
 
-The page is self-contained (inline CSS, no scripts, no network) apart from the PNG files
-written beside it; all text from records or the spec is HTML-escaped. Every file is written
-atomically, inside the folder named (``weightdecay._io.write_atomic``). ``stats.json`` is not
-written here: it is the Report's serialization, which its orchestrator writes
-(:func:`weightdecay.api.report`).
+The page is self-contained -- inline CSS, no scripts, no network, every figure embedded as a
+PNG data URI -- so the file alone shows everything; the same PNGs are also written beside it
+(for the committed results, :mod:`weightdecay.report.publish`). All text from records or the
+spec is HTML-escaped. Every file is written atomically and never through a symbolic link
+that leads out of the folder the user named (``root``; :func:`weightdecay._io.write_atomic`).
+``stats.json`` is not written here: it is the Report's serialization, which its orchestrator
+writes (:func:`weightdecay.api.report`).
 
 Reference: Loshchilov & Hutter, "Decoupled Weight Decay Regularization", ICLR 2019; the
 figure names (fig1 ... fig4, supp1, supp3) follow the paper's Sec. 4 and supplement.
@@ -17,7 +19,9 @@ figure names (fig1 ... fig4, supp1, supp3) follow the paper's Sec. 4 and supplem
 
 from __future__ import annotations
 
+import base64
 import html
+import io
 import json
 import math
 import os
@@ -28,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from .. import registry
-from .._io import atomic_open, write_atomic
+from .._io import check_inside, write_atomic
 from .claims import Claim
 from .model import STATES, HeatMapTable, Replication, Report, SettingRow
 from .stats import (
@@ -62,6 +66,7 @@ td.holds { background: #d9f0d9; font-weight: bold; }
 td.refuted { background: #f6d5d5; font-weight: bold; }
 td.inconclusive { background: #fbf0c9; font-weight: bold; }
 td.notrun { color: #999; }
+td.notscored { color: #666; background: #eee; }
 img { max-width: 100%; border: 1px solid #ddd; }
 .note { color: #8a5a00; }
 pre { background: #f6f6f6; padding: 0.8em; overflow-x: auto; font-size: 0.85em; }
@@ -159,7 +164,7 @@ def _scorecard_html(claims: Sequence[Claim], replicated: Replication | None) -> 
         rows.append(
             f"<tr><td class='l'>{_e(c.source)}</td><td class='l'>{_e(c.claim)}</td>"
             f"<td class='l'>{_e(c.metric)}</td><td>{_e(c.estimate_text())}</td>"
-            f"<td class='{_e(c.verdict)}'>{_e(c.verdict)}</td>{orig}"
+            f"<td class='{_e(c.verdict.replace(' ', ''))}'>{_e(c.verdict)}</td>{orig}"
             f"<td class='l'>{_e(c.rule)}<br><span class='meta'>{_e(c.detail)}</span></td>"
             "</tr>")
     not_run = [c for c in claims if c.verdict == "not run"]
@@ -222,7 +227,7 @@ def _tables_html(tables: Mapping[str, HeatMapTable]) -> str:
     out = []
     for title, t in tables.items():
         summary = title + ("" if t.slope is None else
-                           f": slope {t.slope.slope.format()} — {t.slope.reading}")
+                           f": slope {t.slope.text()}")
         out.append(f"<details><summary>{_e(summary)}</summary>"
                    f"{_heat_map_html(t.heat_map, t.slope)}</details>")
     if out:
@@ -242,7 +247,7 @@ def _variants_html(rows: Sequence[VariantRow]) -> str:
         f"<tr><td class='l'>{_e(r.optimizer)}</td><td class='l'>{_e(r.name)}</td>"
         f"<td>{_e(r.best_error.format('{:.2f} %', 100))}</td>"
         f"<td>{_e('—' if r.vs_paper is None else r.vs_paper.format('{:+.1f} %', 100))}</td>"
-        f"<td>{_e(r.slope.slope.format())}</td><td class='l'>{_e(r.slope.reading)}</td></tr>"
+        f"<td>{_e(r.slope.text())}</td><td class='l'>{_e(r.slope.reading)}</td></tr>"
         for r in rows)
     return ("<p>Each optimizer's decay rules, ranked by best final test error (best cell of "
             "the heat map; the difference from the paper's decay is paired: same seeds, same "
@@ -253,22 +258,29 @@ def _variants_html(rows: Sequence[VariantRow]) -> str:
 # ----------------------------------------------------------------------------- main
 
 
-def _figure_sections(report: Report, out: Path) -> tuple[list[str], list[str]]:
-    """Draw the Report's figures into ``out`` (PNG); their sections, and the figures that
-    failed to draw (``"name: reason"``)."""
+def _draw(report: Report, name: str) -> bytes:
+    """Figure ``name`` of the Report as PNG bytes."""
+    fig = registry.resolve("figure", name)(report.evidence)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=_DPI)
+    return buf.getvalue()
+
+
+def _figure_sections(report: Report, out: Path, root: Path) -> tuple[list[str], list[str]]:
+    """Draw the Report's figures, embedded in their sections and written into ``out`` (PNG);
+    the sections, and the figures that failed to draw (``"name: reason"``)."""
     sections, failed = [], []
     for name in report.figures:
         entry = registry.figure(name)
-        png = out / f"{name}.png"
-        try:  # drawing too can find the data unfit (a log axis with nothing positive)
-            fig = registry.resolve("figure", name)(report.evidence)
-            with atomic_open(png, "wb", root=out) as fh:
-                fig.savefig(fh, format="png", dpi=_DPI)
-        except ValueError as err:
-            failed.append(f"{name}: {err}")
+        try:  # a figure function that fails is listed, never the end of the page
+            png = _draw(report, name)
+        except Exception as err:
+            failed.append(f"{name}: failed to draw ({type(err).__name__}: {err})")
             continue
+        write_atomic(out / f"{name}.png", png, root=root)
+        data = base64.b64encode(png).decode("ascii")
         parts = [f"<h2 id='{name}'>{_e(name)}</h2>", f"<p>{_e(entry.caption)}</p>",
-                 f"<img src='{_e(png.name)}' alt='{_e(name)}'>"]
+                 f"<img src='data:image/png;base64,{data}' alt='{_e(name)}'>"]
         if name in report.tables:
             parts.append(_tables_html(report.tables[name]))
         if name == "variants":
@@ -281,17 +293,24 @@ def _figure_sections(report: Report, out: Path) -> tuple[list[str], list[str]]:
     return sections, failed
 
 
-def write_html(report: Report, out_dir: str | os.PathLike) -> Path:
-    """Draw ``report``'s figures and write ``out_dir/report.html`` (PNGs beside it).
+def write_html(report: Report, out_dir: str | os.PathLike,
+               root: str | os.PathLike | None = None) -> Path:
+    """Draw ``report``'s figures and write ``out_dir/report.html``, the figures embedded
+    (and as PNGs beside it).
 
     A figure that cannot be drawn is listed with the reason instead of failing the page.
+    ``root``: the folder the user named (default ``out_dir``); a symbolic link that leads out
+    of it is refused (:class:`weightdecay._io.UnsafePathError`) before anything is written.
     Returns the path of ``report.html``.
     """
     out = Path(out_dir)
+    root = out if root is None else Path(root)
     if out.exists() and not out.is_dir():
         raise ValueError(f"out_dir must be a directory, got existing file {str(out)!r}")
+    for name in ("report.html", *(f"{n}.png" for n in report.figures)):
+        check_inside(out / name, root)
     out.mkdir(parents=True, exist_ok=True)
-    sections, failed = _figure_sections(report, out)
+    sections, failed = _figure_sections(report, out, root)
     not_drawn = [*report.skipped, *failed]
     skipped_html = "" if not not_drawn else (
         "<h2>Figures not drawn</h2><ul>"
@@ -335,4 +354,4 @@ diverged (<code>weightdecay.registry.best_setting</code>, the rule every view us
 </body>
 </html>
 """
-    return write_atomic(out / "report.html", page, root=out)
+    return write_atomic(out / "report.html", page, root=root)

@@ -152,8 +152,9 @@ class Replication:
             else original
         orig = {c["key"]: c["verdict"] for c in rows}
         readings = {c["key"]: c.get("reading") for c in rows if c.get("reading")}
-        compared = [c for c in claims if c.verdict != "not run"
-                    and orig.get(c.key, "not run") != "not run"]
+        unscored = ("not run", "not scored")
+        compared = [c for c in claims if c.verdict not in unscored
+                    and orig.get(c.key, "not run") not in unscored]
         read = [c for c in compared if c.reading and c.key in readings]
         return cls(orig, len(compared), sum(orig[c.key] == c.verdict for c in compared),
                    [c.key for c in compared if orig[c.key] != c.verdict], len(read),
@@ -377,17 +378,48 @@ def _panels(ev: Evidence, name: str) -> tuple[str | None, list[tuple[dict, str, 
 
 def heat_map_tables(ev: Evidence, name: str) -> dict[str, HeatMapTable]:
     """The heat maps of figure ``name`` (fig1, fig2, supp3) or of the conventions runs, by
-    panel title (``ValueError`` when a panel's runs mix settings)."""
+    panel title; a panel whose runs vary in another setting is split (one map per value,
+    :meth:`Evidence.split`), as the figures split it."""
     key, panels = _panels(ev, name)
     out = {}
-    for match, col, with_fit in panels:
-        hm = ev.heat_map(key, col, **match)
-        if hm is None:
-            continue
-        title = ", ".join(f"{k}={v}" for k, v in match.items() if v is not None)
-        title += f" ({hm.lam_label})"
-        out[title] = HeatMapTable(title, hm, ev.slope(key, col, **match) if with_fit else None)
+    for base, col, with_fit in panels:
+        for match in ev.split(key, col, **base):
+            hm = ev.heat_map(key, col, **match)
+            if hm is None:
+                continue
+            title = ", ".join(f"{k}={v}" for k, v in match.items() if v is not None)
+            title += f" ({hm.lam_label})"
+            out[title] = HeatMapTable(title, hm,
+                                      ev.slope(key, col, **match) if with_fit else None)
     return out
+
+
+def one_code_version(records: Sequence[Mapping[str, Any]]
+                     ) -> tuple[list[Mapping[str, Any]], list[str]]:
+    """The records to report when runs of a user's model or data set hold more than one
+    version of its code (``source_hash``): for each (model, data set), those of the newest
+    version (the one of the latest trial) -- runs of changed code are never averaged with
+    the old ones. Returns them and one note per version left out."""
+    newest: dict[tuple, tuple[int, str]] = {}
+    for i, r in enumerate(records):
+        if r.get("source_hash") is not None:
+            number = r.get("trial_number")
+            order = number if isinstance(number, int) else i
+            pair = (r.get("model"), r.get("dataset"))
+            if pair not in newest or order >= newest[pair][0]:
+                newest[pair] = (order, r["source_hash"])
+    keep: list[Mapping[str, Any]] = []
+    left: dict[tuple, list[Mapping[str, Any]]] = {}
+    for r in records:
+        pair = (r.get("model"), r.get("dataset"))
+        if r.get("source_hash") is None or r["source_hash"] == newest[pair][1]:
+            keep.append(r)
+        else:
+            left.setdefault((*pair, r["source_hash"]), []).append(r)
+    notes = [f"{len(rs)} run(s) of {m} on {d} trained with other code (source sha256 "
+             f"{h[:12]}...) are left out: this report shows the runs of the newest code "
+             f"({newest[(m, d)][1][:12]}...)" for (m, d, h), rs in left.items()]
+    return keep, notes
 
 
 def build_report(
@@ -414,7 +446,8 @@ def build_report(
     """
     if isinstance(records, (Mapping, str, bytes)):
         raise ValueError(f"records must be a list of trial dicts, got {type(records).__name__}")
-    records = list(records)
+    records, code_notes = one_code_version(list(records))
+    notes = [*notes, *code_notes]
     ev = evidence_for(records)
     ev.n_boot = n_boot
     claims = scorecard(ev.records, n_boot=n_boot, evidence=ev)
@@ -433,7 +466,17 @@ def build_report(
         else:
             figures.append(name)
     if "conventions" in {r.get("figure") for r in records}:
-        tables["conventions"] = heat_map_tables(ev, "conventions")
+        try:
+            tables["conventions"] = heat_map_tables(ev, "conventions")
+        except ValueError as err:
+            skipped.append(f"conventions: {err}")
+    variants: list[VariantRow] = []
+    if "variants" in figures:
+        try:
+            variants = variant_table(ev)
+        except ValueError as err:
+            figures.remove("variants")
+            skipped.append(f"variants: {err}")
     design = []
     for tag in registry.EXPERIMENTS:
         recs = ev.experiment(tag)
@@ -444,7 +487,7 @@ def build_report(
         title=title, scorecard=claims,
         replication=None if original is None else Replication.compare(claims, original),
         figures=figures, skipped=skipped, tables=tables,
-        variants=variant_table(ev) if "variants" in figures else [],
+        variants=variants,
         trials=trial_counts(records), settings=setting_rows(records), design=design,
         spec=spec, versions=dict(versions) if versions else current_versions(),
         versions_stored=bool(versions), notes=list(notes), n_boot=n_boot, records=records,

@@ -34,6 +34,7 @@ from .resample import Replicates
 __all__ = [
     "BASIN_FACTOR",
     "INTERVAL_LEVEL",
+    "MIN_ROWS",
     "OPTIMUM_WINDOW",
     "HeatMap",
     "Interval",
@@ -57,13 +58,18 @@ OPTIMUM_WINDOW = 2
 #: the best error of the whole heat map ("the rows that train well"; chosen on the pilot
 #: seeds, docs/experiment-design.md)
 BASIN_FACTOR = 1.5
+#: the fewest learning-rate rows with an interior optimum that a slope is fitted through (two
+#: points always lie on a line: a third is the first that can disagree with it)
+MIN_ROWS = 3
 
 # Config keys that must be constant inside one heat map (besides its row and column keys):
-# averaging over e.g. two schedules or two epoch budgets would silently mix experiments.
-_CONSTANT_KEYS = (
+# averaging over e.g. two schedules or two epoch budgets would silently mix experiments, and
+# over two versions of a user's model (source_hash) two different models.
+CONSTANT_KEYS = (
     "dataset", "model", "optimizer", "schedule", "epochs", "batch_size", "decay_convention",
     "momentum", "decay_all", "T_0", "T_mult", "milestones", "drop_factor", "width",
-    "test_size", "lr", "weight_decay", "weight_decay_norm",
+    "test_size", "cautious", "l1", "scale_invariant_only", "source_hash", "lr",
+    "weight_decay", "weight_decay_norm",
 )
 
 
@@ -208,6 +214,8 @@ class HeatMap:
     def best_error(self) -> np.ndarray:
         """``(B + 1,)`` the lowest cell mean of each replicate (NaN if none is finite)."""
         flat = self.boot.reshape(self.boot.shape[0], -1)
+        if flat.shape[1] == 0:
+            return np.full(flat.shape[0], np.nan)
         with np.errstate(invalid="ignore"):
             out = np.where(np.isfinite(flat).any(axis=1),
                            np.nanmin(np.where(np.isfinite(flat), flat, np.inf), axis=1),
@@ -229,6 +237,14 @@ def _hashable(value):
     if isinstance(value, (list, tuple, dict)):
         return json.dumps(value, sort_keys=True, default=str)
     return value
+
+
+def varying(records: Iterable[Mapping], skip: Iterable[str] = ()) -> list[str]:
+    """The :data:`CONSTANT_KEYS` (but ``skip``) that take more than one value in
+    ``records``: what must be split before their runs fill one heat map."""
+    recs = list(records)
+    return [k for k in CONSTANT_KEYS if k not in set(skip)
+            and len({_hashable(r.get(k)) for r in recs}) > 1]
 
 
 def heat_map(
@@ -254,15 +270,11 @@ def heat_map(
             raise ValueError(f"some runs have no {key!r}; cannot place them in a {row}×{col} "
                              "heat map")
     skip = {row, col} | ({"weight_decay"} if col == "weight_decay_norm" else set())
-    meta = {}
-    for key in _CONSTANT_KEYS:
-        if key in skip:
-            continue
-        seen = {_hashable(r.get(key)) for r in recs}
-        if len(seen) > 1:
-            raise ValueError(f"runs mix several values of {key!r} ({sorted(seen, key=str)}); "
-                             f"select one before building a {row}×{col} heat map")
-        meta[key] = recs[0].get(key)
+    for key in varying(recs, skip):
+        seen = sorted({_hashable(r.get(key)) for r in recs}, key=str)
+        raise ValueError(f"the runs of one {row}×{col} heat map mix several values of {key!r} "
+                         f"({', '.join(map(str, seen))}); plan each as its own experiment")
+    meta = {key: recs[0].get(key) for key in CONSTANT_KEYS if key not in skip}
     rows = np.array(sorted({float(r[row]) for r in recs}))
     cols = np.array(sorted({float(r[col]) for r in recs}))
     runs: list[list[list[int]]] = [[[] for _ in cols] for _ in rows]
@@ -357,7 +369,7 @@ SLOPE_READINGS = {
     "partly coupled": "interval strictly between −1 and 0",
     "steeper than L2": "interval below −1",
     "inconclusive": "interval contains both −1 and 0",
-    "insufficient data": "fewer than 3 rows with a bracketed optimum in the basin",
+    "insufficient data": f"fewer than {MIN_ROWS} rows with a bracketed optimum in the basin",
 }
 
 
@@ -386,6 +398,8 @@ class SlopeFit:
         rows_used: ``(R,)`` True where the data's row entered the slope.
         reading: :func:`slope_reading` of the interval.
         intercept: log λ* at log α = 0 of the fitted line (data; NaN with < 3 rows).
+        reason: why the data give no slope ("not estimable: no row has an interior
+            optimum"), or why its interval is undefined; "" when both are defined.
     """
 
     slope: Interval
@@ -395,6 +409,14 @@ class SlopeFit:
     rows_used: np.ndarray
     reading: str
     intercept: float = float("nan")
+    reason: str = ""
+
+    def text(self) -> str:
+        """The slope as every view shows it: ``"+0.12 [-0.20, +0.31] (separable)"``, or why
+        there is none."""
+        if not np.isfinite(self.slope.estimate):
+            return self.reason
+        return f"{self.slope.format()} ({self.reading})"
 
     def line(self, rows: np.ndarray) -> np.ndarray:
         """The fitted log λ* at the learning rates ``rows`` (data)."""
@@ -402,7 +424,7 @@ class SlopeFit:
 
     def to_dict(self, hm: HeatMap | None = None) -> dict:
         out = {"slope": self.slope.to_dict(), "reading": self.reading,
-               "rule": SLOPE_READINGS[self.reading],
+               "rule": SLOPE_READINGS[self.reading], "reason": self.reason,
                "best_lambda": [None if not np.isfinite(v) else float(np.exp(v))
                                for v in self.log_lambda[0]],
                "edge_rows": self.edge.tolist(), "rows_used": self.rows_used.tolist()}
@@ -411,7 +433,7 @@ class SlopeFit:
         return out
 
 
-def ols_slopes(x: np.ndarray, Y: np.ndarray, min_rows: int = 3) -> np.ndarray:
+def ols_slopes(x: np.ndarray, Y: np.ndarray, min_rows: int = MIN_ROWS) -> np.ndarray:
     """Least-squares slope of each row of ``Y`` (``(B, R)``, NaN = left out) on ``x``."""
     ok = np.isfinite(Y)
     n = ok.sum(axis=1)
@@ -443,4 +465,29 @@ def slope_fit(hm: HeatMap, window: int = OPTIMUM_WINDOW,
     used = np.isfinite(log_lam[0])
     intercept = (float(np.mean(log_lam[0, used]) - s[0] * np.mean(x[used]))
                  if np.isfinite(s[0]) else float("nan"))
-    return SlopeFit(ci, s, log_lam, edge[0], used, slope_reading(ci), intercept)
+    return SlopeFit(ci, s, log_lam, edge[0], used, slope_reading(ci), intercept,
+                    _slope_reason(hm, ci, int(used.sum()), int(edge[0].sum())))
+
+
+def _slope_reason(hm: HeatMap, ci: Interval, used: int, edges: int) -> str:
+    """Why a heat map gives no slope (or no interval for it), in words; "" if it does."""
+    if np.isfinite(ci.estimate):
+        return "" if ci.finite else (
+            f"interval undefined: fewer than half of the bootstrap replicates have "
+            f"{MIN_ROWS} rows with an interior optimum")
+    lams = int((hm.cols > 0).sum())
+    if lams < 3:
+        return (f"not estimable: {lams} {hm.lam_label} value{'s' * (lams != 1)} > 0, and an "
+                f"interior optimum needs 3")
+    if len(hm.rows) < MIN_ROWS:
+        return (f"not estimable: {len(hm.rows)} learning rate{'s' * (len(hm.rows) != 1)}, and "
+                f"a slope needs {MIN_ROWS} rows with an interior optimum")
+    finite = int(np.isfinite(hm.mean[:, hm.cols > 0]).any(axis=1).sum())
+    parts = [f"{n} {what}" for n, what in ((edges, "at the grid's edge"),
+                                          (finite - edges - used, "outside the basin"),
+                                          (len(hm.rows) - finite, "without a finite cell")) if n]
+    why = f" ({', '.join(parts)})" if parts else ""
+    if used == 0:
+        return f"not estimable: no row has an interior optimum{why}"
+    return (f"not estimable: {used} row{'s' * (used != 1)} with an interior optimum{why}, and "
+            f"a slope needs {MIN_ROWS}")

@@ -45,7 +45,7 @@ class VariantRow:
 def _name(r: Mapping) -> str:
     conv = r.get("decay_convention", "schedule")
     base = {"schedule": "paper (η_t·λ)", "lr": "torch (lr_t·λ)",
-            "corrected": "corrected (lr_t²/lr_max·λ)", "constant": "constant (λ)"}[conv]
+            "corrected": "corrected (lr_t²/lr_max·λ)", "constant": "constant (λ)"}.get(conv, conv)
     if r.get("cautious"):
         base = "cautious, " + base
     if r.get("scale_invariant_only"):
@@ -61,27 +61,28 @@ def variant_table(ev: Evidence, figure: str = "variants") -> list[VariantRow]:
         return []
     keys: dict[tuple, dict] = {}
     for r in reps.records:
-        match = {"optimizer": r["optimizer"], "decay_convention": r.get("decay_convention"),
+        match = {"optimizer": r.get("optimizer"), "decay_convention": r.get("decay_convention"),
                  "cautious": bool(r.get("cautious")),
                  "scale_invariant_only": bool(r.get("scale_invariant_only"))}
         keys.setdefault(tuple(match.items()), match)
     rows = []
-    for match in keys.values():
-        hm = ev.heat_map(figure, **match)
-        fit = ev.slope(figure, **match)
-        if hm is None or fit is None:
-            continue
-        rows.append((match, hm.best_error(), fit))
+    for base in keys.values():
+        for match in ev.split(figure, **base):  # other settings that vary: one row each
+            hm, fit = ev.heat_map(figure, **match), ev.slope(figure, **match)
+            if hm is not None and fit is not None:
+                rows.append((match, {k: v for k, v in match.items() if k not in base},
+                             hm.best_error(), fit))
     out = []
-    for opt in sorted({m["optimizer"] for m, _, _ in rows}):
-        mine = [(m, b, f) for m, b, f in rows if m["optimizer"] == opt]
-        paper = next((b for m, b, _ in mine if m["decay_convention"] == "schedule"
-                      and not m["cautious"] and not m["scale_invariant_only"]), None)
+    for opt in sorted({m["optimizer"] for m, *_ in rows}):
+        mine = [row for row in rows if row[0]["optimizer"] == opt]
+        papers = {repr(extra): b for m, extra, b, _ in mine if m["decay_convention"] ==
+                  "schedule" and not m["cautious"] and not m["scale_invariant_only"]}
         table = []
-        for m, b, f in mine:
-            is_paper = paper is not None and b is paper
-            vs = None if paper is None or is_paper else interval((b - paper) / paper)
-            table.append(VariantRow(opt, _name(m), m, interval(b), vs, f))
+        for m, extra, b, f in mine:
+            paper = papers.get(repr(extra))
+            vs = None if paper is None or b is paper else interval((b - paper) / paper)
+            name = _name(m) + "".join(f", {k}={v}" for k, v in extra.items())
+            table.append(VariantRow(opt, name, m, interval(b), vs, f))
         table.sort(key=lambda row: row.best_error.estimate
                    if np.isfinite(row.best_error.estimate) else np.inf)
         out += table
@@ -96,7 +97,7 @@ def markdown(rows: list[VariantRow]) -> str:
         vs = "—" if r.vs_paper is None else r.vs_paper.format("{:+.1f} %", 100)
         lines.append(f"| {optimizer_label(r.optimizer)} | {r.name} | "
                      f"{r.best_error.format('{:.2f} %', 100)} | {vs} | "
-                     f"{r.slope.slope.format()} | {r.slope.reading} |")
+                     f"{r.slope.text()} | {r.slope.reading} |")
     lines.append("")
     lines += summary(rows)
     lines.append("")
