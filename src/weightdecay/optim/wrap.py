@@ -65,7 +65,7 @@ def _unhooked_step(optimizer_cls: type[torch.optim.Optimizer]) -> Any:
     """The wrapped class's own ``step``, without torch's hook wrapper: this class's step is
     wrapped already (torch patches ``cls.step`` of every optimizer class it instantiates), so
     calling the patched base step would run the step hooks a second time per update."""
-    step = optimizer_cls.step
+    step: Any = optimizer_cls.step
     while getattr(step, "hooked", False) and hasattr(step, "__wrapped__"):
         step = step.__wrapped__
     if getattr(step, "hooked", False):  # ours: runs the hooks itself unless asked not to
