@@ -60,7 +60,12 @@ def blocks(path: Path, root: Path = ROOT) -> list[Block]:
 
 
 ALL = {str(p.relative_to(ROOT)): blocks(p) for p in pages()}
-RUN = [page for page, bs in ALL.items() if any(b.not_run is None for b in bs)]
+# pages whose blocks need a folder prepared first: they run, in order, in the test named here
+RUN_ELSEWHERE = {
+    "docs/own-model.md": ("tests/test_own_model.py", "test_the_worked_example_end_to_end"),
+}
+RUN = [page for page, bs in ALL.items()
+       if page not in RUN_ELSEWHERE and any(b.not_run is None for b in bs)]
 NOT_RUN = [b for bs in ALL.values() for b in bs if b.not_run is not None]
 
 
@@ -82,6 +87,15 @@ def test_python_blocks_of_the_page_run_in_order(page, tmp_path, monkeypatch):
     finally:
         torch.set_default_dtype(dtype)
         torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("page", sorted(RUN_ELSEWHERE))
+def test_pages_run_elsewhere_are_run_by_the_test_named(page):
+    test_file, test_name = RUN_ELSEWHERE[page]
+    source = (ROOT / test_file).read_text(encoding="utf-8")
+    assert page in ALL, f"{page} is no longer a page of the docs"
+    assert re.search(rf"^def {test_name}\(", source, re.M), f"{test_file} has no {test_name}"
+    assert Path(page).name in source, f"{test_file} does not read {page}"
 
 
 @pytest.mark.parametrize("block", NOT_RUN, ids=[f"{b.page}:{b.line}" for b in NOT_RUN])
