@@ -121,6 +121,8 @@ class Evidence:
     _reps: dict = field(default_factory=dict)  # figure tag (None: untagged) -> Replicates
     _maps: dict = field(default_factory=dict)
     _fits: dict = field(default_factory=dict)
+    #: other statistics computed once per Evidence (e.g. the mechanism claims' per-run ones)
+    cache: dict = field(default_factory=dict)
 
     def experiment(self, figure: str | None) -> list[Mapping]:
         return [r for r in completed(self.records) if r.get("figure") == figure]
@@ -494,7 +496,9 @@ def scorecard(records: Sequence[Mapping], n_boot: int = DEFAULT_REPLICATES,
 
     Args:
         records: the study's records (``load_records``); experiments are found by their
-            figure tag (``fig1``, ``fig2``, ``fig3``, ``fig4``, ``supp3``, ``conventions``).
+            figure tag (``fig1``, ``fig2``, ``fig3``, ``fig4``, ``supp3``, ``conventions``,
+            ``ablation``; ``equilibrium`` and ``decay_subsets`` for the mechanism claims of
+            :mod:`weightdecay.report.mechanism`).
         n_boot: bootstrap replicates.
         equivalence: include the exact optimizer-level check of Prop. 1/2 (runs the
             optimizers for a second; needs torch).
@@ -513,4 +517,7 @@ def scorecard(records: Sequence[Mapping], n_boot: int = DEFAULT_REPLICATES,
     out += [_claim_fig4(ev, "adamw"), _claim_fig4(ev, "sgdw")]
     out += [_claim_convention(ev, "sgdw"), _claim_convention(ev, "adamw")]
     out += _claims_ablation(ev)
+    from .mechanism import mechanism_claims  # the mechanism preset (imports this module)
+
+    out += mechanism_claims(ev)
     return out

@@ -1,7 +1,8 @@
 """The figures of Loshchilov & Hutter (ICLR 2019), drawn from stored trial records only.
 
 One function per figure of the paper (Sec. 4: Figs. 1-4, Supp. Figs. 1 and 3), plus
-:func:`fig_slopes`, the best λ of each learning rate with the fitted slope and its interval.
+:func:`fig_slopes`, the best λ of each learning rate with the fitted slope and its interval,
+and the mechanism preset's figures (:mod:`weightdecay.report.mechanism_figures`).
 Each takes the records of a study (``weightdecay.harness.store.load_records``) — or the
 :class:`weightdecay.report.claims.Evidence` built from them, which carries the bootstrap —
 and returns a :class:`matplotlib.figure.Figure`. Nothing here trains or imports an optimizer.
@@ -29,6 +30,7 @@ import numpy as np
 from .. import registry
 from ..registry import best_setting, optimizer_label, schedule_label, setting_key
 from .claims import Evidence
+from .mechanism_figures import fig_decay_subsets, fig_equilibrium, fig_gradnorm, fig_rotation
 from .stats import HeatMap, SlopeFit, completed, format_value
 
 __all__ = [
@@ -38,6 +40,10 @@ __all__ = [
     "fig2",
     "fig3",
     "fig4",
+    "fig_decay_subsets",
+    "fig_equilibrium",
+    "fig_gradnorm",
+    "fig_rotation",
     "fig_slopes",
     "fig_variants",
     "missing",

@@ -63,7 +63,7 @@ BASIN_FACTOR = 1.5
 _CONSTANT_KEYS = (
     "dataset", "model", "optimizer", "schedule", "epochs", "batch_size", "decay_convention",
     "momentum", "decay_all", "T_0", "T_mult", "milestones", "drop_factor", "width",
-    "test_size", "lr", "weight_decay", "weight_decay_norm",
+    "test_size", "lr", "weight_decay", "weight_decay_norm", "decay_subset",
 )
 
 
