@@ -105,6 +105,17 @@ def test_monitor_blocks_leave_training_unchanged_and_resume_exactly(tmp_path):
             on_epoch=_stop_at(2))
     resumed = run(cfg.replace(monitor_every=2), checkpoint_path=path, data=TOY)
     assert resumed["history"]["monitor"] == blocks
+    # a checkpoint whose monitor state was tampered with is refused in one line
+    from weightdecay.harness.checkpoint import CheckpointError
+
+    bad = tmp_path / "bad.pt"
+    with pytest.raises(_Stop):
+        run(cfg.replace(monitor_every=2), checkpoint_path=bad, data=TOY, on_epoch=_stop_at(1))
+    ck = torch.load(bad, weights_only=True)
+    ck["history"]["monitor"][-1]["state"]["scale_invariant"] = ["no.such.weight"]
+    torch.save(ck, bad)
+    with pytest.raises(CheckpointError, match="monitor"):
+        run(cfg.replace(monitor_every=2), checkpoint_path=bad, data=TOY)
     with pytest.raises(ValueError, match="equal"):
         monitor_rows({"monitor": [{"categories": {"other": {"step": [1]}}}]})
 

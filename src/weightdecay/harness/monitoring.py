@@ -95,18 +95,30 @@ class RunMonitor:
         from ..diagnostics import EquilibriumMonitor
 
         blocks = history.setdefault(MONITOR_KEY, [])
-        state = next((b["state"] for b in reversed(blocks) if isinstance(b, Mapping)), None)
-        self.monitor = EquilibriumMonitor(
-            model, optimizer, every=every, updates_per_epoch=updates_per_epoch,
-            **({"scale_invariant": state["scale_invariant"]} if state is not None
-               else {"example_input": example_input}))
+        state = next((b.get("state") for b in reversed(blocks) if isinstance(b, Mapping)),
+                     None)
+        if state is not None and not (isinstance(state, Mapping) and isinstance(
+                state.get("scale_invariant"), list)):
+            raise RuntimeError(f"history['{MONITOR_KEY}'] holds no monitor state the run can "
+                               "continue")
+        try:
+            self.monitor = EquilibriumMonitor(
+                model, optimizer, every=every, updates_per_epoch=updates_per_epoch,
+                **({"scale_invariant": state["scale_invariant"]} if state is not None
+                   else {"example_input": example_input}))
+        except ValueError as err:  # names of another model
+            raise RuntimeError(f"history['{MONITOR_KEY}']: {err}") from None
         if state is not None:  # resume: the update count and the integrated decay
-            self.monitor.load_state_dict({
-                "format": "weightdecay.EquilibriumMonitor", "version": 1, "every": every,
-                "step": state["step"], "scale_invariant": state["scale_invariant"],
-                "scale_invariance_source": "given",
-                "timescales_elapsed": state["timescales_elapsed"],
-                "last_decay": state["last_decay"], "records": []})
+            try:
+                self.monitor.load_state_dict({
+                    "format": "weightdecay.EquilibriumMonitor", "version": 1, "every": every,
+                    "step": state["step"], "scale_invariant": state["scale_invariant"],
+                    "scale_invariance_source": "given",
+                    "timescales_elapsed": state["timescales_elapsed"],
+                    "last_decay": state["last_decay"], "records": []})
+            except (KeyError, TypeError, ValueError) as err:  # a checkpoint of another kind
+                raise RuntimeError(f"history['{MONITOR_KEY}'] holds no monitor state the run "
+                                   f"can continue ({err})") from None
         self.history = history
 
     def end_epoch(self) -> None:
