@@ -303,3 +303,31 @@ def test_mechanism_preset_plans_within_its_budget():
     rep = with_seeds(get_preset("mechanism"), [100, 101, 102])
     assert rep.name == "mechanism-seeds-100-101-102" and len(rep.runs) == len(plan.runs)
     assert not {r.config.seed for r in rep.runs} & (seeds | {1000, 1001})
+
+
+def test_publish_copies_the_mechanism_files_and_check_ignores_claims_added_since(tmp_path):
+    from test_publish import _stats
+    from weightdecay.report import publish
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    stats = _stats()
+    stats["mechanism"] = {"rows": [{"optimizer": "adamw"}], "markdown": "| mechanism table |"}
+    (run_dir / "stats.json").write_text(json.dumps(stats))
+    for name in ("equilibrium", "decay_subsets"):
+        (run_dir / f"{name}.png").write_bytes(b"png")
+    publish.write(run_dir, "mechanism", tmp_path / "results", None)
+    assert (tmp_path / "results" / "mechanism-decay_subsets.png").read_bytes() == b"png"
+    assert "| mechanism table |" in (tmp_path / "results" / "mechanism.md").read_text()
+    assert json.loads((tmp_path / "results" / "mechanism.json").read_text())["mechanism"]
+    # a reference written before a claim existed: the fresh run's "not run" is no difference,
+    # a fresh verdict is
+    ref = tmp_path / "ref.json"
+    ref.write_text(json.dumps(_stats()))
+    added = {"key": "mech.x", "verdict": "not run", "estimate": None}
+    (run_dir / "stats.json").write_text(json.dumps(
+        {**stats, "scorecard": [*stats["scorecard"], added]}))
+    assert publish.check(run_dir, ref) == []
+    (run_dir / "stats.json").write_text(json.dumps(
+        {**stats, "scorecard": [*stats["scorecard"], dict(added, verdict="holds")]}))
+    assert publish.check(run_dir, ref) == ["mech.x: only in the fresh run"]
