@@ -209,7 +209,7 @@ _FIGURES = {e.name: e for e in (
             "equilibrium r = √(2d(1−b)/(1+b)) predicted for the optimizer, its decay "
             "convention and η_t (dashed), for the scale-invariant convolutions, BatchNorm's "
             "scale and shift, and the head (for these two the formula is a reference only); "
-            "one colour per learning rate, mean over seeds.")),
+            "one colour per learning rate; measured: RMS over seeds and 5 measured updates.")),
     FigureEntry(
         "rotation", _F + "fig_rotation", "equilibrium", untagged=False,
         needs="monitored runs at a constant schedule", caption=(

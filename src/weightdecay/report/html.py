@@ -30,7 +30,7 @@ import numpy as np
 from .. import registry
 from .._io import atomic_open, write_atomic
 from .claims import Claim
-from .mechanism import MechanismRow
+from .mechanism import MechanismRow, convention_label
 from .model import STATES, HeatMapTable, Replication, Report, SettingRow
 from .stats import (
     BASIN_FACTOR,
@@ -267,7 +267,7 @@ def _mechanism_html(rows: Sequence[MechanismRow]) -> str:
     body = "".join(
         f"<tr><td class='l'>{_e(r.experiment)}</td><td class='l'>"
         f"{_e(registry.optimizer_label(r.optimizer))}</td><td class='l'>"
-        f"{_e(r.decay_convention)}</td><td class='l'>{_e(r.schedule)}</td>"
+        f"{_e(convention_label(r.decay_convention))}</td><td class='l'>{_e(r.schedule)}</td>"
         f"<td>{_e(format_value(r.lr))}</td><td>{_e(format_value(r.weight_decay))}</td>"
         f"<td>{'–' if r.window is None else f'{r.window[0]}–{r.window[1]}'}</td>"
         f"<td>{_num(r.predicted, '{:.4f}')}</td><td>{ci(r.rotation, '{:.4f}')}</td>"

@@ -57,7 +57,7 @@ from .stats import HeatMap, Interval, format_value, interval, ols_slopes
 
 __all__ = [
     "EDGE_FACTOR", "EQUILIBRIUM_RANGE", "SUBSETS", "TAG_EQUILIBRIUM", "TAG_SUBSETS",
-    "MechanismRow", "RunEquilibrium", "basin_edge", "edge_slope", "markdown",
+    "MechanismRow", "RunEquilibrium", "basin_edge", "convention_label", "edge_slope", "markdown",
     "mechanism_claims", "mechanism_table", "run_equilibrium", "seed_mean",
 ]
 
@@ -99,7 +99,7 @@ class RunEquilibrium:
     ``ratio``: measured ÷ predicted RMS rotation over the stationary window (``measured``,
     ``predicted`` in radians per update; ``first_step``..``last_step`` the window);
     ``grad_ratio``: the mean gradient norm over the last 10 % of the updates ÷ its mean
-    over the middle ones (T/2 ± 5 %)."""
+    over the middle ones (T/2 ± 5 %; the table shows it for schedules that anneal)."""
 
     ratio: float | None = None
     measured: float | None = None
@@ -233,8 +233,13 @@ def mechanism_table(ev: Evidence) -> list[MechanismRow]:
             str(r0.get("schedule")), float(r0["lr"]), float(r0["weight_decay"]), len(runs),
             (min(firsts), max(lasts)) if firsts and lasts else None,
             sum(preds) / len(preds) if preds else None, ci(runs, rotation), ci(runs, ratio),
-            ci(runs, grad)))
+            None if r0.get("schedule") == "fixed" else ci(runs, grad)))
     return out
+
+
+def convention_label(name: str) -> str:
+    """A decay convention's name with what λ is multiplied by ("paper (η_t·λ)", ...)."""
+    return _CONVENTIONS.get(name, name)
 
 
 def markdown(rows: Sequence[MechanismRow]) -> str:
@@ -248,7 +253,7 @@ def markdown(rows: Sequence[MechanismRow]) -> str:
 
         lines.append(
             f"| {r.experiment} | {optimizer_label(r.optimizer)} | "
-            f"{_CONVENTIONS.get(r.decay_convention, r.decay_convention)} | {r.schedule} | "
+            f"{convention_label(r.decay_convention)} | {r.schedule} | "
             f"{format_value(r.lr)} | {format_value(r.weight_decay)} | "
             f"{'—' if r.window is None else f'{r.window[0]}–{r.window[1]}'} | "
             f"{'—' if r.predicted is None else f'{r.predicted:.4f}'} | "

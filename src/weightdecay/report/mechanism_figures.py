@@ -60,14 +60,24 @@ def _monitored(recs: Sequence[Mapping]) -> dict[tuple, dict[tuple, list[Mapping]
                                                     kv[0][1] != "schedule", kv[0][1])))
 
 
-def _seed_curve(runs: Sequence[Mapping], category: str, key: str):
-    """Steps and the mean over seeds of a monitor column (steps every seed measured)."""
+#: measured angles are drawn as the RMS over this many consecutive measured updates (one
+#: update's angle is a random draw around the RMS the formula predicts)
+_SMOOTH = 5
+
+
+def _seed_curve(runs: Sequence[Mapping], category: str, key: str, smooth: int = 1):
+    """Steps and the RMS over seeds of a monitor column (steps every seed measured), then
+    over ``smooth`` consecutive measurements (centred)."""
     per = [{r["step"]: r[key] for r in monitor_rows(run.get("history"), category)
             if r[key] is not None} for run in runs]
     steps = sorted(set.intersection(*(set(p) for p in per))) if per else []
     if not steps:
         return None
-    return np.array(steps), np.array([np.mean([p[s] for p in per]) for s in steps])
+    sq = np.array([np.mean([p[s] ** 2 for p in per]) for s in steps])
+    if smooth > 1 and len(sq) >= smooth:
+        kernel = np.ones(smooth) / smooth
+        sq = np.convolve(np.pad(sq, smooth // 2, mode="edge"), kernel, mode="valid")
+    return np.array(steps), np.sqrt(sq)
 
 
 _SHORT = {"schedule": "paper η_t·λ", "lr": "torch lr_t·λ", "corrected": "corrected",
@@ -82,9 +92,10 @@ def _row_title(row: tuple) -> str:
 def fig_equilibrium(records):
     """Measured (solid) against predicted (dashed) angular update per step over training,
     per category (columns) and optimizer × decay convention × schedule (rows), one colour
-    per learning rate; mean over seeds. The scale-invariant weights should meet the
-    prediction after a few timescales 1/(2d); the other categories are drawn against the
-    same formula as a reference (it does not apply to them)."""
+    per learning rate; measured: RMS over seeds and over 5 consecutive measured updates.
+    The scale-invariant weights should meet the prediction after a few timescales 1/(2d);
+    the other categories are drawn against the same formula as a reference (it does not
+    apply to them)."""
     from .figures import _figure, _need, _note, evidence_for
 
     ev = evidence_for(records)
@@ -94,14 +105,14 @@ def fig_equilibrium(records):
         raise ValueError("equilibrium needs runs with the equilibrium monitor (monitor_every)")
     cats = [c for c in _CATEGORIES if any(monitor_rows(runs[0].get("history"), c)
                                           for g in rows.values() for runs in g.values())]
-    fig = _figure(3.7 * len(cats) + 1.8, 2.5 * len(rows) + 0.9)
+    fig = _figure(3.3 * len(cats) + 1.8, 2.2 * len(rows) + 0.9)
     axes = np.asarray(fig.subplots(len(rows), len(cats), squeeze=False, sharex="row"))
     for i, (row, settings) in enumerate(rows.items()):
         for j, cat in enumerate(cats):
             ax = axes[i, j]
             for k, ((lr, lam), runs) in enumerate(sorted(settings.items())):
                 color = f"C{k % 10}"
-                m = _seed_curve(runs, cat, "angular_update")
+                m = _seed_curve(runs, cat, "angular_update", _SMOOTH)
                 p = _seed_curve(runs, cat, "predicted_angular_update")
                 label = f"α={format_value(lr)}" + ("" if len({s[1] for s in settings}) == 1
                                                    else f", λ={format_value(lam)}")
@@ -112,8 +123,9 @@ def fig_equilibrium(records):
             ax.set_yscale("log")
             ax.tick_params(labelsize=_FONT)
             ax.grid(alpha=0.3, which="both")
-            lam_text = ", ".join(format_value(v) for v in sorted({s[1] for s in settings}))
-            ax.set_title(f"{_row_title(row)}, λ={lam_text}\n{_CATEGORIES[cat]}",
+            lams = sorted({s[1] for s in settings})
+            lam_text = "" if len(lams) > 2 else ", λ=" + ", ".join(map(format_value, lams))
+            ax.set_title(f"{_row_title(row)}{lam_text}\n{_CATEGORIES[cat]}",
                          fontsize=_FONT + 1)
             if j == 0:
                 ax.set_ylabel("angle per update (rad)", fontsize=_FONT)
@@ -121,8 +133,9 @@ def fig_equilibrium(records):
                 ax.legend(fontsize=_FONT - 1, loc="upper left", bbox_to_anchor=(1.02, 1.0))
             if i == len(rows) - 1:
                 ax.set_xlabel("update t", fontsize=_FONT)
-    fig.suptitle("Rotation per update, measured (solid) against the equilibrium "
-                 f"√(2d(1−b)/(1+b)) (dashed)\n{_note(recs)}", fontsize=11)
+    fig.suptitle("Rotation per update, measured (solid, RMS over seeds and 5 measured updates) "
+                 f"against the equilibrium √(2d(1−b)/(1+b)) (dashed)\n{_note(recs)}",
+                 fontsize=11)
     return fig
 
 
