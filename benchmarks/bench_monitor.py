@@ -15,13 +15,14 @@ and CPU time of this process; target: <= 1.05 at k = 10). A second measurement i
 added cost per update: ``optimizer.step()`` alone, paired likewise.
 
 A third measurement (``--harness-pairs``, 0 to skip) times whole harness runs
-(``weightdecay.harness.train.run``: MNIST-1D, cnn1d_bn, 2 epochs, cosine AdamW) with
+(``weightdecay.harness.train.run``: MNIST-1D, cnn1d_bn, 10 epochs as in the presets, cosine
+AdamW) with
 ``monitor_every=k`` against the same run without it, in alternating pairs: what the monitor
 costs a sweep's run (the probe, the measured updates, the per-epoch summaries), and a check
 that it changes nothing (the same final test error).
 
     .venv/bin/python benchmarks/bench_monitor.py [--every 10] [--pairs 60] [--block 20]
-        [--harness-pairs 10] [--out docs/results/bench_monitor.txt]
+        [--harness-pairs 6] [--out docs/results/bench_monitor.txt]
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ def harness_pairs(pairs: int, every: int) -> tuple[list[float], list[float], boo
 
     get_dataset("mnist1d", "cpu", None)
     cfg = RunConfig(dataset="mnist1d", model="cnn1d_bn", optimizer="adamw", lr=2**-5,
-                    weight_decay=2**-7, epochs=2, seed=0)
+                    weight_decay=2**-7, epochs=10, seed=0)
     run(cfg)  # warm-up
     times: dict[str, list[float]] = {"bare": [], "monitor": []}
     errors: dict[str, list[float]] = {"bare": [], "monitor": []}
@@ -113,7 +114,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--optimizer", default="wd.AdamW", choices=sorted(OPTIMIZERS))
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--harness-pairs", type=int, default=10,
+    p.add_argument("--harness-pairs", type=int, default=6,
                    help="pairs of whole harness runs with and without monitor_every (0: skip)")
     p.add_argument("--out", help="also write the report to this file")
     args = p.parse_args()
@@ -181,7 +182,7 @@ def main() -> None:
     if args.harness_pairs:
         bare_h, mon_h, same = harness_pairs(args.harness_pairs, args.every)
         ratios = sorted(m / b for m, b in zip(mon_h, bare_h))
-        say(f"harness run (train.run, MNIST-1D, cnn1d_bn, 2 epochs) with monitor_every="
+        say(f"harness run (train.run, MNIST-1D, cnn1d_bn, 10 epochs) with monitor_every="
             f"{args.every}, cpu time: bare median {statistics.median(bare_h):.3f} s, monitored "
             f"{statistics.median(mon_h):.3f} s; ratio median over {len(ratios)} pairs "
             f"{statistics.median(ratios):.3f} (quartiles {ratios[len(ratios) // 4]:.3f}-"
