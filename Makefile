@@ -29,6 +29,11 @@ results: $(STAMP)
 	  weightdecay.report.publish write runs/quick/quick-seeds-100-101 --name quick-replication
 	test ! -f runs/full/stats.json || $(BIN)/python -m weightdecay.report.publish write \
 	  runs/full --name full
+	test ! -f runs/mechanism/stats.json || $(BIN)/python -m weightdecay.report.publish write \
+	  runs/mechanism --name mechanism
+	test ! -f runs/mechanism/mechanism-seeds-100-101-102/stats.json || $(BIN)/python -m \
+	  weightdecay.report.publish write runs/mechanism/mechanism-seeds-100-101-102 \
+	  --name mechanism-replication
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks examples docs/_hooks experiments

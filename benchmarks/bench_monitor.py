@@ -14,8 +14,15 @@ within one, so the estimate is the median over pairs of the ratio monitored / ba
 and CPU time of this process; target: <= 1.05 at k = 10). A second measurement isolates the
 added cost per update: ``optimizer.step()`` alone, paired likewise.
 
+A third measurement (``--harness-pairs``, 0 to skip) times whole harness runs
+(``weightdecay.harness.train.run``: MNIST-1D, cnn1d_bn, 10 epochs as in the presets, cosine
+AdamW) with
+``monitor_every=k`` against the same run without it, in alternating pairs: what the monitor
+costs a sweep's run (the probe, the measured updates, the per-epoch summaries), and a check
+that it changes nothing (the same final test error).
+
     .venv/bin/python benchmarks/bench_monitor.py [--every 10] [--pairs 60] [--block 20]
-        [--out docs/results/bench_monitor.txt]
+        [--harness-pairs 6] [--out docs/results/bench_monitor.txt]
 """
 
 from __future__ import annotations
@@ -76,6 +83,28 @@ def step_only(opt, steps: int) -> float:
     return (time.process_time() - t0) / steps
 
 
+def harness_pairs(pairs: int, every: int) -> tuple[list[float], list[float], bool]:
+    """CPU seconds of harness runs without and with ``monitor_every`` (alternating), and
+    whether every pair ended with the same test error."""
+    from weightdecay.harness.build import get_dataset
+    from weightdecay.harness.config import RunConfig
+    from weightdecay.harness.train import run
+
+    get_dataset("mnist1d", "cpu", None)
+    cfg = RunConfig(dataset="mnist1d", model="cnn1d_bn", optimizer="adamw", lr=2**-5,
+                    weight_decay=2**-7, epochs=10, seed=0)
+    run(cfg)  # warm-up
+    times: dict[str, list[float]] = {"bare": [], "monitor": []}
+    errors: dict[str, list[float]] = {"bare": [], "monitor": []}
+    for b in range(pairs):
+        for side in ("bare", "monitor") if b % 2 == 0 else ("monitor", "bare"):
+            c0 = time.process_time()
+            rec = run(cfg if side == "bare" else cfg.replace(monitor_every=every))
+            times[side].append(time.process_time() - c0)
+            errors[side].append(rec["final_test_error"])
+    return times["bare"], times["monitor"], errors["bare"] == errors["monitor"]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--every", type=int, default=10)
@@ -85,6 +114,8 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--optimizer", default="wd.AdamW", choices=sorted(OPTIMIZERS))
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--harness-pairs", type=int, default=6,
+                   help="pairs of whole harness runs with and without monitor_every (0: skip)")
     p.add_argument("--out", help="also write the report to this file")
     args = p.parse_args()
 
@@ -148,6 +179,14 @@ def main() -> None:
     say(f"optimizer.step() alone (cpu time): bare median {1e6 * bare_alone:.1f} us; the "
         f"monitor adds {1e6 * added:.1f} us per update (median over pairs) = "
         f"{added / statistics.median(cpu['bare']):.3f} of a bare training step")
+    if args.harness_pairs:
+        bare_h, mon_h, same = harness_pairs(args.harness_pairs, args.every)
+        ratios = sorted(m / b for m, b in zip(mon_h, bare_h))
+        say(f"harness run (train.run, MNIST-1D, cnn1d_bn, 10 epochs) with monitor_every="
+            f"{args.every}, cpu time: bare median {statistics.median(bare_h):.3f} s, monitored "
+            f"{statistics.median(mon_h):.3f} s; ratio median over {len(ratios)} pairs "
+            f"{statistics.median(ratios):.3f} (quartiles {ratios[len(ratios) // 4]:.3f}-"
+            f"{ratios[(3 * len(ratios)) // 4]:.3f}); same final test error: {same}")
     say("(on a shared machine the wall times include waiting for a core: the CPU-time ratio "
         "is the steadier estimate)")
     monitor.close()

@@ -126,7 +126,7 @@ def test_contract_field_names():
         "decay_convention", "schedule", "T_0", "T_mult", "milestones", "drop_factor",
         "epochs", "batch_size", "seed", "device", "momentum", "decay_all",
         "width", "test_size", "eval_every", "cautious", "l1", "scale_invariant_only",
-        "compile", "source_hash",
+        "compile", "source_hash", "decay_subset", "monitor_every",
     }
     assert set(RunConfig.field_names()) == expected
     cfg = RunConfig()

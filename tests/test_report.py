@@ -71,6 +71,7 @@ def make_record(optimizer, lr, wd, err, *, seed=0, figure="fig2", schedule="cosi
         "device": "cpu", "momentum": 0.9, "decay_all": True, "width": None,
         "test_size": N_TEST, "eval_every": 1, "cautious": False, "l1": 0.0,
         "scale_invariant_only": False, "compile": True, "source_hash": None,
+        "decay_subset": None, "monitor_every": None,
         "experiment": figure, "figure": figure,
         "trial_number": n, "state": state, "diverged": diverged,
         "final_test_error": final, "best_test_error": final,

@@ -174,9 +174,10 @@ _SCHEDULES = {"fixed": "fixed", "step": "step-drop", "linear": "linear", "cosine
 
 #: experiment tags (a sweep spec tags runs; the report draws and scores by tag): the paper's
 #: figures, then this project's experiments around them (decay conventions, the mechanism
-#: ablation, the decay variants)
+#: ablation, the decay variants, and the ``mechanism`` preset's: runs with the equilibrium
+#: monitor, and AdamW's Fig. 2 with the decay restricted to subsets of the parameters)
 EXPERIMENTS = ("fig1", "fig2", "fig3", "fig4", "supp1", "supp3", "conventions", "ablation",
-               "variants")
+               "variants", "equilibrium", "decay_subsets")
 
 _F = "weightdecay.report.figures:"
 _C = "weightdecay.report.curves:"
@@ -215,6 +216,34 @@ _FIGURES = {e.name: e for e in (
         "supp1", _C + "supp1", None, caption=(
             "Supp. Fig. 1 — the schedule multiplier η_t of cosine annealing with warm "
             "restarts; the ends of the periods are the recommended checkpoints.")),
+    FigureEntry(
+        "equilibrium", _F + "fig_equilibrium", "equilibrium", untagged=False,
+        needs="runs with the equilibrium monitor (monitor_every)", caption=(
+            "Mechanism (a) — the angular update per step, measured (solid) against the "
+            "equilibrium r = √(2d(1−b)/(1+b)) predicted for the optimizer, its decay "
+            "convention and η_t (dashed), for the scale-invariant convolutions, BatchNorm's "
+            "scale and shift, and the head (for these two the formula is a reference only); "
+            "one colour per learning rate; measured: RMS over seeds and 5 measured updates.")),
+    FigureEntry(
+        "rotation", _F + "fig_rotation", "equilibrium", untagged=False,
+        needs="monitored runs at a constant schedule", caption=(
+            "Mechanism (b) — the scale-invariant weights' rotation over the stationary window "
+            "against α (bars: range over seeds; dashed: predicted): flat in the paper's "
+            "convention (d = η_t·λ), ∝ √α in torch's (d = lr_t·λ); the legend gives the fitted "
+            "slope d log r / d log α with its 90 % interval.")),
+    FigureEntry(
+        "gradnorm", _F + "fig_gradnorm", "equilibrium", untagged=False,
+        needs="monitored cosine AdamW runs", caption=(
+            "Mechanism (d) — the scale-invariant layers' gradient norm over a cosine run, "
+            "relative to the middle of training (light band), with the paper's decay and the "
+            "corrected one (AdamC); the last 10 % of training (dark band) gives the ratio.")),
+    FigureEntry(
+        "decay_subsets", _F + "fig_decay_subsets", "decay_subsets", untagged=False,
+        tables=True, needs="AdamW with the decay restricted to subsets of the parameters",
+        caption=(
+            "Mechanism (c) — AdamW's Fig. 2 heat maps with every parameter decayed, with only "
+            "the scale-invariant weights decayed, and with only the others (the head, "
+            "BatchNorm's scale and shift); ◆: the best λ of each α, dashed: the fitted slope.")),
     FigureEntry(
         "supp3", _F + "supp3", "supp3", tables=True, needs="runs at several epoch budgets",
         caption=(
@@ -419,7 +448,8 @@ SETTING_FIELDS = (
     "experiment", "dataset", "model", "optimizer", "lr", "weight_decay", "weight_decay_norm",
     "decay_convention", "schedule", "T_0", "T_mult", "milestones", "drop_factor", "epochs",
     "batch_size", "device", "momentum", "decay_all", "width", "test_size", "eval_every",
-    "cautious", "l1", "scale_invariant_only", "compile", "source_hash",
+    "cautious", "l1", "scale_invariant_only", "compile", "source_hash", "decay_subset",
+    "monitor_every",
 )
 
 

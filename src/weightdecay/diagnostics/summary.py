@@ -79,7 +79,8 @@ def stationary_window(
     min_timescales: float = 3.0,
     min_eta_fraction: float = 0.5,
 ) -> list[dict]:
-    """The records where the equilibrium prediction is stationary enough to test.
+    """The records (or :func:`summarize` rows) where the equilibrium prediction is stationary
+    enough to test.
 
     Kept: records of ``category`` (None: all) with at least ``min_timescales`` timescales
     1/(2d) elapsed (``timescales_elapsed``, the integral of 2*d_t over the updates) and
@@ -105,6 +106,10 @@ def equilibrium_ratio(
 ) -> dict | None:
     """Measured / predicted angular update over the :func:`stationary_window`.
 
+    ``records``: the monitor's records, or the per-category rows of :func:`summarize` (as a
+    harness run keeps them: ``weightdecay.harness.monitoring.monitor_rows``); a row counts
+    with its ``measured_angular_update``, the RMS over its tensors that have a prediction.
+
     Returns ``{"ratio", "measured", "predicted", "records", "tensors", "first_step",
     "last_step"}`` (measured and predicted are RMS over every record of the window that has
     a prediction; ratio = measured / predicted), or None when the window holds no record
@@ -114,13 +119,21 @@ def equilibrium_ratio(
     window = [r for r in stationary_window(records, category=category,
                                            min_timescales=min_timescales,
                                            min_eta_fraction=min_eta_fraction)
-              if r["angular_update"] is not None and r["predicted_angular_update"]]
+              if _measured(r) is not None and r["predicted_angular_update"]]
     if not window:
         return None
-    measured = _rms([r["angular_update"] for r in window])
+    measured = _rms([m for r in window if (m := _measured(r)) is not None])
     predicted = _rms([r["predicted_angular_update"] for r in window])
     assert measured is not None and predicted
+    tensors = (len({r["name"] for r in window}) if "name" in window[0]
+               else max(int(r.get("tensors") or 0) for r in window))
     return {"ratio": measured / predicted, "measured": measured, "predicted": predicted,
-            "records": len(window), "tensors": len({r["name"] for r in window}),
+            "records": len(window), "tensors": tensors,
             "first_step": min(r["step"] for r in window),
             "last_step": max(r["step"] for r in window)}
+
+
+def _measured(r: dict) -> float | None:
+    """A record's angle, or a summary row's RMS over the tensors that have a prediction."""
+    return r["measured_angular_update"] if "measured_angular_update" in r \
+        else r["angular_update"]

@@ -21,6 +21,8 @@ from .config import RunConfig
 
 __all__ = [
     "RunSetupError",
+    "needs_example_input",
+    "not_scale_invariant_groups",
     "build_network",
     "check_user_code",
     "build_normalized_decay",
@@ -118,7 +120,9 @@ def build_optimizer(
     1-D tensors go to a group with ``weight_decay=0`` via
     :func:`weightdecay.param_groups_weight_decay`. ``config.scale_invariant_only`` decays
     only the weights a following normalization makes scale-invariant, found on
-    ``example_input`` (a training batch), every other parameter none. ``config.cautious`` and
+    ``example_input`` (a training batch), every other parameter none;
+    ``config.decay_subset="not_scale_invariant"`` the opposite
+    (:func:`not_scale_invariant_groups`). ``config.cautious`` and
     ``config.l1`` go to the optimizer. ``config.momentum`` is SGD's momentum and Adam's
     beta1 (the paper uses one beta1 = 0.9 for both); beta2 = 0.999, eps = 1e-8.
     """
@@ -126,10 +130,12 @@ def build_optimizer(
 
     lam = config.weight_decay if weight_decay is None else weight_decay
     cls = registry.optimizer(config.optimizer).cls()
-    if config.scale_invariant_only:
+    if config.decay_subset == "not_scale_invariant":
+        params: Any = not_scale_invariant_groups(model, lam, example_input, config.model)
+    elif config.scale_invariant_only:
         if example_input is None:
             raise ValueError("scale_invariant_only needs example_input, a training batch")
-        params: Any = weightdecay.param_groups_weight_decay(
+        params = weightdecay.param_groups_weight_decay(
             model, lam, scale_invariant_only=True, example_input=example_input,
             other_weight_decay=0.0)
         if not params.summary.scale_invariance.invariant:  # what the probe found, any λ
@@ -196,6 +202,48 @@ def check_user_code(config: RunConfig) -> None:
         raise registry.UserCodeError(
             f"model {config.model!r} on data set {config.dataset!r} returned {got} for two "
             f"inputs; expected logits of shape {want} (a batch, num_classes)")
+
+
+def needs_example_input(config: RunConfig) -> bool:
+    """Whether :func:`build_optimizer` needs a training batch (to find the scale-invariant
+    weights)."""
+    return config.scale_invariant_only or config.decay_subset is not None
+
+
+def not_scale_invariant_groups(model: torch.nn.Module, weight_decay: float,
+                               example_input: torch.Tensor | None, model_name: str = "model"
+                               ) -> list[dict[str, Any]]:
+    """Param groups that decay every parameter of ``model`` *except* the weights a following
+    normalization makes scale-invariant (``decay_subset="not_scale_invariant"``).
+
+    The scale-invariant weights are found on ``example_input`` (a training batch) by
+    :func:`weightdecay.find_scale_invariant_weights` (module structure, confirmed on the
+    batch). Group 0 (``weight_decay``) holds everything else -- the head, the normalizations'
+    scales and shifts, biases, weights without a normalization after them, as the paper
+    decays them (``decay_all``); group 1 (``weight_decay = 0``) the scale-invariant weights.
+    For a network with BatchNorm this is the complement of ``scale_invariant_only``: which
+    part of the decay makes AdamW's best lambda move with alpha (Xie & Li, ICML 2024, arXiv
+    2404.04454: a weight that is not scale-invariant is confined to ||theta||_inf <= alpha /
+    lambda in the paper's convention).
+
+    Raises:
+        RunSetupError: the model has no scale-invariant weight (the subset would be all).
+    """
+    import weightdecay
+
+    if example_input is None:
+        raise ValueError("decay_subset needs example_input, a training batch")
+    invariant = set(weightdecay.find_scale_invariant_weights(model, example_input).invariant)
+    if not invariant:
+        raise RunSetupError(f"decay_subset='not_scale_invariant': no weight of model "
+                            f"{model_name!r} is scale-invariant (no normalization follows it), "
+                            "so the subset would be every parameter")
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    decay = [(n, p) for n, p in named if n not in invariant]
+    keep = [(n, p) for n, p in named if n in invariant]
+    return [{"params": [p for _, p in members], "param_names": [n for n, _ in members],
+             "weight_decay": lam}
+            for members, lam in ((decay, weight_decay), (keep, 0.0)) if members]
 
 
 def build_network(config: RunConfig, dataset: Any) -> torch.nn.Module:

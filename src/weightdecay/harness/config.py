@@ -30,6 +30,7 @@ from ..registry import DATASETS, MODELS, OPTIMIZERS, SCHEDULES
 
 __all__ = [
     "DATASETS",
+    "DECAY_SUBSETS",
     "FIELD_HELP",
     "MAX_EPOCHS",
     "MAX_T_MULT",
@@ -53,8 +54,13 @@ MAX_EPOCHS = 1_000_000
 MAX_T_MULT = 1000.0
 #: seeds are what ``numpy.random.seed`` (and ``torch.manual_seed``) take: [0, 2**32)
 SEED_LIMIT = 2**32
+#: the largest ``monitor_every`` [updates]
+MAX_UPDATES = 2**31 - 1
 #: the largest batch [examples]: an int32 index
 MAX_BATCH_SIZE = 2**31 - 1
+#: the parameters ``decay_subset`` can restrict the decay to (None: decay_all and
+#: scale_invariant_only decide)
+DECAY_SUBSETS = ("not_scale_invariant",)
 
 # Fig. 1 of the paper drops the step schedule at epochs 30, 60, 80 of 100.
 _DEFAULT_MILESTONE_FRACTIONS = (0.3, 0.6, 0.8)
@@ -184,6 +190,17 @@ class RunConfig:
       they are import strings); set by the harness when it plans or starts the run, and
       part of its key, so that results of changed code never share a key with the old
       ones. ``None`` with built-in names only.
+    - ``decay_subset``: ``None`` (``decay_all`` and ``scale_invariant_only`` decide) or one
+      of :data:`DECAY_SUBSETS`: ``"not_scale_invariant"`` decays every parameter *except*
+      the weights that a following normalization makes scale-invariant (found like
+      ``scale_invariant_only``): the head, the normalizations' scales and shifts, biases.
+      The opposite of ``scale_invariant_only`` (which keeps its name and run keys); overrides
+      ``decay_all``, and is refused together with ``scale_invariant_only``.
+    - ``monitor_every`` [updates]: ``None`` (off) or k >= 1: an
+      :class:`weightdecay.diagnostics.EquilibriumMonitor` measures every k updates
+      (independently of ``eval_every``) and the run's history keeps its per-category
+      summaries (:mod:`weightdecay.harness.monitoring`). It changes no number of the
+      training itself.
 
     Invalid values raise :class:`ValueError` naming the field and the value.
     """
@@ -214,6 +231,8 @@ class RunConfig:
     scale_invariant_only: bool = False
     compile: bool = True
     source_hash: str | None = None
+    decay_subset: str | None = None
+    monitor_every: int | None = None
 
     # -- validation -------------------------------------------------------------------------
 
@@ -297,6 +316,17 @@ class RunConfig:
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
         self._check_real("l1", low=0.0)
+        if self.decay_subset is not None:
+            if self.decay_subset not in DECAY_SUBSETS:
+                raise ValueError(f"decay_subset={self.decay_subset!r} is not valid; valid: "
+                                 f"None, {', '.join(map(repr, DECAY_SUBSETS))}")
+            if self.scale_invariant_only:
+                raise ValueError(f"decay_subset={self.decay_subset!r} and "
+                                 "scale_invariant_only=True name opposite subsets; give one")
+        if self.monitor_every is not None and (
+                not _is_int(self.monitor_every) or not 1 <= self.monitor_every <= MAX_UPDATES):
+            raise ValueError(f"monitor_every must be None or an integer in [1, {MAX_UPDATES}] "
+                             f"(updates), got {self.monitor_every!r}")
         if self.cautious and not registry.is_decoupled(self.optimizer):
             decoupled = [o for o in OPTIMIZERS if registry.is_decoupled(o)]
             raise ValueError(f"cautious=True is a decoupled decay ({', '.join(decoupled)}), "
@@ -441,13 +471,16 @@ FIELD_HELP = {
                "where it pays, cnn1d models on CPU)",
     "source_hash": "SHA-256 of the user module(s) named by --model/--dataset (default: that "
                    "of the code imported; a value given must match it)",
+    "decay_subset": "not_scale_invariant: decay every parameter except the scale-invariant "
+                    "weights",
+    "monitor_every": "record the equilibrium monitor's per-category summaries every N updates",
 }
 
 # fields that enter the key only when they differ from these defaults, so that the keys of
 # runs planned before the fields existed (stores, checkpoints) do not change
 _KEY_OPTIONAL = {"width": None, "test_size": None, "eval_every": 1, "cautious": False,
                  "l1": 0.0, "scale_invariant_only": False, "compile": True,
-                 "source_hash": None}
+                 "source_hash": None, "decay_subset": None, "monitor_every": None}
 
 _REAL_FIELDS = (
     "lr", "weight_decay", "weight_decay_norm", "T_0", "T_mult", "drop_factor", "momentum", "l1"

@@ -20,6 +20,14 @@ intervals twice as wide), cosine annealing, batch 128, grids in powers of 2.
   Fig. 4 (warm restarts, 30 epochs, 3 seeds); Supp. 3 (budgets of 5, 10, 20 epochs, raw λ
   vs λ_norm); torch's decay convention; and two mechanism ablations for AdamW's rising
   optimum (decay only the weights that BatchNorm makes scale-invariant; 3x the budget).
+- ``mechanism``: why AdamW's best λ rises with α (the refutation of ``full``), scored by
+  rules fixed in advance (docs/experiment-design.md, "The mechanism preset"; pilot seeds
+  1000, 1001, ``experiments/pilot_mechanism.toml``): the equilibrium monitor
+  (``monitor_every``) on constant-schedule AdamW/SGDW runs in the paper's and torch's
+  conventions (every setting's decay per update in [2^-7, 2^-5]) and on cosine AdamW with
+  the paper's and the corrected decay; AdamW's Fig. 2 with the decay restricted to the
+  scale-invariant weights (``scale_invariant_only``) or to the others (``decay_subset``).
+  3 seeds, 630 runs. ``full`` does not include it (its 60 minutes are spent): run both.
 - ``variants``: SGDW and AdamW under the paper's decay, torch's, the corrected (AdamC) one,
   cautious decay and decay of the scale-invariant weights only, on equal terms (5 α × 8 λ,
   2 seeds each), ranked by best error with the Fig. 2 slope of each.
@@ -116,7 +124,8 @@ _FIG2_FULL = [
 
 FULL: dict[str, Any] = {
     "name": "full",
-    "description": "Every claim of the scorecard on MNIST-1D (cnn1d_bn, 10k held-out test).",
+    "description": ("Every claim of the scorecard on MNIST-1D (cnn1d_bn, 10k held-out test), "
+                    "but the mechanism claims: those are the mechanism preset's."),
     "defaults": dict(_MNIST1D),
     "experiments": [
         {   # Fig. 2: the four optimizers, 32x in alpha, 9 decay values, 3 seeds
@@ -182,6 +191,69 @@ FULL: dict[str, Any] = {
             "optimizers": [
                 {"optimizer": "sgdw", "lr": _pow2(-4, 1), "weight_decay": _pow2(-9, -2)},
                 {"optimizer": "adamw", "lr": _pow2(-8, -3), "weight_decay": _pow2(-6, 1)},
+            ],
+        },
+    ],
+}
+
+# -- mechanism: why AdamW's best lambda moves with alpha ----------------------------------------
+
+#: the equilibrium monitor every 8 updates: 4 measurements per epoch of 32 updates
+_MONITOR = {"monitor_every": 8}
+
+
+def _corrected(lr_exp: int, paper_exps: tuple[int, ...]) -> dict:
+    """AdamW under the corrected convention at one alpha = 2**lr_exp, its lambda in that
+    convention's units (lr_t^2/lr_max * lambda) matched to the paper's 2**k at eta = 1:
+    lambda = 2**k / alpha."""
+    return {"optimizer": "adamw", "decay_convention": "corrected", "lr": [2.0**lr_exp],
+            "weight_decay": [2.0 ** (k - lr_exp) for k in paper_exps]}
+
+
+MECHANISM: dict[str, Any] = {
+    "name": "mechanism",
+    "description": (
+        "Why AdamW's best decay moves with the learning rate (cnn1d_bn, MNIST-1D, 10k "
+        "held-out test, 3 seeds): the equilibrium monitor on constant and cosine runs "
+        "(rotation of the scale-invariant weights against the prediction, per convention; "
+        "gradient norm at the end of a cosine run, paper's vs corrected decay), and AdamW's "
+        "Fig. 2 with the decay restricted to the scale-invariant weights or to the others."
+    ),
+    "defaults": dict(_MNIST1D),
+    "experiments": [
+        {   # claims (a), (b): a constant schedule, every setting's decay per update d in
+            # [2^-7, 2^-5] (>= 3 timescales 1/(2d) before the end of 320 updates; first order
+            # in d); each optimizer over 4x in alpha, in the paper's and torch's conventions
+            "name": "equilibrium", "figure": "equilibrium", "schedules": ["fixed"],
+            "epochs": [10], "seeds": [0, 1, 2], **_FINAL_ONLY, **_MONITOR,
+            "optimizers": [
+                {"optimizer": "adamw", "lr": _pow2(-5, -3), "weight_decay": _pow2(-7, -5, 2)},
+                {"optimizer": "adamw", "decay_convention": "lr", "lr": _pow2(-5, -3),
+                 "weight_decay": [2.0**-2]},
+                {"optimizer": "sgdw", "lr": _pow2(-3, -1), "weight_decay": _pow2(-7, -5, 2)},
+                {"optimizer": "sgdw", "decay_convention": "lr", "lr": _pow2(-3, -1),
+                 "weight_decay": [2.0**-4]},
+            ],
+        },
+        {   # claim (d): cosine AdamW around the Fig. 2 optimum, the paper's decay and the
+            # corrected one at the same decay per update at eta = 1
+            "name": "gradnorm", "figure": "equilibrium", "schedules": ["cosine"],
+            "epochs": [10], "seeds": [0, 1, 2], **_FINAL_ONLY, **_MONITOR,
+            "optimizers": [
+                {"optimizer": "adamw", "lr": _pow2(-6, -4), "weight_decay": _pow2(-7, -5, 2)},
+                *[_corrected(e, (-7, -5)) for e in range(-6, -3)],
+            ],
+        },
+        {   # claim (c): AdamW's Fig. 2 (32x in alpha, as the full preset's) with every
+            # parameter decayed, only the scale-invariant conv weights, only the others
+            "name": "decay_subsets", "figure": "decay_subsets", "schedules": ["cosine"],
+            "epochs": [10], "seeds": [0, 1, 2], **_FINAL_ONLY,
+            "optimizers": [
+                {"optimizer": "adamw", "lr": _pow2(-8, -3), "weight_decay": _pow2(-12, -3)},
+                {"optimizer": "adamw", "scale_invariant_only": True, "lr": _pow2(-8, -3),
+                 "weight_decay": _pow2(-12, -3)},
+                {"optimizer": "adamw", "decay_subset": "not_scale_invariant",
+                 "lr": _pow2(-8, -3), "weight_decay": _pow2(-11, -2)},
             ],
         },
     ],
@@ -271,7 +343,7 @@ VARIANTS: dict[str, Any] = {
 
 #: preset name -> sweep spec
 PRESETS: dict[str, dict[str, Any]] = {"quick": QUICK, "full": FULL, "variants": VARIANTS,
-                                      "cifar10": CIFAR10}
+                                      "mechanism": MECHANISM, "cifar10": CIFAR10}
 
 
 def preset_names() -> tuple[str, ...]:

@@ -45,6 +45,7 @@ from .build import (
     build_schedule,
     check_device,
     get_dataset,
+    needs_example_input,
     steps_per_epoch,
 )
 from .checkpoint import (
@@ -220,7 +221,7 @@ def _set_up(config: RunConfig, data: Any, checkpoint: Mapping[str, Any] | None) 
     # the first training examples, for finding scale-invariant weights (a forward pass that
     # changes nothing: modes, buffers and random state are restored)
     probe = (dataset.x_train[:config.batch_size].to(device)
-             if config.scale_invariant_only else None)
+             if needs_example_input(config) else None)
     # NormalizedDecay treats groups created with weight_decay == 0 as no-decay groups and
     # overwrites the others at construction: mark the decayed ones with lambda_norm
     optimizer = build_optimizer(config, model, weight_decay=config.weight_decay_norm,
@@ -311,6 +312,21 @@ def _epoch(state: _Run, epoch: int) -> tuple[dict[str, Any], bool]:
     return row, diverged
 
 
+def _attach_monitor(state: _Run) -> Any:
+    """``config.monitor_every``: the equilibrium monitor on the run's optimizer
+    (:class:`weightdecay.harness.monitoring.RunMonitor`; a resumed run continues its blocks in
+    ``history["monitor"]``), or None. It reads the weights only: training is unchanged."""
+    config = state.config
+    if config.monitor_every is None:
+        return None
+    from .monitoring import RunMonitor
+
+    return RunMonitor(state.model, state.optimizer, config.monitor_every,
+                      state.dataset.x_train[:config.batch_size].to(state.device),
+                      steps_per_epoch(len(state.dataset.y_train), config.batch_size),
+                      state.history)
+
+
 def _save(state: _Run, epoch: int, diverged: bool, wall: float, path: str) -> None:
     """Stage 3: the checkpoint after ``epoch`` (atomic)."""
     save_atomic(
@@ -370,7 +386,9 @@ def run(
         one value per epoch (``eta``: eta_t of the last update of the epoch;
         ``effective_decay``: the multiplier d_t with theta <- theta - d_t*theta applied at
         that update; ``test_error``: NaN at epochs skipped by ``config.eval_every``;
-        ``test_wrong``: the packed per-example vector of each evaluated epoch, else None). A
+        ``test_wrong``: the packed per-example vector of each evaluated epoch, else None;
+        with ``config.monitor_every``, also ``"monitor"``: the equilibrium monitor's blocks,
+        :mod:`weightdecay.harness.monitoring`). A
         diverged run (NaN/inf loss or weights) stops with ``diverged=True`` and NaN
         final/best errors and loss; its last history row is the epoch where it diverged.
     """
@@ -384,6 +402,7 @@ def run(
         if checkpoint is not None and (done := _finished_record(checkpoint, config)):
             return done
         state = _set_up(config, data, checkpoint)
+        monitor = _attach_monitor(state)
     except (KeyError, TypeError, IndexError, RuntimeError) as err:
         if checkpoint is None:
             raise
@@ -402,6 +421,8 @@ def run(
     try:
         for epoch in epochs:
             row, diverged = _epoch(state, epoch)
+            if monitor is not None:
+                monitor.end_epoch()
             wall = state.wall_before + time.perf_counter() - start_time
             if path is not None:
                 _save(state, epoch, diverged, wall, path)
@@ -415,6 +436,8 @@ def run(
     finally:
         if bar is not None:
             bar.close()
+        if monitor is not None:
+            monitor.close()
 
     wall = state.wall_before + time.perf_counter() - start_time
     return _record(state.history, diverged, wall, state.dataset.num_test)

@@ -538,7 +538,9 @@ def scorecard(records: Sequence[Mapping], n_boot: int = DEFAULT_REPLICATES,
 
     Args:
         records: the study's records (``load_records``); experiments are found by their
-            figure tag (``fig1``, ``fig2``, ``fig3``, ``fig4``, ``supp3``, ``conventions``).
+            figure tag (``fig1``, ``fig2``, ``fig3``, ``fig4``, ``supp3``, ``conventions``,
+            ``ablation``; ``equilibrium`` and ``decay_subsets`` for the mechanism claims of
+            :mod:`weightdecay.report.mechanism`).
         n_boot: bootstrap replicates.
         equivalence: include the exact optimizer-level check of Prop. 1/2 (runs the
             optimizers for a second; needs torch).
@@ -553,6 +555,9 @@ def scorecard(records: Sequence[Mapping], n_boot: int = DEFAULT_REPLICATES,
               (_claim_adamw_vs_adam,), (_claim_cosine, "adam"), (_claim_cosine, "adamw"),
               (_claim_fig3,), (_claims_supp3,), (_claim_fig4, "adamw"), (_claim_fig4, "sgdw"),
               (_claim_convention, "sgdw"), (_claim_convention, "adamw"), (_claims_ablation,)]
+    from .mechanism import mechanism_claims  # the mechanism preset (imports this module)
+
+    calls.append((mechanism_claims,))
     for fn, *args in calls:
         out += _guarded(fn, ev, *args)
     return out

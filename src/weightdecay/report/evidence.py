@@ -29,6 +29,8 @@ class Evidence:
     _reps: dict = field(default_factory=dict)  # figure tag (None: untagged) -> Replicates
     _maps: dict = field(default_factory=dict)
     _fits: dict = field(default_factory=dict)
+    #: other statistics computed once per Evidence (e.g. the mechanism claims' per-run ones)
+    cache: dict = field(default_factory=dict)
 
     def experiment(self, figure: str | None) -> list[Mapping]:
         return [r for r in completed(self.records) if r.get("figure") == figure]
@@ -78,6 +80,9 @@ class Evidence:
 class NoEvidence:
     """Evidence without runs: a claim function given it returns its "not run" claims, which
     is how :func:`weightdecay.report.claims.scorecard` learns their keys and texts."""
+
+    def __init__(self) -> None:
+        self.cache: dict = {}
 
     def experiment(self, figure: str | None) -> list[Mapping]:
         return []

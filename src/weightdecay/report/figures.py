@@ -2,6 +2,7 @@
 
 One function per heat-map figure of the paper (Sec. 4: Figs. 1 and 2, Supp. Fig. 3), plus
 :func:`fig_slopes`, the best λ of each learning rate with the fitted slope and its interval,
+the mechanism preset's figures (:mod:`weightdecay.report.mechanism_figures`)
 and :func:`fig_variants` (the curves, Figs. 3-4 and Supp. Fig. 1, are in
 :mod:`weightdecay.report.curves`).
 Each takes the records of a study (``weightdecay.harness.store.load_records``) — or the
@@ -34,6 +35,7 @@ import numpy as np
 from .. import registry
 from ..registry import optimizer_label, schedule_label
 from .claims import Evidence
+from .mechanism_figures import fig_decay_subsets, fig_equilibrium, fig_gradnorm, fig_rotation
 from .stats import HeatMap, SlopeFit, completed, format_value
 
 __all__ = [
@@ -42,6 +44,10 @@ __all__ = [
     "evidence_for",
     "fig1",
     "fig2",
+    "fig_decay_subsets",
+    "fig_equilibrium",
+    "fig_gradnorm",
+    "fig_rotation",
     "fig_slopes",
     "fig_variants",
     "missing",

@@ -28,6 +28,8 @@ from .. import registry
 from ..registry import BestSetting, best_setting
 from .claims import Claim, Evidence, scorecard
 from .figures import evidence_for, missing
+from .mechanism import SUBSETS, MechanismRow, mechanism_table
+from .mechanism import markdown as mechanism_markdown
 from .resample import DEFAULT_REPLICATES
 from .stats import HeatMap, SlopeFit
 from .variants import VariantRow, variant_table
@@ -275,6 +277,9 @@ class Report:
         skipped: ``"name: reason"`` of each figure wanted but without records.
         tables: per figure (and ``"conventions"``), its heat maps by panel title.
         variants: the decay variants ranked (the ``variants`` experiment).
+        mechanism: the monitored settings of the ``mechanism`` preset: the rotation over
+            the stationary window against the prediction, the gradient-norm ratio
+            (:func:`weightdecay.report.mechanism.mechanism_table`).
         trials: runs per experiment and state (the last row: all).
         settings: the best setting of each group of runs (:func:`setting_rows`).
         design: each experiment's runs, seeds and test-set sizes.
@@ -292,6 +297,7 @@ class Report:
     skipped: list[str] = field(default_factory=list)
     tables: dict[str, dict[str, HeatMapTable]] = field(default_factory=dict)
     variants: list[VariantRow] = field(default_factory=list)
+    mechanism: list[MechanismRow] = field(default_factory=list)
     trials: list[TrialCount] = field(default_factory=list)
     settings: list[SettingRow] = field(default_factory=list)
     design: list[Design] = field(default_factory=list)
@@ -321,6 +327,9 @@ class Report:
             if name == "variants":
                 out["variants"] = {"rows": [r.to_dict() for r in self.variants],
                                    "markdown": variants_markdown(self.variants)}
+            if name == "equilibrium" and self.mechanism:
+                out["mechanism"] = {"rows": [r.to_dict() for r in self.mechanism],
+                                    "markdown": mechanism_markdown(self.mechanism)}
         if "conventions" in self.tables:
             out["conventions"] = {t: table.to_dict()
                                   for t, table in self.tables["conventions"].items()}
@@ -368,6 +377,10 @@ def _panels(ev: Evidence, name: str) -> tuple[str | None, list[tuple[dict, str, 
         for T in sorted({int(r["epochs"]) for r in recs}):
             panels.append(({"epochs": T, "weight_decay_norm": None}, "weight_decay", True))
             panels.append(({"epochs": T}, "weight_decay_norm", True))
+    elif name == "decay_subsets":
+        panels = [({"optimizer": o, **match}, "weight_decay", True)
+                  for o in registry.OPTIMIZERS for match in SUBSETS.values()
+                  if has(optimizer=o, **match)]
     elif name == "conventions":
         panels = [({"optimizer": o, "decay_convention": c}, "weight_decay", True)
                   for o in registry.OPTIMIZERS if registry.is_decoupled(o)
@@ -488,6 +501,7 @@ def build_report(
         replication=None if original is None else Replication.compare(claims, original),
         figures=figures, skipped=skipped, tables=tables,
         variants=variants,
+        mechanism=mechanism_table(ev) if "equilibrium" in figures else [],
         trials=trial_counts(records), settings=setting_rows(records), design=design,
         spec=spec, versions=dict(versions) if versions else current_versions(),
         versions_stored=bool(versions), notes=list(notes), n_boot=n_boot, records=records,

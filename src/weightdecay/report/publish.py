@@ -9,8 +9,9 @@ regenerate the README's result blocks from them, and check a fresh run against t
 :class:`~weightdecay.report.model.Report`, written by ``weightdecay report``/``reproduce`` --
 and renders it: ``docs/results/NAME.json`` (the scorecard and the Fig. 2 slopes),
 ``NAME.md`` (the scorecard as a markdown table, included by the docs site, with the
-Report's replication and timing sentences) and copies of ``fig2.png`` and ``slopes.png``;
-then it regenerates the README. Every file is written atomically.
+mechanism preset's table of monitored settings, the Report's replication and timing
+sentences) and copies of the figures named in :data:`FIGURES` that the run drew; then it
+regenerates the README. Every file is written atomically.
 
 ``readme`` fills every README block between ``<!-- results:NAME -->`` and
 ``<!-- /results:NAME -->`` with ``docs/results/NAME.md`` (or ``NAME.txt``, a benchmark's
@@ -43,6 +44,8 @@ from .model import Replication, Timing
 
 __all__ = ["check", "fill_readme", "markdown_table", "write"]
 
+#: the figures of a run folder copied into the results (``NAME-FIGURE.png``), where drawn
+FIGURES = ("fig2", "slopes", "equilibrium", "rotation", "gradnorm", "decay_subsets")
 #: an estimate that has no interval (e.g. the exact Prop. 1 check) may differ this much
 #: (absolute) from the committed one before ``check`` fails
 DEFAULT_TOL = 0.05
@@ -98,6 +101,8 @@ def _summary(stats: Mapping[str, Any]) -> dict[str, Any]:
             slopes[title] = {"slope": s["slope"], "reading": s["reading"],
                              "rows": s.get("rows"), "best_lambda": s["best_lambda"]}
     out["fig2_slopes"] = slopes
+    if stats.get("mechanism"):
+        out["mechanism"] = stats["mechanism"]["rows"]
     return out
 
 
@@ -129,6 +134,8 @@ def write(run: Path, name: str, results: Path, readme: Path | None) -> None:
     if stats.get("variants", {}).get("markdown"):
         summary["variants"] = stats["variants"]["rows"]
         lines = [stats["variants"]["markdown"]]  # the variants preset scores no paper claim
+    if stats.get("mechanism", {}).get("markdown"):
+        lines.append("\n" + stats["mechanism"]["markdown"])
     if stats.get("replication"):
         lines.append(f"\nReplication on other seeds: "
                      f"{Replication.from_dict(stats['replication']).sentence()}.")
@@ -140,7 +147,7 @@ def write(run: Path, name: str, results: Path, readme: Path | None) -> None:
         lines.append("\n" + Timing.from_dict(timing).sentence())
     write_atomic(results / f"{name}.json", json.dumps(summary, indent=1) + "\n", root=results)
     write_atomic(results / f"{name}.md", "\n".join(lines) + "\n", root=results)
-    for fig in ("fig2", "slopes"):
+    for fig in FIGURES:
         if (run / f"{fig}.png").exists():
             write_atomic(results / f"{name}-{fig}.png", (run / f"{fig}.png").read_bytes(),
                          root=results)
@@ -152,13 +159,16 @@ def check(run: Path, reference: Path, tol: float = DEFAULT_TOL) -> list[str]:
     """Differences between a fresh run's scorecard and the committed one (empty: none).
 
     Verdicts must be equal; a fresh estimate must lie inside the committed interval
-    ``[lo, hi]`` (or, where the committed entry has no interval, within ``tol``).
+    ``[lo, hi]`` (or, where the committed entry has no interval, within ``tol``). A claim
+    that one side lacks and the other did not run (a claim added since) is no difference.
     """
     fresh = {c["key"]: c for c in _load_scorecard(run / "stats.json")["scorecard"]}
     ref = {c["key"]: c for c in _load_scorecard(reference)["scorecard"]}
     problems = []
     for key in sorted(set(ref) | set(fresh)):
         a, b = ref.get(key), fresh.get(key)
+        if (a or b or {}).get("verdict") == "not run" and (a is None or b is None):
+            continue  # a claim added (or removed) since, not run on either side
         if a is None or b is None:
             problems.append(f"{key}: only in the {'fresh run' if a is None else 'reference'}")
             continue

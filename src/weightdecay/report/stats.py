@@ -69,7 +69,7 @@ CONSTANT_KEYS = (
     "dataset", "model", "optimizer", "schedule", "epochs", "batch_size", "decay_convention",
     "momentum", "decay_all", "T_0", "T_mult", "milestones", "drop_factor", "width",
     "test_size", "cautious", "l1", "scale_invariant_only", "source_hash", "lr",
-    "weight_decay", "weight_decay_norm",
+    "weight_decay", "weight_decay_norm", "decay_subset",
 )
 
 
