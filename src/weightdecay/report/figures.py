@@ -35,7 +35,13 @@ import numpy as np
 from .. import registry
 from ..registry import optimizer_label, schedule_label
 from .claims import Evidence
-from .mechanism_figures import fig_decay_subsets, fig_equilibrium, fig_gradnorm, fig_rotation
+from .mechanism_figures import (
+    fig_decay_subsets,
+    fig_equilibrium,
+    fig_gradnorm,
+    fig_rotation,
+    unavailable,
+)
 from .stats import HeatMap, SlopeFit, completed, format_value
 
 __all__ = [
@@ -285,13 +291,14 @@ def _note(recs: Sequence[Mapping]) -> str:
     return ", ".join(parts)
 
 
-def missing(ev: Evidence, name: str) -> str | None:
-    """Why figure ``name`` cannot be drawn from ``ev`` (no records of its experiment), or
-    None when it can."""
+def missing(ev: Evidence, name: str, detail: bool = True) -> str | None:
+    """Why figure ``name`` cannot be drawn from ``ev`` (no records of its experiment; with
+    ``detail``, also records of it without what the figure draws, e.g. the monitor's blocks),
+    or None when it can."""
     entry = registry.figure(name)
-    if entry.tag is None or _records(ev, entry.tag):
-        return None
-    return f"{entry.tag} needs completed trials of {entry.needs}; found none"
+    if entry.tag is not None and not _records(ev, entry.tag):
+        return f"{entry.tag} needs completed trials of {entry.needs}; found none"
+    return unavailable(ev, name) if detail else None
 
 
 def _need(ev: Evidence, name: str) -> list[Mapping]:

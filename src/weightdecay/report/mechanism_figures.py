@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from .. import registry
 from ..harness.monitoring import monitor_rows, total_updates
 from ..registry import optimizer_label
 from .mechanism import (
@@ -58,6 +59,60 @@ def _monitored(recs: Sequence[Mapping]) -> dict[tuple, dict[tuple, list[Mapping]
                                            []).append(r)
     return dict(sorted(out.items(), key=lambda kv: (kv[0][2] != "fixed", kv[0][0],
                                                     kv[0][1] != "schedule", kv[0][1])))
+
+
+# -- what each figure needs beyond runs of its tag (one place: the figure and `unavailable`)
+
+_UNAVAILABLE = {
+    "equilibrium": "equilibrium needs runs with the equilibrium monitor (monitor_every)",
+    "rotation": "rotation needs monitored AdamW or SGDW runs at a constant schedule",
+    "gradnorm": "gradnorm needs monitored cosine AdamW runs (the paper's or the corrected "
+                "decay)",
+    "decay_subsets": "decay_subsets needs AdamW runs",
+}
+
+
+def _tagged(ev, name: str) -> list[Mapping]:
+    """The records figure ``name`` draws from (its tag's, or untagged ones), maybe none."""
+    from .figures import _records, missing
+
+    if missing(ev, name, detail=False) is not None:
+        return []
+    return _records(ev, registry.figure(name).tag or name)
+
+
+def _equilibrium_rows(ev) -> dict[tuple, dict[tuple, list[Mapping]]]:
+    return _monitored(_tagged(ev, "equilibrium"))
+
+
+def _rotation_optimizers(ev) -> list[str]:
+    rows = _monitored(_tagged(ev, "rotation"))
+    return [o for o in ("adamw", "sgdw") if any(row[0] == o and row[2] == "fixed"
+                                                for row in rows)]
+
+
+def _gradnorm_rows(ev) -> dict[tuple, dict[tuple, list[Mapping]]]:
+    recs = [r for r in _tagged(ev, "gradnorm") if r.get("schedule") == "cosine"
+            and r["optimizer"] == "adamw" and not r.get("decay_subset")
+            and not r.get("scale_invariant_only")]
+    return {k: v for k, v in _monitored(recs).items() if k[1] in ("schedule", "corrected")}
+
+
+def _subset_names(ev) -> list[str]:
+    recs = _tagged(ev, "decay_subsets")
+    return [name for name, match in SUBSETS.items()
+            if any(r["optimizer"] == "adamw" and all(r.get(k) == v for k, v in match.items())
+                   for r in recs)]
+
+
+_AVAILABLE = {"equilibrium": _equilibrium_rows, "rotation": _rotation_optimizers,
+              "gradnorm": _gradnorm_rows, "decay_subsets": _subset_names}
+
+
+def unavailable(ev, name: str) -> str | None:
+    """Why mechanism figure ``name`` cannot be drawn from ``ev`` although it holds runs of
+    its tag (e.g. none of them carries the monitor's blocks), or None when it can."""
+    return None if name not in _AVAILABLE or _AVAILABLE[name](ev) else _UNAVAILABLE[name]
 
 
 #: measured angles are drawn as the RMS over this many consecutive measured updates (one
@@ -100,9 +155,9 @@ def fig_equilibrium(records):
 
     ev = evidence_for(records)
     recs = _need(ev, "equilibrium")
-    rows = _monitored(recs)
+    rows = _equilibrium_rows(ev)
     if not rows:
-        raise ValueError("equilibrium needs runs with the equilibrium monitor (monitor_every)")
+        raise ValueError(_UNAVAILABLE["equilibrium"])
     cats = [c for c in _CATEGORIES if any(monitor_rows(runs[0].get("history"), c)
                                           for g in rows.values() for runs in g.values())]
     fig = _figure(3.3 * len(cats) + 1.8, 2.2 * len(rows) + 0.9)
@@ -148,14 +203,13 @@ def fig_rotation(records):
 
     ev = evidence_for(records)
     _need(ev, "rotation")
-    reps, stats = _per_run(ev)
-    if reps is None:
-        raise ValueError("rotation needs monitored runs")
-    recs = reps.records
-    opts = [o for o in ("adamw", "sgdw") if any(r["optimizer"] == o and r.get("schedule")
-                                                == "fixed" for r in recs)]
+    opts = _rotation_optimizers(ev)
     if not opts:
-        raise ValueError("rotation needs monitored runs at a constant schedule")
+        raise ValueError(_UNAVAILABLE["rotation"])
+    reps, stats = _per_run(ev)
+    if reps is None:  # monitored runs, but not tagged as the preset tags them
+        raise ValueError(_UNAVAILABLE["rotation"])
+    recs = reps.records
     fig = _figure(5.2 * len(opts), 4.2)
     axes = fig.subplots(1, len(opts), squeeze=False)[0]
     for ax, opt in zip(axes, opts):
@@ -200,12 +254,10 @@ def fig_gradnorm(records):
     from .figures import _figure, _need, _note, evidence_for
 
     ev = evidence_for(records)
-    recs = [r for r in _need(ev, "gradnorm") if r.get("schedule") == "cosine"
-            and r["optimizer"] == "adamw" and not r.get("decay_subset")
-            and not r.get("scale_invariant_only")]
-    rows = {k: v for k, v in _monitored(recs).items() if k[1] in ("schedule", "corrected")}
+    recs = _need(ev, "gradnorm")
+    rows = _gradnorm_rows(ev)
     if not rows:
-        raise ValueError("gradnorm needs monitored cosine AdamW runs")
+        raise ValueError(_UNAVAILABLE["gradnorm"])
     ratios = gradnorm_ratios(ev)
     fig = _figure(5.0 * len(rows), 4.0)
     axes = fig.subplots(1, len(rows), squeeze=False, sharey=True)[0]
@@ -251,12 +303,10 @@ def fig_decay_subsets(records, top_k: int = 10):
     recs = _need(ev, "decay_subsets")
     key = TAG_SUBSETS if ev.experiment(TAG_SUBSETS) else None
     panels = [Panel(f"AdamW, {SUBSET_LABELS[name]}", key, "weight_decay",  # type: ignore[arg-type]
-                    tuple({"optimizer": "adamw", **match}.items()))
-              for name, match in SUBSETS.items()
-              if any(r["optimizer"] == "adamw" and all(r.get(k) == v for k, v in match.items())
-                     for r in recs)]
+                    tuple({"optimizer": "adamw", **SUBSETS[name]}.items()))
+              for name in _subset_names(ev)]
     if not panels:
-        raise ValueError("decay_subsets needs AdamW runs")
+        raise ValueError(_UNAVAILABLE["decay_subsets"])
     fig = _figure(6.2 * len(panels), 5.6)
     _draw_panels(fig, panels, ev, 1, len(panels), top_k=top_k)
     edge = SUBSETS["not_scale_invariant"]
