@@ -29,6 +29,8 @@ results: $(STAMP)
 	  weightdecay.report.publish write runs/quick/quick-seeds-100-101 --name quick-replication
 	test ! -f runs/full/stats.json || $(BIN)/python -m weightdecay.report.publish write \
 	  runs/full --name full
+	test ! -f runs/variants/stats.json || $(BIN)/python -m weightdecay.report.publish write \
+	  runs/variants --name variants
 	test ! -f runs/mechanism/stats.json || $(BIN)/python -m weightdecay.report.publish write \
 	  runs/mechanism --name mechanism
 	test ! -f runs/mechanism/mechanism-seeds-100-101-102/stats.json || $(BIN)/python -m \

@@ -263,9 +263,9 @@ class Reproduce(Command):
     def add_arguments(self, p: argparse.ArgumentParser) -> None:
         from .harness.presets import preset_names
 
-        p.add_argument("--preset", choices=preset_names(), required=True, help="quick (Fig. 2, "
-                       "~7 min on 2 cores), full (every claim, < 1 h), variants (the decay "
-                       "variants, ~20 min), cifar10 (the paper's settings, GPUs)")
+        p.add_argument("--preset", choices=preset_names(), required=True, help="quick "
+                       "(Fig. 2), full (every claim), variants (decay rules), mechanism (why "
+                       "AdamW's best λ moves), cifar10 (GPUs); measured times: docs/results.md")
         p.add_argument("--out", metavar="DIR", required=True, help="folder of the store, "
                        "trials.csv, report.html and stats.json; run again to resume")
         p.add_argument("--seeds", type=_typed(sweep_spec.parse_ints, "integers"),

@@ -1,0 +1,56 @@
+"""The benchmark scripts' parsing, and the committed tables they render (never typed)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _module(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+TIME_V = """\tCommand being timed: "python -m weightdecay.cli reproduce --preset quick"
+\tUser time (seconds): 409.02
+\tSystem time (seconds): 11.52
+\tPercent of CPU this job got: 182%
+\tElapsed (wall clock) time (h:mm:ss or m:ss): 3:50.61
+"""
+
+
+def test_time_v_output_is_parsed_into_cpu_and_wall_seconds(tmp_path):
+    cost = _module("bench_quick_cost")
+    path = tmp_path / "arm.time"
+    path.write_text(TIME_V)
+    t = cost.parse(path)
+    assert t["cpu"] == pytest.approx(420.54) and t["wall"] == pytest.approx(230.61)
+    path.write_text("\tElapsed (wall clock) time (h:mm:ss or m:ss): 1:02:03\n")
+    with pytest.raises(SystemExit, match="no 'user' line"):
+        cost.parse(path)
+    assert cost._seconds("1:02:03") == 3723
+
+
+def test_the_committed_cost_table_is_what_the_raw_measurements_render():
+    cost = _module("bench_quick_cost")
+    committed = cost.OUT.read_text(encoding="utf-8")
+    assert cost.render() == committed
+    before = cost.parse(cost.RAW / "before.time")
+    cold = cost.parse(cost.RAW / "after-cold.time")
+    assert f"| {cold['cpu'] / before['cpu']:.2f} |" in committed
+
+
+def test_the_step_benchmark_rows_are_recognized():
+    compare = _module("bench_optim_compare")
+    lines = (ROOT / "docs" / "results" / "bench_optim.txt").read_text().splitlines()
+    rows = [m for m in map(compare._ROW.match, lines) if m]
+    names = {m[3] for m in rows}
+    assert set(compare.CONTENDERS) <= names
+    assert all(float(m[5]) > 0 and float(m[7]) > 0 for m in rows)
