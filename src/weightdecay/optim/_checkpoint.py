@@ -220,9 +220,9 @@ def _where_of(groups: list) -> dict:
             for i, pid in enumerate(group.get("params", ()))}
 
 
-def adapt(optimizer: Any, state_dict: dict) -> dict:
-    """``state_dict`` (torch's or ours, any version) as a state of ``optimizer``'s class and
-    options (see the module): a new dict; refuses with one-line ``ValueError``s."""
+def _saved_groups(optimizer: Any, state_dict: Any) -> list:
+    """The param groups of ``state_dict``, one per group of ``optimizer`` (else a one-line
+    ``ValueError``)."""
     if not isinstance(state_dict, dict) or not isinstance(state_dict.get("param_groups"), list):
         raise ValueError("a state dict has 'state' and a list of 'param_groups', got "
                          f"{type(state_dict).__name__}")
@@ -230,6 +230,13 @@ def adapt(optimizer: Any, state_dict: dict) -> dict:
     if len(saved_groups) != len(optimizer.param_groups):
         raise ValueError(f"the state dict has {len(saved_groups)} param groups, the optimizer "
                          f"{len(optimizer.param_groups)}")
+    return saved_groups
+
+
+def adapt(optimizer: Any, state_dict: dict) -> dict:
+    """``state_dict`` (torch's or ours, any version) as a state of ``optimizer``'s class and
+    options (see the module): a new dict; refuses with one-line ``ValueError``s."""
+    saved_groups = _saved_groups(optimizer, state_dict)
     target = "adam" if "betas" in optimizer.defaults else "sgd"
     groups = []
     for index, (saved, current) in enumerate(zip(saved_groups, optimizer.param_groups)):
@@ -378,13 +385,7 @@ def torch_state_dict(optimizer_or_state: Any) -> dict:
 def adapt_wrapped(optimizer: Any, state_dict: dict, base: type) -> dict:
     """``state_dict`` as a state of ``decoupled_weight_decay(base)`` built as ``optimizer``:
     its own state (with ``decay_convention``) or a plain torch state of ``base``."""
-    if not isinstance(state_dict, dict) or not isinstance(state_dict.get("param_groups"), list):
-        raise ValueError("a state dict has 'state' and a list of 'param_groups', got "
-                         f"{type(state_dict).__name__}")
-    saved_groups = state_dict["param_groups"]
-    if len(saved_groups) != len(optimizer.param_groups):
-        raise ValueError(f"the state dict has {len(saved_groups)} param groups, the optimizer "
-                         f"{len(optimizer.param_groups)}")
+    saved_groups = _saved_groups(optimizer, state_dict)
     muon = getattr(torch.optim, "Muon", None)
     base_decoupled = issubclass(base, torch.optim.AdamW) or (
         muon is not None and issubclass(base, muon))
