@@ -398,7 +398,10 @@ class UserCode:
     sha256: str
 
 
-_USER_CODE: dict[tuple[str, str, int], UserCode] = {}
+#: (kind, name) -> (the module object it was hashed for, its UserCode); a module imported
+#: again (another object) is hashed again. Keyed by the object itself, not its id(): a new
+#: module can get the id of a collected one.
+_USER_CODE: dict[tuple[str, str], tuple[Any, UserCode]] = {}
 
 
 def user_code(kind: str, name: str) -> UserCode:
@@ -408,8 +411,9 @@ def user_code(kind: str, name: str) -> UserCode:
     function = resolve(kind, name)
     module_name = name.partition(":")[0]
     module = importlib.import_module(module_name)  # already imported by resolve
-    cache_key = (kind, name, id(module))
-    if cache_key not in _USER_CODE:
+    cache_key = (kind, name)
+    cached = _USER_CODE.get(cache_key)
+    if cached is None or cached[0] is not module:
         sources = {module_name: getattr(module, "__file__", None)}
         defining = getattr(function, "__module__", None)
         if isinstance(defining, str) and defining != module_name:
@@ -425,9 +429,9 @@ def user_code(kind: str, name: str) -> UserCode:
                     digest.update(fh.read())
             except OSError:  # no file (a namespace or builtin module): its name only
                 digest.update(b"-")
-        _USER_CODE[cache_key] = UserCode(name, function, tuple(sorted(sources)),
-                                         digest.hexdigest())
-    return _USER_CODE[cache_key]
+        cached = module, UserCode(name, function, tuple(sorted(sources)), digest.hexdigest())
+        _USER_CODE[cache_key] = cached
+    return cached[1]
 
 
 def source_hash(model: str, dataset: str) -> str | None:
