@@ -44,9 +44,10 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/python -m pytest
 
-# the suite without the tests that compile kernels (marked `compile`: torch.compile / Inductor)
+# the suite without the tests that compile kernels (marked `compile`: torch.compile / Inductor),
+# one worker process per core (pytest-xdist)
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not compile"
+	$(BIN)/python -m pytest -m "not compile" -n auto
 
 # The documentation site -> site/ (any warning fails: --strict). Optional packages are pinned
 # in requirements-*.txt and always installed with requirements.txt as constraints (torch).
