@@ -249,7 +249,7 @@ def _variants_html(rows: Sequence[VariantRow]) -> str:
         f"<tr><td class='l'>{_e(r.optimizer)}</td><td class='l'>{_e(r.name)}</td>"
         f"<td>{_e(r.best_error.format('{:.2f} %', 100))}</td>"
         f"<td>{_e('—' if r.vs_paper is None else r.vs_paper.format('{:+.1f} %', 100))}</td>"
-        f"<td>{_e(r.slope.text())}</td><td class='l'>{_e(r.slope.reading)}</td></tr>"
+        f"<td>{_e(r.slope.value_text())}</td><td class='l'>{_e(r.slope.reading)}</td></tr>"
         for r in rows)
     return ("<p>Each optimizer's decay rules, ranked by best final test error (best cell of "
             "the heat map; the difference from the paper's decay is paired: same seeds, same "

@@ -416,7 +416,12 @@ class SlopeFit:
         there is none."""
         if not np.isfinite(self.slope.estimate):
             return self.reason
-        return f"{self.slope.format()} ({self.reading})"
+        return f"{self.value_text()} ({self.reading})"
+
+    def value_text(self) -> str:
+        """The slope and its interval without the reading (for tables with a column of
+        their own for it), or why there is none."""
+        return self.slope.format() if np.isfinite(self.slope.estimate) else self.reason
 
     def line(self, rows: np.ndarray) -> np.ndarray:
         """The fitted log λ* at the learning rates ``rows`` (data)."""

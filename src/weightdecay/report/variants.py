@@ -97,7 +97,7 @@ def markdown(rows: list[VariantRow]) -> str:
         vs = "—" if r.vs_paper is None else r.vs_paper.format("{:+.1f} %", 100)
         lines.append(f"| {optimizer_label(r.optimizer)} | {r.name} | "
                      f"{r.best_error.format('{:.2f} %', 100)} | {vs} | "
-                     f"{r.slope.text()} | {r.slope.reading} |")
+                     f"{r.slope.value_text()} | {r.slope.reading} |")
     lines.append("")
     lines += summary(rows)
     lines.append("")
