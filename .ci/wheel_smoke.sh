@@ -47,7 +47,7 @@ export WEIGHTDECAY_CACHE="$WORK/cache"
 import importlib.util, pathlib, sys
 import torch
 import weightdecay as wd
-from weightdecay.cli import HARNESS_MODULES
+from weightdecay.api import HARNESS_MODULES
 
 venv = pathlib.Path(sys.argv[1]).resolve()
 assert venv in pathlib.Path(wd.__file__).resolve().parents, wd.__file__  # not the source tree

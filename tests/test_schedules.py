@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import math
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -221,7 +222,13 @@ ALL_SCHEDULES = [
 ]
 
 
-@pytest.mark.parametrize("schedule", ALL_SCHEDULES, ids=repr)
+def _stable_id(schedule) -> str:
+    """The schedule's repr without memory addresses: the same test ids in every process (the
+    workers of pytest-xdist collect separately)."""
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(schedule))
+
+
+@pytest.mark.parametrize("schedule", ALL_SCHEDULES, ids=_stable_id)
 def test_vectorized_equals_scalar(schedule):
     t = np.concatenate([np.arange(0, 60), np.linspace(0, 59, 38)])
     scalar = np.array([schedule(float(x)) for x in t])
@@ -257,7 +264,7 @@ RESTART_VARIANTS = [
 ]
 
 
-@pytest.mark.parametrize("schedule", RESTART_VARIANTS, ids=repr)
+@pytest.mark.parametrize("schedule", RESTART_VARIANTS, ids=_stable_id)
 def test_scalar_fast_path_is_bit_identical_at_boundaries_and_large_counts(schedule):
     # The scalar path uses math (log1p, pow, cos) where the vectorized path uses numpy: the
     # period index, the restart points (and the floats just either side of them) and huge
