@@ -60,7 +60,6 @@ def _runs(log: Path) -> str:
 
 def run_arm(name: str, seeds: str | None, python_path: str | None, cache: Path,
             work: Path) -> None:
-    RAW.mkdir(parents=True, exist_ok=True)
     out = work / name
     cmd = ["/usr/bin/time", "-v", "-o", str(RAW / f"{name}.time"), sys.executable, "-m",
            "weightdecay.cli", "reproduce", "--preset", "quick", "--out", str(out),

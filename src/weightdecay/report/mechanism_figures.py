@@ -155,9 +155,7 @@ def fig_equilibrium(records):
 
     ev = evidence_for(records)
     recs = _need(ev, "equilibrium")
-    rows = _equilibrium_rows(ev)
-    if not rows:
-        raise ValueError(_UNAVAILABLE["equilibrium"])
+    rows = _equilibrium_rows(ev)  # not empty: _need asked unavailable()
     cats = [c for c in _CATEGORIES if any(monitor_rows(runs[0].get("history"), c)
                                           for g in rows.values() for runs in g.values())]
     fig = _figure(3.3 * len(cats) + 1.8, 2.2 * len(rows) + 0.9)
@@ -203,9 +201,7 @@ def fig_rotation(records):
 
     ev = evidence_for(records)
     _need(ev, "rotation")
-    opts = _rotation_optimizers(ev)
-    if not opts:
-        raise ValueError(_UNAVAILABLE["rotation"])
+    opts = _rotation_optimizers(ev)  # not empty: _need asked unavailable()
     reps, stats = _per_run(ev)
     if reps is None:  # monitored runs, but not tagged as the preset tags them
         raise ValueError(_UNAVAILABLE["rotation"])
@@ -255,9 +251,7 @@ def fig_gradnorm(records):
 
     ev = evidence_for(records)
     recs = _need(ev, "gradnorm")
-    rows = _gradnorm_rows(ev)
-    if not rows:
-        raise ValueError(_UNAVAILABLE["gradnorm"])
+    rows = _gradnorm_rows(ev)  # not empty: _need asked unavailable()
     ratios = gradnorm_ratios(ev)
     fig = _figure(5.0 * len(rows), 4.0)
     axes = fig.subplots(1, len(rows), squeeze=False, sharey=True)[0]
@@ -304,9 +298,7 @@ def fig_decay_subsets(records, top_k: int = 10):
     key = TAG_SUBSETS if ev.experiment(TAG_SUBSETS) else None
     panels = [Panel(f"AdamW, {SUBSET_LABELS[name]}", key, "weight_decay",  # type: ignore[arg-type]
                     tuple({"optimizer": "adamw", **SUBSETS[name]}.items()))
-              for name in _subset_names(ev)]
-    if not panels:
-        raise ValueError(_UNAVAILABLE["decay_subsets"])
+              for name in _subset_names(ev)]  # not empty: _need asked unavailable()
     fig = _figure(6.2 * len(panels), 5.6)
     _draw_panels(fig, panels, ev, 1, len(panels), top_k=top_k)
     edge = SUBSETS["not_scale_invariant"]
