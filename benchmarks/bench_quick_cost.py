@@ -10,8 +10,15 @@ process tree (the local workers are waited for, so they count). Arms:
   compiles the training step once per worker);
 - ``after, warm``: this checkout again, on other seeds (same size), with that cache.
 
+Every arm runs the command as a user types it, progress bar included (written to the arm's
+log); ``--no-progress`` passes that flag to every arm instead.
+
     .venv/bin/python benchmarks/bench_quick_cost.py --run [--seeds-also 1000,1001]
+        [--after-only 100,101] [--keep DIR] [--no-progress]
     .venv/bin/python benchmarks/bench_quick_cost.py        # render the committed measurements
+
+``--after-only`` adds an ``after, warm`` arm on more seeds with no ``before`` of its own;
+``--keep DIR`` keeps every arm's output folder (store, report) under DIR.
 
 The raw ``time -v`` outputs go to ``docs/results/bench_quick/``; the table (ratios to the
 ``before`` arm of the same seeds) to ``docs/results/bench_quick.md``.
@@ -59,11 +66,11 @@ def _runs(log: Path) -> str:
 
 
 def run_arm(name: str, seeds: str | None, python_path: str | None, cache: Path,
-            work: Path) -> None:
+            work: Path, progress: bool = True) -> None:
     out = work / name
     cmd = ["/usr/bin/time", "-v", "-o", str(RAW / f"{name}.time"), sys.executable, "-m",
-           "weightdecay.cli", "reproduce", "--preset", "quick", "--out", str(out),
-           "--no-progress"] + (["--seeds", seeds] if seeds else [])
+           "weightdecay.cli", "reproduce", "--preset", "quick", "--out", str(out)]
+    cmd += ([] if progress else ["--no-progress"]) + (["--seeds", seeds] if seeds else [])
     env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=str(cache))
     if python_path:
         env["PYTHONPATH"] = python_path
@@ -88,26 +95,36 @@ def machine() -> str:
     return f"{model}, {os.cpu_count()} logical CPUs, torch {torch.__version__}"
 
 
-def measure(before: str, seeds_also: str | None) -> None:
-    RAW.mkdir(parents=True, exist_ok=True)
-    (RAW / "machine.txt").write_text(machine() + "\n", encoding="utf-8")
-    work = Path(tempfile.mkdtemp(prefix="bench-quick-"))
+def measure(before: str, seeds_also: str | None, after_only: list[str], keep: str | None,
+            progress: bool) -> None:
+    if RAW.exists():  # measurements of one session only
+        shutil.rmtree(RAW)
+    RAW.mkdir(parents=True)
+    bar = "each with its progress bar" if progress else "each with --no-progress"
+    (RAW / "machine.txt").write_text(f"{machine()}\n{bar}\n", encoding="utf-8")
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=False)
+    work = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="bench-quick-"))
     tree = work / "before-tree"
     subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), before],
                    check=True, capture_output=True)
     try:
         cache = work / "inductor"
-        run_arm("before", None, str(tree / "src"), work / "inductor-before", work)
-        run_arm("after-cold", None, None, cache, work)
+        run_arm("before", None, str(tree / "src"), work / "inductor-before", work, progress)
+        run_arm("after-cold", None, None, cache, work, progress)
         if seeds_also:
             tag = seeds_also.replace(",", "-")
             run_arm(f"before-seeds-{tag}", seeds_also, str(tree / "src"),
-                    work / "inductor-before", work)
-            run_arm(f"after-warm-seeds-{tag}", seeds_also, None, cache, work)
+                    work / "inductor-before", work, progress)
+            run_arm(f"after-warm-seeds-{tag}", seeds_also, None, cache, work, progress)
+        for seeds in after_only:
+            run_arm(f"after-warm-seeds-{seeds.replace(',', '-')}", seeds, None, cache, work,
+                    progress)
     finally:
         subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)],
                        check=False, capture_output=True)
-        shutil.rmtree(work, ignore_errors=True)
+        if not keep:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def render() -> str:
@@ -117,10 +134,10 @@ def render() -> str:
     if not rows:
         raise SystemExit(f"bench_quick_cost: error: no measurements in {RAW}; run with --run")
     base: dict[str, dict[str, float]] = {}
-    where = (RAW / "machine.txt").read_text(encoding="utf-8").strip() \
-        if (RAW / "machine.txt").exists() else "machine not recorded"
+    where, bar = ((RAW / "machine.txt").read_text(encoding="utf-8").splitlines() + [""])[:2] \
+        if (RAW / "machine.txt").exists() else ("machine not recorded", "")
     lines = ["`weightdecay reproduce --preset quick` on a fresh store, arms one after the other "
-             f"on one machine ({where}; 2 workers); CPU-s = user + system time of the process tree "
+             f"on one machine ({where}; 2 workers{'; ' + bar if bar else ''}); CPU-s = user + system time of the process tree "
              "(benchmarks/bench_quick_cost.py, raw `time -v` output in "
              "docs/results/bench_quick/); ratios to the before arm of the same seeds, or of "
              "seeds 0,1 where there is none.", "",
@@ -147,9 +164,14 @@ def main() -> int:
     ap.add_argument("--run", action="store_true", help="measure (else: render the committed)")
     ap.add_argument("--before", default="d4a3a5e", help="the commit to compare with")
     ap.add_argument("--seeds-also", help="a second pair of arms on these seeds (warm cache)")
+    ap.add_argument("--after-only", action="append", default=[], metavar="SEEDS",
+                    help="an after arm (warm cache) on these seeds, with no before arm")
+    ap.add_argument("--keep", metavar="DIR", help="keep the arms' folders in DIR (new)")
+    ap.add_argument("--no-progress", action="store_true",
+                    help="run every arm without its progress bar")
     args = ap.parse_args()
     if args.run:
-        measure(args.before, args.seeds_also)
+        measure(args.before, args.seeds_also, args.after_only, args.keep, not args.no_progress)
     text = render()
     OUT.write_text(text, encoding="utf-8")
     print(text, end="")

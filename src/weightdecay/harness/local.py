@@ -51,7 +51,7 @@ from .store import (
     load_records,
     open_storage,
 )
-from .study import create_sweep, release_trials, sweep_status, worker_id
+from .study import SweepStatus, create_sweep, release_trials, sweep_status, worker_id
 from .usercode import check_modules
 from .worker import default_out_dir, run_worker
 
@@ -201,6 +201,7 @@ def _run_processes(storage_url: str, name: str, out: Path, root: Path, workers: 
         for i in range(workers)
     ]
     status_storage = open_storage(storage_url, heartbeat_interval=None, grace_period=None)
+    status = SweepStatus(storage_url, name, status_storage)
     handed: set[int] = set()
     bar = None
     try:
@@ -216,7 +217,7 @@ def _run_processes(storage_url: str, name: str, out: Path, root: Path, workers: 
                 time.sleep(0.5)
             _hand_back_dead(procs, handed, status_storage, name)
             if bar is not None:
-                counts = sweep_status(storage_url, name, status_storage)
+                counts = status.poll()
                 bar.n = counts["complete"]
                 bar.set_postfix(running=counts["running"], failed=counts["failed"],
                                 diverged=counts["diverged"], refresh=False)
@@ -239,7 +240,7 @@ def _run_processes(storage_url: str, name: str, out: Path, root: Path, workers: 
         raise
     finally:
         if bar is not None:
-            bar.n = sweep_status(storage_url, name, status_storage)["complete"]
+            bar.n = status.poll()["complete"]
             bar.refresh()
             bar.close()
     _hand_back_dead(procs, handed, status_storage, name)

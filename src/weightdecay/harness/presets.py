@@ -10,9 +10,9 @@ the pilot's SGD slope undecided), 10 epochs (6 epochs left SGD undertrained: slo
 intervals twice as wide), cosine annealing, batch 128, grids in powers of 2.
 
 - ``quick``: Fig. 2 (SGD, SGDW, Adam, AdamW) on a 16x range of learning rates (5 rows); in
-  each row the 6 decay values (steps of 2: a coarser grid biased the fitted optima by up to
+  each row the 5 decay values (steps of 2: a coarser grid biased the fitted optima by up to
   0.3 in slope) of a band around the line through the pilot's per-row optima (the cells far
-  from the optimum only confirmed that they are worse), 2 seeds: 240 runs, the test error
+  from the optimum only confirmed that they are worse), 2 seeds: 200 runs, the test error
   evaluated once, after the last epoch. Scores the Fig. 2 claims and the paired
   differences Δ.
 - ``full``: every claim of the scorecard: Fig. 2 on a 32x range with 9 decay values and 3
@@ -66,9 +66,10 @@ _FINAL_ONLY = {"eval_every": 10}
 #: the quick preset's bands (docs/experiment-design.md, "A banded grid"): the line through
 #: pilot A's per-row optima of each optimizer, log2 λ* = c + s·log2 α, fitted on the pilot
 #: seeds 1000, 1001 (``python experiments/analyze_band.py``: docs/results/band_design.json,
-#: rounded to 2 decimals), and 6 cells per row (the fewest that kept every pilot reading and
-#: every interval width within 1.2x of the whole grid's)
-_QUICK_CELLS = 6
+#: rounded to 2 decimals), and 5 cells per row: the fewest that kept, on the pilot's runs of
+#: quick's own 5 rows, every slope and Δ interval within 1.2x of the whole grid's width (4
+#: cells left Adam's slope without data; docs/experiment-design.md, "How many cells")
+_QUICK_CELLS = 5
 _QUICK_BANDS = {"sgd": (-10.26, -0.81), "sgdw": (-6.49, 0.22), "adam": (-15.09, -1.11),
                 "adamw": (-4.98, 0.46)}
 
@@ -83,7 +84,7 @@ QUICK: dict[str, Any] = {
     "name": "quick",
     "description": (
         "Fig. 2 on MNIST-1D: SGD/SGDW/Adam/AdamW over 5 learning rates (16x), in each row "
-        "the 6 decay values (steps of 2) around the pilot's optimum, cnn1d_bn, 10 epochs, "
+        "the 5 decay values (steps of 2) around the pilot's optimum, cnn1d_bn, 10 epochs, "
         "cosine, 10k held-out test examples, 2 seeds: does the best decay move with the "
         "learning rate?"
     ),

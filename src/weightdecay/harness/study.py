@@ -63,6 +63,7 @@ __all__ = [
     "ClaimedTrial",
     "Heartbeat",
     "SweepResult",
+    "SweepStatus",
     "check_ours",
     "claim_trial",
     "create_sweep",
@@ -202,32 +203,99 @@ def create_sweep(
 def sweep_status(storage_url: str, study_name: str, storage=None) -> dict[str, int]:
     """Counts per key: ``total`` planned keys, ``complete``, ``running``, ``waiting``,
     ``failed`` (keys whose trials all failed), ``diverged`` (complete but diverged)."""
-    import optuna
+    return SweepStatus(storage_url, study_name, storage).poll()
 
-    if storage is None:
-        storage = open_storage(storage_url, heartbeat_interval=None, grace_period=None)
-    study = optuna.load_study(study_name=study_name, storage=storage)
-    by_key: dict[str, set[str]] = {}
-    diverged = set()
-    for t in study.get_trials(deepcopy=False):
-        key = t.user_attrs.get("key")
-        if key is None:
-            continue
-        by_key.setdefault(key, set()).add(t.state.name)
-        if t.state.name == "COMPLETE" and t.user_attrs.get("diverged"):
-            diverged.add(key)
-    counts = {"total": len(by_key), "complete": 0, "running": 0, "waiting": 0, "failed": 0,
-              "diverged": len(diverged)}
-    for states in by_key.values():
-        if "COMPLETE" in states:
-            counts["complete"] += 1
-        elif "RUNNING" in states:
-            counts["running"] += 1
-        elif "WAITING" in states:
-            counts["waiting"] += 1
-        else:
-            counts["failed"] += 1
-    return counts
+
+class SweepStatus:
+    """:func:`sweep_status`, polled again and again at a cost that does not grow with the
+    runs already finished: a finished trial (COMPLETE, FAIL, PRUNED) never changes again,
+    so it is read once and remembered; each :meth:`poll` reads the open trials (WAITING,
+    RUNNING) and the few that finished since the last one. Reading every trial at every
+    poll (what :func:`sweep_status` did before) cost 66 ms for the 240 runs of ``quick``
+    and 540 ms for the 1,791 of ``full``, twice a second, under a progress bar."""
+
+    #: more trials than this to read one by one: one bulk read of the finished ones instead
+    BULK = 50
+
+    def __init__(self, storage_url: str, study_name: str, storage=None):
+        if storage is None:
+            storage = open_storage(storage_url, heartbeat_interval=None, grace_period=None)
+        self._storage = storage
+        self._study_id = storage.get_study_id_from_name(study_name)
+        self._done: dict[int, tuple[str | None, str, bool]] = {}  # number -> key, state, div
+        self._n = 0  # trials seen so far (numbers 0 .. n-1)
+
+    def _count(self) -> int:
+        """The study's number of trials. Trial numbers run 0, 1, ... without gaps, so the
+        count is the first number with no trial: found by doubling steps from the last count,
+        then bisection (a few one-row reads; the storage's own ``get_n_trials`` reads every
+        trial)."""
+        def exists(number: int) -> bool:
+            try:
+                self._storage.get_trial_id_from_study_id_trial_number(self._study_id, number)
+            except KeyError:
+                return False
+            return True
+
+        lo, step = self._n, 1  # invariant: every number below lo has a trial
+        while exists(lo + step - 1):
+            lo, step = lo + step, step * 2
+        hi = lo + step - 1  # no trial numbered hi
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if exists(mid):
+                lo = mid + 1
+            else:
+                hi = mid
+        self._n = lo
+        return lo
+
+    @staticmethod
+    def _entry(t) -> tuple[str | None, str, bool]:
+        return (t.user_attrs.get("key"), t.state.name,
+                t.state.name == "COMPLETE" and bool(t.user_attrs.get("diverged")))
+
+    def poll(self) -> dict[str, int]:
+        """The counts now (see :func:`sweep_status`)."""
+        from optuna.trial import TrialState
+
+        st, sid = self._storage, self._study_id
+        n = self._count()
+        opened = {t.number: self._entry(t) for t in
+                  st.get_all_trials(sid, deepcopy=False,
+                                    states=(TrialState.WAITING, TrialState.RUNNING))}
+        missing = [i for i in range(n) if i not in self._done and i not in opened]
+        if len(missing) > self.BULK:
+            for t in st.get_all_trials(sid, deepcopy=False, states=(
+                    TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)):
+                self._done[t.number] = self._entry(t)
+            missing = [i for i in missing if i not in self._done]
+        for i in missing:
+            t = st.get_trial(st.get_trial_id_from_study_id_trial_number(sid, i))
+            if t.state.is_finished():
+                self._done[i] = self._entry(t)
+            else:  # reopened since (a stale trial handed back): counted as open
+                opened[i] = self._entry(t)
+        by_key: dict[str, set[str]] = {}
+        diverged = set()
+        for key, state, div in [*self._done.values(), *opened.values()]:
+            if key is None:
+                continue
+            by_key.setdefault(key, set()).add(state)
+            if div:
+                diverged.add(key)
+        counts = {"total": len(by_key), "complete": 0, "running": 0, "waiting": 0,
+                  "failed": 0, "diverged": len(diverged)}
+        for states in by_key.values():
+            if "COMPLETE" in states:
+                counts["complete"] += 1
+            elif "RUNNING" in states:
+                counts["running"] += 1
+            elif "WAITING" in states:
+                counts["waiting"] += 1
+            else:
+                counts["failed"] += 1
+        return counts
 
 
 # ------------------------------------------------------------------------------ claiming
