@@ -137,7 +137,8 @@ def render() -> str:
     where, bar = ((RAW / "machine.txt").read_text(encoding="utf-8").splitlines() + [""])[:2] \
         if (RAW / "machine.txt").exists() else ("machine not recorded", "")
     lines = ["`weightdecay reproduce --preset quick` on a fresh store, arms one after the other "
-             f"on one machine ({where}; 2 workers{'; ' + bar if bar else ''}); CPU-s = user + system time of the process tree "
+             f"on one machine ({where}; 2 workers{'; ' + bar if bar else ''}); CPU-s = user + "
+             "system time of the process tree "
              "(benchmarks/bench_quick_cost.py, raw `time -v` output in "
              "docs/results/bench_quick/); ratios to the before arm of the same seeds, or of "
              "seeds 0,1 where there is none.", "",

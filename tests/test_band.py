@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from weightdecay.harness.band import band_cells
+from weightdecay.harness.band import band_cells, bracket_next
 from weightdecay.harness.presets import get_preset
 from weightdecay.harness.spec import SpecError, plan_sweep, with_seeds
 
@@ -90,6 +90,10 @@ def test_the_quick_preset_runs_its_bands_inside_its_grids_and_replicates_with_th
     ({"lr": 0.01, "weight_decay": 0.01, "slope": "up", "cells": 5}, "finite number"),
     ({"lr": 0.01, "weight_decay_norm": 0.01, "slope": 0.0, "cells": 5}, "unknown key"),
     ({"lr": 2.0**-5, "weight_decay": 2.0**-7, "slope": 3.0, "cells": 5}, "outside the grid"),
+    ({"lr": 0.01, "weight_decay": 0.01, "slope": 0.0, "cells": 5, "extend": -1}, "extend=-1"),
+    ({"lr": 0.01, "weight_decay": 0.01, "slope": 0.0, "cells": 5, "extend": 6}, "from 0 to"),
+    ({"lr": 0.01, "weight_decay": 0.01, "slope": 0.0, "cells": 5, "extend": 1.0}, "integer"),
+    ({"lr": 0.01, "weight_decay": 0.01, "slope": 0.0, "cells": 5, "extend": True}, "integer"),
 ])
 def test_bad_bands_are_refused_in_one_line(band, needle):
     with pytest.raises(SpecError, match=needle) as info:
@@ -101,3 +105,73 @@ def test_a_band_needs_a_positive_decay_grid():
     with pytest.raises(SpecError, match="must be > 0 for a band"):
         plan_sweep(spec({"lr": 0.01, "weight_decay": 0.01, "slope": 0.0, "cells": 3},
                         wd=[0.0, 0.01, 0.02, 0.04]))
+
+
+# ------------------------------------------------------------------------------ bracketing
+
+
+def test_bracket_next_adds_the_grid_value_beyond_an_edge_optimum():
+    grid = _pow2(-12, -3)
+    cells = _pow2(-9, -6)
+    err = dict(zip(cells, [0.10, 0.20, 0.30, 0.40]))  # best at the smallest cell
+    assert bracket_next(grid, cells, err) == 2.0**-10
+    err = dict(zip(cells, [0.40, 0.30, 0.20, 0.10]))  # best at the largest
+    assert bracket_next(grid, cells, err) == 2.0**-5
+    err = dict(zip(cells, [0.40, 0.10, 0.20, 0.30]))  # bracketed
+    assert bracket_next(grid, cells, err) is None
+    err = dict(zip(cells, [0.10, 0.10, 0.20, 0.30]))  # a tie goes to the smaller decay
+    assert bracket_next(grid, cells, err) == 2.0**-10
+    # at the grid's own edge there is nothing to add; a row that diverged has no optimum
+    assert bracket_next(grid, _pow2(-12, -9), dict(zip(_pow2(-12, -9), [0.1, 0.2, 0.3, 0.4]))
+                        ) is None
+    assert bracket_next(grid, cells, dict.fromkeys(cells, math.inf)) is None
+
+
+def _outcomes(plan, error):
+    """Run key -> a made-up final test error: error(log2 decay, lr, seed)."""
+    return {r.key: error(math.log2(r.config.weight_decay), r.config.lr, r.config.seed)
+            for r in plan.runs}
+
+
+def test_a_band_with_extend_brackets_each_rows_optimum_and_stops_at_extend():
+    band = {"lr": 2.0**-5, "weight_decay": 2.0**-7, "slope": 0.0, "cells": 4, "extend": 3}
+    base = plan_sweep(spec(band))
+    assert {tuple(v) for v in rows(base).values()} == {tuple(_pow2(-9, -6))}
+    # the true optimum of row lr lies at log2 λ = -11 for the smallest lr, -7.5 elsewhere;
+    # seed 1 is noisier but agrees on the mean
+    def error(x, lr, seed):
+        opt = -11.0 if lr == 2.0**-7 else -7.5
+        return 0.1 + 0.01 * (x - opt) ** 2 + 0.001 * seed
+
+    plan, seen = base, []
+    while True:  # the rounds the runner makes: run, then plan with the outcomes so far
+        more = plan_sweep(spec(band), outcomes=_outcomes(plan, error))
+        seen.append(len(more.runs))
+        if len(more.runs) == len(plan.runs):
+            break
+        plan = more
+    got = rows(plan)
+    # the first row walks down to -12, one value per round, and stops there: extend = 3
+    assert got[(2.0**-7, 0)] == got[(2.0**-7, 1)] == _pow2(-12, -6)
+    for lr in _pow2(-6, -3):  # bracketed from the start: unchanged
+        assert got[(lr, 0)] == got[(lr, 1)] == _pow2(-9, -6)
+    assert seen == [len(base.runs) + 2, len(base.runs) + 4, len(base.runs) + 6,
+                    len(base.runs) + 6]
+    # the keys of the added runs are the whole grid's (the same runs, the same order)
+    whole = [r.key for r in plan_sweep(spec()).runs]
+    assert [r.key for r in plan.runs] == [k for k in whole if k in {r.key for r in plan.runs}]
+
+
+def test_a_row_is_extended_only_once_all_its_seeds_have_run():
+    band = {"lr": 2.0**-5, "weight_decay": 2.0**-7, "slope": 0.0, "cells": 4, "extend": 2}
+    base = plan_sweep(spec(band))
+    done = _outcomes(base, lambda x, lr, seed: 0.1 + 0.01 * (x + 12) ** 2)  # edge everywhere
+    missing = next(r.key for r in base.runs if r.config.lr == 2.0**-7 and r.config.seed == 1)
+    partial = {k: v for k, v in done.items() if k != missing}
+    got = rows(plan_sweep(spec(band), outcomes=partial))
+    assert got[(2.0**-7, 0)] == _pow2(-9, -6)  # that row waits for its last run
+    assert got[(2.0**-6, 0)] == _pow2(-10, -6)  # the others grow by one value
+    # without extend, outcomes change nothing
+    fixed = {k: v for k, v in band.items() if k != "extend"}
+    assert [r.key for r in plan_sweep(spec(fixed), outcomes=done).runs] == \
+        [r.key for r in plan_sweep(spec(fixed)).runs]

@@ -40,3 +40,56 @@ def test_spawned_workers_log_and_a_failing_worker_is_named(tmp_path):
     assert [r["state"] for r in records] == ["COMPLETE"]
     assert "exited with code" not in stream.getvalue()
     assert "test error" in log.read_text()  # one line per trial in the worker's log
+
+
+def _extend_spec():
+    return {"name": "ext", "defaults": {"dataset": "digits", "model": "mlp", "batch_size": 64},
+            "experiments": [{"name": "grid", "figure": "fig2", "epochs": [1], "seeds": [0, 1],
+                             "optimizers": [{"optimizer": "sgdw", "lr": [0.1],
+                                             "weight_decay": [2.0**k for k in range(-10, 1)],
+                                             "band": {"lr": 0.1, "weight_decay": 2.0**-1,
+                                                      "slope": 0.0, "cells": 3,
+                                                      "extend": 2}}]}]}
+
+
+def test_a_band_with_extend_runs_rounds_until_its_rows_are_bracketed(tmp_path):
+    """The runner's rounds (run, then plan with the outcomes): a band placed on decays so
+    strong (up to the whole weight per update) that the smallest of its cells is best grows
+    downwards, one value per round, up to ``extend``; a rerun adds nothing, runs nothing."""
+    spec = _extend_spec()
+    url = store.sqlite_url(tmp_path / "store.db")
+    stream = io.StringIO()
+    records = run_local(spec, url, workers=0, out_dir=tmp_path / "out", progress=False,
+                        stream=stream)
+    cells = sorted({r["weight_decay"] for r in records})
+    assert cells == [2.0**k for k in range(-4, 1)], cells  # 3 cells + 2 added below
+    assert all(r["state"] == "COMPLETE" for r in records) and len(records) == 5 * 2
+    assert stream.getvalue().count("run(s) added to bracket") == 2
+    stream = io.StringIO()
+    again = run_local(spec, url, workers=0, out_dir=tmp_path / "out", progress=False,
+                      stream=stream)
+    assert len(again) == 10 and "added" not in stream.getvalue()
+    assert "0 enqueued" in stream.getvalue()
+
+
+def test_a_planned_sweep_with_extend_enqueues_the_bracketing_cells_when_planned_again(tmp_path):
+    """Remote workers: planning again, after they ran, enqueues the cells that bracket the
+    optima; the command says so."""
+    from weightdecay import api
+    from weightdecay.harness.worker import run_worker
+
+    out = tmp_path / "out"
+    first = api.sweep(_extend_spec(), out=out, plan_only=True)
+    assert first.enqueued == 6 and "run this command again" in first.bracket_note()
+    url = first.storage
+    for _ in range(3):
+        run_worker(url, "ext", out_dir=out, wait=False, log=lambda _line: None)
+        again = api.sweep(_extend_spec(), out=out, plan_only=True)
+        if again.enqueued == 0:
+            break
+    assert sorted({r["weight_decay"] for r in store.load_records(url, "ext")}) == \
+        [2.0**k for k in range(-4, 1)]
+    assert api.sweep({**_extend_spec(), "name": "plain", "experiments": [
+        {**_extend_spec()["experiments"][0], "optimizers": [
+            {"optimizer": "sgdw", "lr": [0.1], "weight_decay": [0.0]}]}]},
+        out=tmp_path / "plain", plan_only=True).bracket_note() == ""

@@ -426,7 +426,8 @@ def test_spec_is_expanded_once(monkeypatch):
 
     calls = []
     real = spec_mod._cells
-    monkeypatch.setattr(spec_mod, "_cells", lambda e: calls.append(e) or real(e))
+    monkeypatch.setattr(spec_mod, "_cells",
+                        lambda e, outcomes=None: calls.append(e) or real(e, outcomes))
     plan = spec_mod.plan_sweep(TINY)
     assert len(calls) == 2 and len(plan.runs) == 5  # one expansion per optimizer entry
     assert plan.spec == validate_spec(TINY)

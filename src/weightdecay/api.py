@@ -242,6 +242,16 @@ class SweepOutcome(_Runs):
         """Every planned run completed (diverged runs count: they are results)."""
         return not self.planned_only and super().done
 
+    def bracket_note(self) -> str:
+        """For a planned sweep whose bands grow (``extend``): how their bracketing cells get
+        enqueued ("" otherwise)."""
+        from .harness.spec import band_extends
+
+        if not band_extends(self.plan.spec):
+            return ""
+        return ("\nIts bands grow where a row's optimum sits on their edge: once the workers "
+                "are done, run this command again to enqueue those cells, until it enqueues 0.")
+
     def worker_command(self, out: bool = True) -> str:
         """The command that runs this sweep's trials on another machine (a password in the
         storage URL hidden); ``out``: with ``--out``."""
@@ -300,9 +310,9 @@ def sweep(spec: Mapping[str, Any] | str | os.PathLike | SweepPlan, *,
 def _sweep(plan: SweepPlan, folder: Path, storage: str | None, study: str | None,
            out: str | os.PathLike | None, workers: int, plan_only: bool, progress: bool,
            stream: TextIO | None, adopt_study: str | None) -> SweepOutcome:
-    from .harness.local import enqueue_progress, run_local
-    from .harness.spec import check_study_name
-    from .harness.store import check_storage, export_trials, sqlite_url
+    from .harness.local import enqueue_progress, outcomes, run_local
+    from .harness.spec import band_extends, check_study_name, plan_sweep
+    from .harness.store import check_storage, export_trials, load_records, sqlite_url
     from .harness.study import create_sweep
     from .harness.usercode import check_configs, check_same_code, user_modules
 
@@ -321,8 +331,14 @@ def _sweep(plan: SweepPlan, folder: Path, storage: str | None, study: str | None
             out_dir.mkdir(parents=True, exist_ok=True)
         made = create_sweep(plan, url, study, progress=enqueue_progress(stream),
                             adopt_study=adopt_study)
+        enqueued = made.enqueued
+        if band_extends(plan.spec):  # the cells that bracket the optima of rows already run
+            more = plan_sweep(plan.spec, max_runs=None,
+                              outcomes=outcomes(load_records(url, study)))
+            if len(more.runs) > len(plan.runs):
+                plan, enqueued = more, enqueued + create_sweep(more, url, study).enqueued
         return SweepOutcome(study, url, out_dir, plan, [], planned_only=True,
-                            enqueued=made.enqueued)
+                            enqueued=enqueued)
     _check_devices(plan)
     try:
         check_configs(configs)

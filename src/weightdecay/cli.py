@@ -193,7 +193,8 @@ class Sweep(Command):
         if outcome.planned_only:
             print(f"sweep {outcome.study!r}: {len(outcome.plan.runs)} runs planned, "
                   f"{outcome.enqueued} enqueued; none run here. Run them with (on any machine "
-                  f"that reaches the store):\n{outcome.worker_command(args.out is not None)}")
+                  f"that reaches the store):\n{outcome.worker_command(args.out is not None)}"
+                  f"{outcome.bracket_note()}")
             return 0
         print(*tables.summary_lines(outcome.records), sep="\n", file=sys.stderr, flush=True)
         print(f"trials: {outcome.out / 'trials.csv'}", flush=True)

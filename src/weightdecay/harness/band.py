@@ -9,6 +9,14 @@ they are worse. A band keeps, in every row, the ``cells`` values of the decay gr
 
 so the band follows an optimum that moves with α (slope −1 for L2 in SGD by Prop. 1, 0 for a
 separable basin, +1 where the decay only rescales the weights) instead of a fixed column.
+
+A line fitted on pilot seeds predicts each row's optimum only up to the seeds' noise: where a
+row's best cell turns out to be the band's first or last, the optimum is not bracketed and the
+row is lost to the slope. With ``extend = n`` the band brackets it: once every seed of a row
+has run, the row's best cell (the mean test error over the seeds) is looked at, and when it is
+the band's first (last) cell the next decay value of the grid below (above) is added, for
+every seed, up to ``n`` values per row (:func:`bracket_next`). The rule depends only on the
+row's own results, so a rerun adds the same cells.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["band_cells", "check_band"]
+__all__ = ["band_cells", "bracket_next", "check_band"]
 
 
 def band_cells(decays: Sequence[float], lr: float, lr_ref: float, decay_ref: float,
@@ -33,6 +41,28 @@ def band_cells(decays: Sequence[float], lr: float, lr_ref: float, decay_ref: flo
     return [v for i, v in enumerate(decays) if i in keep]
 
 
+def bracket_next(decays: Sequence[float], cells: Sequence[float],
+                 error: Mapping[float, float]) -> float | None:
+    """The decay value that brackets a row's optimum, or ``None`` when it is bracketed.
+
+    ``decays``: the grid; ``cells``: the row's cells so far (values of the grid);
+    ``error``: each cell's mean test error over the seeds (``inf`` for a diverged one). When
+    the best cell (ties: the smaller decay) is the smallest (largest) of ``cells`` and the
+    grid goes further, the grid's next value below (above) it; ``None`` otherwise, and when
+    every cell diverged (no optimum to bracket)."""
+    present = sorted(cells)
+    best = min(present, key=lambda v: (error[v], v))
+    if not math.isfinite(error[best]):
+        return None
+    if best == present[0]:
+        below = [v for v in decays if v < best]
+        return max(below) if below else None
+    if best == present[-1]:
+        above = [v for v in decays if v > best]
+        return min(above) if above else None
+    return None
+
+
 def check_band(band: Any, decay_key: str, decays: Sequence[Any], lrs: Sequence[float]) -> None:
     """A band's keys, types and ranges against its entry's (already checked) grids;
     ``ValueError`` naming the key otherwise. The centre of every lr row must lie within the
@@ -41,9 +71,9 @@ def check_band(band: Any, decay_key: str, decays: Sequence[Any], lrs: Sequence[f
     if not isinstance(band, Mapping):
         raise ValueError(f"must be a table, got {band!r}")
     keys = ("lr", decay_key, "slope", "cells")
-    unknown = [k for k in band if k not in keys]
+    unknown = [k for k in band if k not in (*keys, "extend")]
     if unknown:
-        raise ValueError(f"unknown key {unknown[0]!r}; valid keys: {', '.join(keys)}")
+        raise ValueError(f"unknown key {unknown[0]!r}; valid keys: {', '.join(keys)}, extend")
     for key in keys:
         if key not in band:
             raise ValueError(f"{key!r} is missing (a band needs {', '.join(keys)})")
@@ -57,6 +87,11 @@ def check_band(band: Any, decay_key: str, decays: Sequence[Any], lrs: Sequence[f
     if isinstance(cells, bool) or not isinstance(cells, int) or not 3 <= cells <= len(decays):
         raise ValueError(f"cells={cells!r} must be an integer from 3 (a bracketed optimum "
                          f"needs a cell on each side) to the grid's {len(decays)}")
+    extend = band.get("extend", 0)
+    if (isinstance(extend, bool) or not isinstance(extend, int)
+            or not 0 <= extend <= len(decays) - cells):
+        raise ValueError(f"extend={extend!r} must be an integer from 0 to the "
+                         f"{len(decays) - cells} values of the grid outside the band's {cells}")
     if any(v <= 0 for v in decays):
         raise ValueError(f"the {decay_key!r} grid must be > 0 for a band (log axes)")
     lo, hi = math.log(min(decays)), math.log(max(decays))

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import faulthandler
+import math
 import multiprocessing
 import os
 import signal
@@ -43,7 +44,7 @@ from typing import Any, TextIO
 from weightdecay._io import UnsafePathError, check_inside
 
 from .interrupt import Interrupted, deferred_signals, interruptible, stop_on_signals
-from .spec import DEFAULT_MAX_RUNS, SpecError, SweepPlan, plan_sweep
+from .spec import DEFAULT_MAX_RUNS, SpecError, SweepPlan, band_extends, plan_sweep
 from .store import (
     DEFAULT_GRACE_PERIOD,
     DEFAULT_HEARTBEAT_INTERVAL,
@@ -55,7 +56,8 @@ from .study import SweepStatus, create_sweep, release_trials, sweep_status, work
 from .usercode import check_modules
 from .worker import default_out_dir, run_worker
 
-__all__ = ["STOP_TIMEOUT", "check_out_dir", "enqueue_progress", "run_local", "worker_log_path"]
+__all__ = ["STOP_TIMEOUT", "check_out_dir", "enqueue_progress", "outcomes", "run_local",
+           "worker_log_path"]
 
 #: enqueues shorter than this are not worth a progress line
 _QUIET_ENQUEUE = 1000
@@ -314,6 +316,43 @@ def run_local(
 
 
 def _run(plan: SweepPlan, storage_url: str, name: str, out: Path, root: Path, workers: int,
+         progress: bool, heartbeat_interval: int, grace_period: int, stream: TextIO,
+         adopt_study: str | None, say: Callable[[str], None],
+         code: tuple[tuple[str, ...], tuple[str, ...]]) -> list[dict[str, Any]]:
+    """Rounds: the plan's runs, then, while a band with ``extend`` has a row whose optimum
+    sits on its edge, the cells that bracket it (:func:`plan_sweep` with the outcomes so
+    far), until every such row is bracketed or has used its ``extend``."""
+    while True:
+        records = _run_round(plan, storage_url, name, out, root, workers, progress,
+                             heartbeat_interval, grace_period, stream, adopt_study, say, code)
+        if not band_extends(plan.spec):
+            return records
+        done = outcomes(records)
+        more = plan_sweep(plan.spec, max_runs=None, outcomes=done)
+        added = {r.key for r in more.runs} - {r.key for r in plan.runs} - set(done)
+        if not added:  # (cells added in an earlier sweep are in ``done``: nothing to run)
+            return records
+        say(f"sweep {name!r}: {len(added)} run(s) added to bracket the optima on the edge "
+            "of a band")
+        check_out_dir(out, root, [run.key for run in more.runs], workers)
+        plan = more
+
+
+def outcomes(records: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """Run key -> final test error of the complete runs (``inf`` for a diverged one): what
+    a band's ``extend`` decides on."""
+    out = {}
+    for r in records:
+        if r.get("state", "COMPLETE") != "COMPLETE":
+            continue
+        err = r.get("final_test_error")
+        if r.get("diverged") or not isinstance(err, (int, float)) or not math.isfinite(err):
+            err = math.inf
+        out[r["key"]] = float(err)
+    return out
+
+
+def _run_round(plan: SweepPlan, storage_url: str, name: str, out: Path, root: Path, workers: int,
          progress: bool, heartbeat_interval: int, grace_period: int, stream: TextIO,
          adopt_study: str | None, say: Callable[[str], None],
          code: tuple[tuple[str, ...], tuple[str, ...]]) -> list[dict[str, Any]]:

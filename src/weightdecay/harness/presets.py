@@ -70,6 +70,9 @@ _FINAL_ONLY = {"eval_every": 10}
 #: quick's own 5 rows, every slope and Δ interval within 1.2x of the whole grid's width (4
 #: cells left Adam's slope without data; docs/experiment-design.md, "How many cells")
 _QUICK_CELLS = 5
+#: values a row's band may grow by where its optimum sits on the band's edge (bracketing;
+#: weightdecay.harness.band): the line predicts each row's optimum only up to the seeds' noise
+_QUICK_EXTEND = 3
 _QUICK_BANDS = {"sgd": (-10.26, -0.81), "sgdw": (-6.49, 0.22), "adam": (-15.09, -1.11),
                 "adamw": (-4.98, 0.46)}
 
@@ -77,7 +80,8 @@ _QUICK_BANDS = {"sgd": (-10.26, -0.81), "sgdw": (-6.49, 0.22), "adam": (-15.09, 
 def _banded(optimizer: str, lr: list[float], wd: list[float]) -> dict[str, Any]:
     c, slope = _QUICK_BANDS[optimizer]
     return {"optimizer": optimizer, "lr": lr, "weight_decay": wd,
-            "band": {"lr": 1.0, "weight_decay": 2.0**c, "slope": slope, "cells": _QUICK_CELLS}}
+            "band": {"lr": 1.0, "weight_decay": 2.0**c, "slope": slope, "cells": _QUICK_CELLS,
+                     "extend": _QUICK_EXTEND}}
 
 
 QUICK: dict[str, Any] = {

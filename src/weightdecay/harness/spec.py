@@ -32,7 +32,9 @@ figure)::
 
 A ``band`` keeps, in every lr row of its entry, the ``cells`` decay values nearest (in log)
 to a line through ``(lr, weight_decay)`` with ``slope`` (:mod:`.band`): the same cells for
-every seed, schedule and budget. It is named by the entry's decay key.
+every seed, schedule and budget. It is named by the entry's decay key. With ``extend = n``
+it grows, given the outcomes of its runs (:func:`plan_sweep`), by up to n values per row
+where the row's optimum sits on its edge.
 
 A ``model`` or ``dataset`` named by an import string is imported when the spec is planned,
 to record the hash of its source in every run (``RunConfig.source_hash``, part of the key):
@@ -68,7 +70,7 @@ from typing import Any
 
 from .. import registry
 from ..registry import DATASETS, EXPERIMENTS, MODELS, OPTIMIZERS, SCHEDULES
-from .band import band_cells, check_band
+from .band import band_cells, bracket_next, check_band
 from .config import RunConfig, is_finite_number
 from .flags import parse_ints, parse_names, parse_number, parse_numbers
 
@@ -344,9 +346,13 @@ class _Entry:
     band: dict[str, Any] | None = None  # lr, <decay_key>, slope, cells (unchecked values)
 
     def count(self) -> int:
+        """Its runs at most (a band's cells and the values it may extend by)."""
         sizes = {key: len(values) for key, values in self.grids.items()}
         if isinstance(self.band, dict) and isinstance(self.band.get("cells"), int):
-            sizes[self.decay_key] = min(sizes[self.decay_key], max(0, self.band["cells"]))
+            extend = self.band.get("extend", 0)
+            extend = extend if isinstance(extend, int) else 0
+            sizes[self.decay_key] = min(sizes[self.decay_key],
+                                        max(0, self.band["cells"]) + max(0, extend))
         return math.prod(sizes.values())
 
     def decays(self, lr: float) -> list[Any]:
@@ -451,15 +457,37 @@ def _config(where: str, fields: dict[str, Any]) -> RunConfig:
         raise SpecError(f"{where}: {exc}") from None
 
 
-def _cells(entry: _Entry) -> Iterator[RunConfig]:
+def _cells(entry: _Entry, outcomes: Mapping[str, float] | None = None
+           ) -> Iterator[RunConfig]:
     """The entry's run configs in grid order (T_0 only where a restart schedule uses it,
-    so that keys do not split on it)."""
+    so that keys do not split on it); a band with ``extend`` grows by the values that
+    bracket each row's optimum, given the ``outcomes`` (run key -> final test error) of the
+    runs done so far (:func:`.band.bracket_next`)."""
     names = ("schedule", "epochs", "batch_size", "lr", entry.decay_key, "seed")
     g = entry.grids
     rows = itertools.product(g["schedules"], g["epochs"], g["batch_size"], g["lr"])
     for *row, lr in rows:
-        for decay, seed in itertools.product(entry.decays(lr), g["seeds"]):
-            yield _cell(entry, dict(zip(names, (*row, lr, decay, seed))))
+        def configs(decay, row=row, lr=lr):
+            return [_cell(entry, dict(zip(names, (*row, lr, decay, seed))))
+                    for seed in g["seeds"]]
+
+        decays = entry.decays(lr)
+        extend = entry.band.get("extend", 0) if entry.band is not None else 0
+        cells = {d: configs(d) for d in decays}
+        done: Mapping[str, float] = outcomes or {}
+        for _ in range(extend if done else 0):
+            keys = {d: [c.key({"experiment": entry.experiment}) for c in cs]
+                    for d, cs in cells.items()}
+            if not all(k in done for ks in keys.values() for k in ks):
+                break  # the row's runs are not all done: nothing to decide yet
+            error = {d: sum(done[k] for k in ks) / len(ks) for d, ks in keys.items()}
+            nxt = bracket_next(g[entry.decay_key], list(cells), error)
+            if nxt is None:
+                break
+            cells[nxt] = configs(nxt)
+        for decay in g[entry.decay_key]:  # grid order
+            if decay in cells:
+                yield from cells[decay]
 
 
 def _cell(entry: _Entry, grid: dict[str, Any]) -> RunConfig:
@@ -474,9 +502,14 @@ def _cell(entry: _Entry, grid: dict[str, Any]) -> RunConfig:
 # ------------------------------------------------------------------------------ planning
 
 
-def plan_sweep(spec: Mapping[str, Any], *, max_runs: int | None = DEFAULT_MAX_RUNS
-               ) -> SweepPlan:
+def plan_sweep(spec: Mapping[str, Any], *, max_runs: int | None = DEFAULT_MAX_RUNS,
+               outcomes: Mapping[str, float] | None = None) -> SweepPlan:
     """Check ``spec`` completely and expand it into its runs, once.
+
+    ``outcomes`` (run key -> final test error, ``inf`` for a diverged run) are the results
+    of the runs done so far: a band with ``extend`` adds the cells that bracket the optima
+    they show (see :mod:`weightdecay.harness.band`); without them, each band has its
+    ``cells`` only.
 
     Order of the checks: structure and names; the number of runs (the product of the
     grids, refused above ``max_runs`` before any run config is built; ``None``: no limit);
@@ -518,7 +551,7 @@ def plan_sweep(spec: Mapping[str, Any], *, max_runs: int | None = DEFAULT_MAX_RU
     runs: list[PlannedRun] = []
     planned: dict[str, str] = {}
     for e in entries:
-        for config in _cells(e):
+        for config in _cells(e, outcomes):
             key = config.key({"experiment": e.experiment})
             decay = getattr(config, e.decay_key)
             if key in planned:
@@ -528,6 +561,13 @@ def plan_sweep(spec: Mapping[str, Any], *, max_runs: int | None = DEFAULT_MAX_RU
             runs.append(PlannedRun(key=key, experiment=e.experiment, figure=e.figure,
                                    config=config))
     return SweepPlan(spec=spec, runs=runs)
+
+
+def band_extends(spec: Mapping[str, Any]) -> bool:
+    """Whether a band of the (checked) ``spec`` may grow with its outcomes (``extend`` > 0):
+    then planning it again once runs are done may add runs."""
+    return any(isinstance(entry.get("band"), Mapping) and entry["band"].get("extend", 0)
+               for exp in spec.get("experiments", []) for entry in exp.get("optimizers", []))
 
 
 def validate_spec(spec: Mapping[str, Any], *, max_runs: int | None = DEFAULT_MAX_RUNS
