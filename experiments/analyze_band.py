@@ -3,7 +3,7 @@ row's expected optimum?
 
     python experiments/analyze_band.py --pilot runs/pilot_fig2 \
         --eval runs/pilot_fig2:pilot_fig2 runs/pilot_fig2:pilot_fig2:quick-rows \
-        [--cells 5,6,7] [--out docs/results/band_design.json]
+        [--cells 4,5,6,7,5+3] [--out docs/results/band_design.json]
 
 1. The band is chosen on the PILOT seeds (1000, 1001): for each optimizer, the line through
    the pilot's per-row optima, log2 λ*(α) = c + s·log2 α (the slope fit of the full pilot).
@@ -13,6 +13,9 @@ row's expected optimum?
    band's edge is not bracketed, exactly as at a grid's edge).
 3. Each evaluation store is scored twice on the same bootstrap draws: the whole grid it ran
    and the banded subset, so the table gives the ratio of interval widths at equal seeds.
+4. ``K+N``: the band of K cells that then brackets each row's optimum as the harness does
+   (``extend = N``, :func:`weightdecay.harness.band.bracket_next` on the mean error of the
+   row's cells over the seeds), up to N more values per row.
 
 Writes a JSON file and the same numbers as markdown beside it (``.md``).
 """
@@ -26,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from weightdecay.harness.band import band_cells
+from weightdecay.harness.band import band_cells, bracket_next
 from weightdecay.harness.store import load_records, sqlite_url
 from weightdecay.report.resample import Replicates
 from weightdecay.report.stats import heat_map, interval, slope_fit
@@ -53,19 +56,36 @@ def pilot_lines(records: list[dict], n_boot: int) -> dict[str, tuple[float, floa
     return lines
 
 
-def band(records: list[dict], lines: dict, k: int | dict[str, int]) -> list[dict]:
+def _error(r: dict) -> float:
+    err = r.get("final_test_error")
+    return float(err) if not r.get("diverged") and err is not None and np.isfinite(err) \
+        else float("inf")
+
+
+def band(records: list[dict], lines: dict, k: int | dict[str, int], extend: int = 0
+         ) -> list[dict]:
     """The records inside the K-cell band of each row (cells nearest the pilot line); ``k``
-    one number, or one per optimizer."""
+    one number, or one per optimizer; ``extend``: then the harness's bracketing rule, up to
+    that many values per row (the cells a band with ``extend`` would have run)."""
     keep = []
     for o in OPTS:
         k_o = k[o] if isinstance(k, dict) else k
         recs = [r for r in records if r["optimizer"] == o]
         lams = sorted({float(r["weight_decay"]) for r in recs})
         c, s = lines[o]
-        # the harness's own rule (a spec's band through (1, 2**c) with slope s)
-        chosen = {lr: set(band_cells(lams, lr, 1.0, 2.0**c, s, k_o))
-                  for lr in sorted({float(r["lr"]) for r in recs})}
-        keep += [r for r in recs if float(r["weight_decay"]) in chosen[float(r["lr"])]]
+        for lr in sorted({float(r["lr"]) for r in recs}):
+            row = [r for r in recs if float(r["lr"]) == lr]
+            # the harness's own rules (a spec's band through (1, 2**c) with slope s)
+            chosen = set(band_cells(lams, lr, 1.0, 2.0**c, s, k_o))
+            for _ in range(extend):
+                error = {v: float(np.mean([_error(r) for r in row
+                                           if float(r["weight_decay"]) == v]))
+                         for v in chosen}
+                nxt = bracket_next(lams, sorted(chosen), error)
+                if nxt is None:
+                    break
+                chosen.add(nxt)
+            keep += [r for r in row if float(r["weight_decay"]) in chosen]
     return keep
 
 
@@ -98,7 +118,8 @@ def main(argv=None) -> None:
                     help="FOLDER:STUDY to score; FOLDER:STUDY:quick-rows scores only the "
                          "learning rates of the quick preset (its 5 rows)")
     ap.add_argument("--cells", default="4,5,6,7",
-                    help="comma-separated K, each one number or sgd=5:sgdw=6:adam=5:adamw=6")
+                    help="comma-separated K, each one number or sgd=5:sgdw=6:adam=5:adamw=6, "
+                         "and +N for a band that brackets with extend = N (5+3)")
     ap.add_argument("--boot", type=int, default=2000)
     ap.add_argument("--out", default="docs/results/band_design.json")
     args = ap.parse_args(argv)
@@ -120,10 +141,11 @@ def main(argv=None) -> None:
         results["designs"][f"{study}/whole"] = whole
         rows = [("whole", whole)]
         for cells in args.cells.split(","):
-            k: int | dict[str, int] = (int(cells) if ":" not in cells else
+            base, _, extend = cells.partition("+")
+            k: int | dict[str, int] = (int(base) if ":" not in base else
                                        {o: int(n) for o, n in
-                                        (part.split("=") for part in cells.split(":"))})
-            res = score(band(records, lines, k), args.boot)
+                                        (part.split("=") for part in base.split(":"))})
+            res = score(band(records, lines, k, int(extend or 0)), args.boot)
             results["designs"][f"{study}/K{cells}"] = res
             rows.append((cells, res))
         for name, res in rows:

@@ -54,3 +54,14 @@ def test_the_step_benchmark_rows_are_recognized():
     names = {m[3] for m in rows}
     assert set(compare.CONTENDERS) <= names
     assert all(float(m[5]) > 0 and float(m[7]) > 0 for m in rows)
+
+
+def test_the_status_benchmark_agrees_with_a_full_read_and_writes_its_table(tmp_path,
+                                                                         monkeypatch):
+    status = _module("bench_status")
+    out = tmp_path / "status.txt"
+    monkeypatch.setattr("sys.argv", ["bench_status.py", "--sizes", "12", "--repeats", "1",
+                                     "--out", str(out)])
+    assert status.main() == 0
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| 12 |")]
+    assert len(rows) == 1 and rows[0].count("|") == 7

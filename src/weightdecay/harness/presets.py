@@ -12,7 +12,8 @@ intervals twice as wide), cosine annealing, batch 128, grids in powers of 2.
 - ``quick``: Fig. 2 (SGD, SGDW, Adam, AdamW) on a 16x range of learning rates (5 rows); in
   each row the 5 decay values (steps of 2: a coarser grid biased the fitted optima by up to
   0.3 in slope) of a band around the line through the pilot's per-row optima (the cells far
-  from the optimum only confirmed that they are worse), 2 seeds: 200 runs, the test error
+  from the optimum only confirmed that they are worse), widened by up to 3 values where a
+  row's optimum falls on the band's edge, 2 seeds: 200 runs and those, the test error
   evaluated once, after the last epoch. Scores the Fig. 2 claims and the paired
   differences Δ.
 - ``full``: every claim of the scorecard: Fig. 2 on a 32x range with 9 decay values and 3

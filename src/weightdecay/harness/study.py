@@ -211,8 +211,9 @@ class SweepStatus:
     runs already finished: a finished trial (COMPLETE, FAIL, PRUNED) never changes again,
     so it is read once and remembered; each :meth:`poll` reads the open trials (WAITING,
     RUNNING) and the few that finished since the last one. Reading every trial at every
-    poll (what :func:`sweep_status` did before) cost 66 ms for the 240 runs of ``quick``
-    and 540 ms for the 1,791 of ``full``, twice a second, under a progress bar."""
+    poll (what :func:`sweep_status` does once) costs in proportion to the finished runs and
+    their histories, twice a second under a progress bar: a large share of a core at the
+    end of a big sweep (``benchmarks/bench_status.py``)."""
 
     #: more trials than this to read one by one: one bulk read of the finished ones instead
     BULK = 50
