@@ -5,6 +5,7 @@ working directory."""
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import pickle
@@ -519,3 +520,17 @@ def test_a_bad_checkpoint_is_refused_before_the_data_set_is_loaded(capsys, cwd, 
     monkeypatch.setattr(build, "get_dataset", lambda *a, **k: pytest.fail("data loaded"))
     (cwd / "ck.pt").write_bytes(b"")
     refused(capsys, cwd, "train", "--checkpoint", "ck.pt", needle="checkpoint")
+
+
+def test_reproduce_into_a_folder_of_an_earlier_version_of_the_preset_says_so(capsys, cwd,
+                                                                            tiny_preset):
+    """A preset whose design changed (the quick preset's band did) meets the store of the
+    earlier one in runs/quick: one line that names the folder and what to do, exit 2."""
+    assert cli.main(["reproduce", "--preset", "quick", "--out", "q", "--workers", "0",
+                     "--no-progress"]) == 0
+    capsys.readouterr()
+    changed = copy.deepcopy(TINY_PRESET)
+    changed["experiments"][1]["optimizers"][0]["weight_decay"] = [1e-2]
+    presets.PRESETS["quick"] = changed
+    refused(capsys, cwd, "reproduce", "--preset", "quick", "--out", "q", "--workers", "0",
+            needle="another version of the 'quick' preset")

@@ -541,6 +541,7 @@ def reproduce(preset: str, out: str | os.PathLike, *, seeds: Sequence[int] | Non
     from .harness.presets import get_preset
     from .harness.spec import plan_sweep, with_seeds
     from .harness.store import export_trials, sqlite_url
+    from .harness.study import SpecChanged
     from .report.model import Timing
 
     started = time.perf_counter()
@@ -556,8 +557,13 @@ def reproduce(preset: str, out: str | os.PathLike, *, seeds: Sequence[int] | Non
     out_dir.mkdir(parents=True, exist_ok=True)
     storage = sqlite_url(root / "store.db", root=root)
     done_before = _complete(storage, study)
-    records = run_local(plan, storage, study, workers=workers, out_dir=out_dir, root=root,
-                        progress=progress, stream=stream, adopt_study=adopt_study)
+    try:
+        records = run_local(plan, storage, study, workers=workers, out_dir=out_dir, root=root,
+                            progress=progress, stream=stream, adopt_study=adopt_study)
+    except SpecChanged:
+        raise InputError(f"{root} holds the runs of another version of the {preset!r} preset "
+                         f"(study {study!r}: its design has changed since); give another "
+                         "--out, or move that folder away") from None
     export_trials(storage, study, "csv", out_dir / "trials.csv", root=root)
     rep = report(storage, study, out_dir, root=root,
                  original_study=None if seeds is None else spec["name"])

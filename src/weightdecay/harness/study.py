@@ -61,6 +61,7 @@ from .store import (
 __all__ = [
     "ENQUEUE_BATCH",
     "ClaimedTrial",
+    "SpecChanged",
     "Heartbeat",
     "SweepResult",
     "SweepStatus",
@@ -71,6 +72,10 @@ __all__ = [
     "sweep_status",
     "worker_id",
 ]
+
+class SpecChanged(StoreError):
+    """The study already holds a sweep of another spec (its runs are not this spec's)."""
+
 
 #: runs enqueued between two progress reports (Optuna enqueues one trial per transaction)
 ENQUEUE_BATCH = 250
@@ -177,7 +182,7 @@ def create_sweep(
             check_ours(study, storage_url, adopt_study)
             old = study.user_attrs.get("spec")
             if old is not None and _spec_blob(old) != _spec_blob(plan.spec):
-                raise StoreError(
+                raise SpecChanged(
                     f"study {study_name!r} already holds a different sweep spec; "
                     "use another study name (--study) or the spec it was created with"
                 )
