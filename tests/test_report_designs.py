@@ -195,7 +195,7 @@ LRS = [2.0**-7, 2.0**-6, 2.0**-5]
      "not estimable: no row has an interior optimum (3 without a finite cell)"),
     ("no interior optimum", _fig2(LRS, [1e-4, 2e-4, 4e-4], seeds=(0, 1),
                                   err=lambda i, j: 0.1 + 0.05 * j), 0.0,
-     "not estimable: no row has an interior optimum (3 at the grid&#x27;s edge)"),
+     "not estimable: no row has an interior optimum (3 at the edge of the cells run)"),
     ("one learning rate", _fig2(LRS[:1], [1e-4, 2e-4, 4e-4], seeds=(0, 1)), 0.0,
      "not estimable: 1 learning rate, and a slope needs 3 rows"),
 ])

@@ -240,7 +240,7 @@ def _slope_detail(fit: SlopeFit, hm: HeatMap) -> str:
     out = f"reading: {fit.reading} ({SLOPE_READINGS[fit.reading]}); {used} of {len(hm.rows)} " \
           f"α rows in the basin"
     if edges:
-        out += f", {edges} with the optimum at the grid's edge (left out)"
+        out += f", {edges} with the optimum at the edge of the cells run (left out)"
     return out
 
 

@@ -488,7 +488,7 @@ def _slope_reason(hm: HeatMap, ci: Interval, used: int, edges: int) -> str:
         return (f"not estimable: {len(hm.rows)} learning rate{'s' * (len(hm.rows) != 1)}, and "
                 f"a slope needs {MIN_ROWS} rows with an interior optimum")
     finite = int(np.isfinite(hm.mean[:, hm.cols > 0]).any(axis=1).sum())
-    parts = [f"{n} {what}" for n, what in ((edges, "at the grid's edge"),
+    parts = [f"{n} {what}" for n, what in ((edges, "at the edge of the cells run"),
                                           (finite - edges - used, "outside the basin"),
                                           (len(hm.rows) - finite, "without a finite cell")) if n]
     why = f" ({', '.join(parts)})" if parts else ""
