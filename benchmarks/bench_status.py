@@ -36,12 +36,13 @@ from weightdecay.harness.vectors import pack_wrong  # noqa: E402
 POLL_INTERVAL = 0.5  # seconds between two polls of a local sweep's progress bar
 
 
-def full_read(storage) -> dict[str, int]:
+def full_read(storage, study_name: str = "bench") -> dict[str, int]:
     """The status as every commit before 9759511 computed it: the study loaded and every
-    trial read, at every poll."""
+    trial read, at every poll (also the reference that tests/test_sweep.py holds
+    SweepStatus to)."""
     import optuna
 
-    study = optuna.load_study(study_name="bench", storage=storage)
+    study = optuna.load_study(study_name=study_name, storage=storage)
     by_key: dict[str, set[str]] = {}
     diverged = set()
     for t in study.get_trials(deepcopy=False):

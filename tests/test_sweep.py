@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import functools
+import importlib.util
 import json
 import math
 import multiprocessing
@@ -475,20 +477,21 @@ def test_incremental_status_equals_a_full_read_after_every_change(tmp_path, seed
         elif op == "release" and running:
             storage.set_trial_state_values(rng.choice(running)._trial_id, TrialState.WAITING)
         if rng.random() < 0.6:
-            assert tracker.poll() == sweep_status(u, "s") == _full_read(study)
-    assert tracker.poll() == sweep_status(u, "s") == _full_read(study)
+            assert tracker.poll() == sweep_status(u, "s") == _full_read(storage, "s")
+    assert tracker.poll() == sweep_status(u, "s") == _full_read(storage, "s")
 
 
-def _full_read(study) -> dict[str, int]:
-    """The counts from every trial read at once (the definition SweepStatus must keep)."""
-    by_key: dict[str, set[str]] = {}
-    diverged = {t.user_attrs["key"] for t in study.get_trials()
-                if t.state.name == "COMPLETE" and t.user_attrs.get("diverged")}
-    for t in study.get_trials():
-        by_key.setdefault(t.user_attrs["key"], set()).add(t.state.name)
-    out = {"total": len(by_key), "complete": 0, "running": 0, "waiting": 0, "failed": 0,
-           "diverged": len(diverged)}
-    for states in by_key.values():
-        name = next((n for n in ("COMPLETE", "RUNNING", "WAITING") if n in states), "FAIL")
-        out[{"FAIL": "failed"}.get(name, name.lower())] += 1
-    return out
+@functools.cache
+def _bench_status():
+    spec = importlib.util.spec_from_file_location("bench_status",
+                                                  ROOT / "benchmarks" / "bench_status.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _full_read(storage, name: str) -> dict[str, int]:
+    """The counts from every trial read at once (the definition SweepStatus must keep):
+    benchmarks/bench_status.py's reference, the status of the commits before SweepStatus."""
+    return _bench_status().full_read(storage, name)

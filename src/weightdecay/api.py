@@ -310,8 +310,8 @@ def sweep(spec: Mapping[str, Any] | str | os.PathLike | SweepPlan, *,
 def _sweep(plan: SweepPlan, folder: Path, storage: str | None, study: str | None,
            out: str | os.PathLike | None, workers: int, plan_only: bool, progress: bool,
            stream: TextIO | None, adopt_study: str | None) -> SweepOutcome:
-    from .harness.local import enqueue_progress, outcomes, run_local
-    from .harness.spec import band_extends, check_study_name, plan_sweep
+    from .harness.local import enqueue_progress, grown, run_local
+    from .harness.spec import band_extends, check_study_name
     from .harness.store import check_storage, export_trials, load_records, sqlite_url
     from .harness.study import create_sweep
     from .harness.usercode import check_configs, check_same_code, user_modules
@@ -333,8 +333,7 @@ def _sweep(plan: SweepPlan, folder: Path, storage: str | None, study: str | None
                             adopt_study=adopt_study)
         enqueued = made.enqueued
         if band_extends(plan.spec):  # the cells that bracket the optima of rows already run
-            more = plan_sweep(plan.spec, max_runs=None,
-                              outcomes=outcomes(load_records(url, study)))
+            more = grown(plan, load_records(url, study))
             if len(more.runs) > len(plan.runs):
                 plan, enqueued = more, enqueued + create_sweep(more, url, study).enqueued
         return SweepOutcome(study, url, out_dir, plan, [], planned_only=True,

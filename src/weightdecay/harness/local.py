@@ -56,8 +56,8 @@ from .study import SweepStatus, create_sweep, release_trials, sweep_status, work
 from .usercode import check_modules
 from .worker import default_out_dir, run_worker
 
-__all__ = ["STOP_TIMEOUT", "check_out_dir", "enqueue_progress", "outcomes", "run_local",
-           "worker_log_path"]
+__all__ = ["STOP_TIMEOUT", "check_out_dir", "enqueue_progress", "grown", "outcomes",
+           "run_local", "worker_log_path"]
 
 #: enqueues shorter than this are not worth a progress line
 _QUIET_ENQUEUE = 1000
@@ -325,17 +325,25 @@ def _run(plan: SweepPlan, storage_url: str, name: str, out: Path, root: Path, wo
     while True:
         records = _run_round(plan, storage_url, name, out, root, workers, progress,
                              heartbeat_interval, grace_period, stream, adopt_study, say, code)
-        if not band_extends(plan.spec):
+        more = grown(plan, records)
+        if more is plan:
             return records
-        done = outcomes(records)
-        more = plan_sweep(plan.spec, max_runs=None, outcomes=done)
-        added = {r.key for r in more.runs} - {r.key for r in plan.runs} - set(done)
-        if not added:  # (cells added in an earlier sweep are in ``done``: nothing to run)
+        added = ({r.key for r in more.runs} - {r.key for r in plan.runs}
+                 - set(outcomes(records)))
+        if not added:  # (cells added in an earlier sweep are complete: nothing to run)
             return records
         say(f"sweep {name!r}: {len(added)} run(s) added to bracket the optima on the edge "
             "of a band")
         check_out_dir(out, root, [run.key for run in more.runs], workers)
         plan = more
+
+
+def grown(plan: SweepPlan, records: Sequence[Mapping[str, Any]]) -> SweepPlan:
+    """``plan`` with the cells its bands add given the outcomes in ``records``
+    (:func:`plan_sweep` with ``outcomes``); ``plan`` itself when no band may grow."""
+    if not band_extends(plan.spec):
+        return plan
+    return plan_sweep(plan.spec, max_runs=None, outcomes=outcomes(records))
 
 
 def outcomes(records: Sequence[Mapping[str, Any]]) -> dict[str, float]:
@@ -352,10 +360,10 @@ def outcomes(records: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     return out
 
 
-def _run_round(plan: SweepPlan, storage_url: str, name: str, out: Path, root: Path, workers: int,
-         progress: bool, heartbeat_interval: int, grace_period: int, stream: TextIO,
-         adopt_study: str | None, say: Callable[[str], None],
-         code: tuple[tuple[str, ...], tuple[str, ...]]) -> list[dict[str, Any]]:
+def _run_round(plan: SweepPlan, storage_url: str, name: str, out: Path, root: Path,
+               workers: int, progress: bool, heartbeat_interval: int, grace_period: int,
+               stream: TextIO, adopt_study: str | None, say: Callable[[str], None],
+               code: tuple[tuple[str, ...], tuple[str, ...]]) -> list[dict[str, Any]]:
     result = create_sweep(plan, storage_url, name, progress=enqueue_progress(stream),
                           adopt_study=adopt_study)
     counts = sweep_status(storage_url, name)

@@ -466,16 +466,15 @@ def _cells(entry: _Entry, outcomes: Mapping[str, float] | None = None
     names = ("schedule", "epochs", "batch_size", "lr", entry.decay_key, "seed")
     g = entry.grids
     rows = itertools.product(g["schedules"], g["epochs"], g["batch_size"], g["lr"])
+    done: Mapping[str, float] = outcomes or {}
+    extend = entry.band.get("extend", 0) if entry.band is not None and done else 0
     for *row, lr in rows:
         def configs(decay, row=row, lr=lr):
             return [_cell(entry, dict(zip(names, (*row, lr, decay, seed))))
                     for seed in g["seeds"]]
 
-        decays = entry.decays(lr)
-        extend = entry.band.get("extend", 0) if entry.band is not None else 0
-        cells = {d: configs(d) for d in decays}
-        done: Mapping[str, float] = outcomes or {}
-        for _ in range(extend if done else 0):
+        cells = {d: configs(d) for d in entry.decays(lr)}
+        for _ in range(extend):
             keys = {d: [c.key({"experiment": entry.experiment}) for c in cs]
                     for d, cs in cells.items()}
             if not all(k in done for ks in keys.values() for k in ks):

@@ -61,8 +61,8 @@ from .store import (
 __all__ = [
     "ENQUEUE_BATCH",
     "ClaimedTrial",
-    "SpecChanged",
     "Heartbeat",
+    "SpecChanged",
     "SweepResult",
     "SweepStatus",
     "check_ours",
@@ -72,6 +72,7 @@ __all__ = [
     "sweep_status",
     "worker_id",
 ]
+
 
 class SpecChanged(StoreError):
     """The study already holds a sweep of another spec (its runs are not this spec's)."""
