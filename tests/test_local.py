@@ -72,6 +72,23 @@ def test_a_band_with_extend_runs_rounds_until_its_rows_are_bracketed(tmp_path):
     assert "0 enqueued" in stream.getvalue()
 
 
+def test_the_local_workers_take_the_bracketing_cells_without_being_started_again(tmp_path):
+    """With worker processes, the cells that bracket an optimum go to the workers already
+    running (one start, one log header, the same cells as the rounds in this process)."""
+    url = store.sqlite_url(tmp_path / "store.db")
+    stream = io.StringIO()
+    records = run_local(_extend_spec(), url, workers=1, out_dir=tmp_path / "out",
+                        progress=False, stream=stream)
+    assert sorted({r["weight_decay"] for r in records}) == [2.0**k for k in range(-4, 1)]
+    assert all(r["state"] == "COMPLETE" for r in records) and len(records) == 5 * 2
+    text = stream.getvalue()
+    assert text.count("run(s) added to bracket") == 2, text
+    assert text.count("worker(s)") == 1, text  # one round of workers
+    log = worker_log_path(tmp_path / "out", 0).read_text()
+    assert log.count("worker 0: pid") == 1, log
+    assert log.count(": test error") == 10, log
+
+
 def test_a_planned_sweep_with_extend_enqueues_the_bracketing_cells_when_planned_again(tmp_path):
     """Remote workers: planning again, after they ran, enqueues the cells that bracket the
     optima; the command says so."""

@@ -8,6 +8,7 @@ tested in test_train.py (RESUME_CASES).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import subprocess
@@ -117,6 +118,83 @@ def test_a_failed_compilation_warns_once_and_trains_eagerly_from_then_on(monkeyp
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # once: no second warning
         assert _same(run(cfg, data=TOY), eager)
+
+
+# ----------------------------------------------------------------------------- one compiler
+
+
+_HOLDER = """
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("held", flush=True)
+sys.stdin.readline()  # until the test says so
+"""
+
+
+def test_the_compile_lock_makes_a_second_process_wait_for_the_first(tmp_path):
+    import threading
+
+    path = str(tmp_path / "cache" / "weightdecay-compile.lock")
+    (tmp_path / "cache").mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, path], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        got = threading.Event()
+        held = []
+
+        def enter():
+            with step.compile_lock(path) as ok:
+                held.append(ok)
+                got.set()
+
+        thread = threading.Thread(target=enter, daemon=True)
+        thread.start()
+        assert not got.wait(0.5)  # the other process compiles: this one waits
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+        assert got.wait(20), "the lock was not taken after the first process let it go"
+        thread.join(5)
+        assert held == [True]
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_the_compile_lock_gives_way_where_the_file_cannot_be_locked(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    link = tmp_path / "weightdecay-compile.lock"
+    link.symlink_to(tmp_path / "elsewhere")
+    for path in (blocker / "sub" / "weightdecay-compile.lock", link):  # no folder; a link
+        with step.compile_lock(str(path)) as ok:
+            assert ok is False
+    assert not (tmp_path / "elsewhere").exists()  # nothing was created through the link
+
+
+def test_the_lock_is_taken_only_when_something_is_to_be_compiled(monkeypatch):
+    monkeypatch.delenv(step.ENV_SWITCH, raising=False)
+    monkeypatch.setattr(step, "_COMPILED", {})
+    monkeypatch.setattr(step, "_UNAVAILABLE", [])
+    entered = []
+
+    @contextlib.contextmanager
+    def lock(path=None):
+        entered.append(path)
+        yield True
+
+    def fake_compile(model, size, shape, dtype, device):
+        fn = step._COMPILED[(step._structure(model), size, shape, dtype, device)] = step._loss
+        return fn
+
+    monkeypatch.setattr(step, "compile_lock", lock)
+    monkeypatch.setattr(step, "_compile", fake_compile)
+    for _ in range(2):  # a second run of the same model in the process: nothing to compile
+        assert step.loss_function(_model(), COMPILED, [BATCH], TOY.input_shape).compiled
+    assert len(entered) == 1
+    step.loss_function(_model(), COMPILED, [BATCH, 16], TOY.input_shape)  # a new batch size
+    assert len(entered) == 2
 
 
 # ----------------------------------------------------------------------------- compiled

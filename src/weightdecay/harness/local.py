@@ -7,6 +7,11 @@ its log -- its pid first, then one line per trial, and the traceback of a failed
 ``OUT/logs/worker-<i>.log``; a worker that exits with an error is reported with its last
 error line and the path of its log. ``workers=0`` runs the trials in this process.
 
+A band with ``extend`` (:mod:`weightdecay.harness.band`) adds cells once its rows have run:
+the parent enqueues them when every trial has ended, and the workers, told that more may
+come, wait for them instead of exiting -- started once, they compile once. Only when they
+are gone with cells still to run (a worker died) does a new round of workers start.
+
 The output folder ``OUT`` holds ``logs/worker-<i>.log``, ``ckpt/<key>.pt`` and the export
 ``trials.csv`` (and, by default, the store). Before anything is written, each of these
 paths is checked: a symbolic link planted there that leads out of the user's folder
@@ -118,10 +123,12 @@ def _watch_parent(parent: int) -> None:
 
 def _worker_process(storage_url: str, study_name: str, out_dir: str, root: str, index: int,
                     heartbeat_interval: int, grace_period: int, parent: int,
-                    allow: tuple[str, ...] = (), paths: tuple[str, ...] = ()) -> None:
+                    allow: tuple[str, ...] = (), paths: tuple[str, ...] = (),
+                    more: Any = None) -> None:
     """Entry point of a spawned local worker: one torch thread; stdout and stderr (trial
     lines, warnings, tracebacks) go to its log file; ``paths`` first on ``sys.path`` (the
-    spec's folder), ``allow``: the modules of user code it may import."""
+    spec's folder), ``allow``: the modules of user code it may import; ``more``: an event
+    set while the parent may still add trials (the worker waits for them)."""
     try:
         fh = _open_log(worker_log_path(out_dir, index), root)
     except (OSError, UnsafePathError) as exc:  # a link planted since the parent checked
@@ -138,7 +145,7 @@ def _worker_process(storage_url: str, study_name: str, out_dir: str, root: str, 
     try:
         run_worker(storage_url, study_name, out_dir=out_dir, threads=1,
                    heartbeat_interval=heartbeat_interval, grace_period=grace_period,
-                   allow_modules=allow)
+                   allow_modules=allow, linger=None if more is None else more.is_set)
     except Interrupted as exc:
         print(f"worker {index}: stopped ({exc})", flush=True)
         raise SystemExit(exc.exit_code) from None
@@ -184,6 +191,13 @@ def _stop(procs: list) -> None:
             p.join()
 
 
+def _printer(bar: Any, stream: TextIO) -> Callable[[str], None]:
+    """Print a line on ``stream`` (above the progress bar ``bar``, if any)."""
+    if bar is not None:
+        return lambda line: bar.write(line, file=stream)
+    return lambda line: print(line, file=stream, flush=True)
+
+
 def _resume_hint(signum: int, what: str) -> Interrupted:
     return Interrupted(signum, f"interrupted by {signal.Signals(signum).name}: {what}; run "
                                "the same command to resume")
@@ -192,13 +206,21 @@ def _resume_hint(signum: int, what: str) -> Interrupted:
 def _run_processes(storage_url: str, name: str, out: Path, root: Path, workers: int,
                    total: int, counts: dict[str, int], progress: bool,
                    heartbeat_interval: int, grace_period: int, stream: TextIO,
-                   code: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())) -> None:
+                   code: tuple[tuple[str, ...], tuple[str, ...]] = ((), ()),
+                   grow: Callable[[Callable[[str], None]], int] | None = None) -> None:
+    """Run ``workers`` processes until the study has nothing left for them. ``grow``: once
+    every trial has ended, called (with a function that prints a line) to add trials to the
+    study; it returns how many it added, and while it adds some the workers wait for them
+    instead of exiting (no new processes to start, nothing compiled again)."""
     (out / "logs").mkdir(parents=True, exist_ok=True)
     ctx = multiprocessing.get_context("spawn")
+    more = ctx.Event() if grow is not None else None
+    if more is not None:
+        more.set()
     procs = [
         ctx.Process(target=_worker_process,
                     args=(storage_url, name, str(out), str(root), i, heartbeat_interval,
-                          grace_period, os.getpid(), *code),
+                          grace_period, os.getpid(), *code, more),
                     name=f"weightdecay-worker-{i}")
         for i in range(workers)
     ]
@@ -218,6 +240,14 @@ def _run_processes(storage_url: str, name: str, out: Path, root: Path, workers: 
             with interruptible():  # the only place a signal lands at once (no store use)
                 time.sleep(0.5)
             _hand_back_dead(procs, handed, status_storage, name)
+            if grow is not None and more is not None and more.is_set():
+                counts = status.poll()
+                if not (counts["waiting"] or counts["running"]):
+                    added = grow(_printer(bar, stream))
+                    if not added:
+                        more.clear()  # the workers exit once they find nothing to do
+                    elif bar is not None:
+                        bar.total += added
             if bar is not None:
                 counts = status.poll()
                 bar.n = counts["complete"]
@@ -322,20 +352,43 @@ def _run(plan: SweepPlan, storage_url: str, name: str, out: Path, root: Path, wo
     """Rounds: the plan's runs, then, while a band with ``extend`` has a row whose optimum
     sits on its edge, the cells that bracket it (:func:`plan_sweep` with the outcomes so
     far), until every such row is bracketed or has used its ``extend``."""
+    current = [plan]
+
+    def grow(say_line: Callable[[str], None]) -> int:
+        """Enqueue the cells that bracket the optima found so far (the running workers take
+        them); how many runs that added."""
+        more = _bracketed(current[0], load_records(storage_url, name), name, out, root,
+                          workers, say_line)
+        if more is None:
+            return 0
+        added = create_sweep(more, storage_url, name, adopt_study=adopt_study).enqueued
+        current[0] = more
+        return added
+
     while True:
-        records = _run_round(plan, storage_url, name, out, root, workers, progress,
-                             heartbeat_interval, grace_period, stream, adopt_study, say, code)
-        more = grown(plan, records)
-        if more is plan:
+        records = _run_round(current[0], storage_url, name, out, root, workers, progress,
+                             heartbeat_interval, grace_period, stream, adopt_study, say, code,
+                             grow if band_extends(plan.spec) else None)
+        more = _bracketed(current[0], records, name, out, root, workers, say)
+        if more is None:
             return records
-        added = ({r.key for r in more.runs} - {r.key for r in plan.runs}
-                 - set(outcomes(records)))
-        if not added:  # (cells added in an earlier sweep are complete: nothing to run)
-            return records
-        say(f"sweep {name!r}: {len(added)} run(s) added to bracket the optima on the edge "
-            "of a band")
-        check_out_dir(out, root, [run.key for run in more.runs], workers)
-        plan = more
+        current[0] = more  # (a round the workers did not finish: new workers go on)
+
+
+def _bracketed(plan: SweepPlan, records: Sequence[Mapping[str, Any]], name: str, out: Path,
+               root: Path, workers: int, say: Callable[[str], None]) -> SweepPlan | None:
+    """The plan grown by the cells that bracket the optima on a band's edge, once its
+    folder is checked for them (:func:`check_out_dir`); None when no run is to be added."""
+    more = grown(plan, records)
+    if more is plan:
+        return None
+    added = {r.key for r in more.runs} - {r.key for r in plan.runs} - set(outcomes(records))
+    if not added:  # (cells added in an earlier sweep are complete: nothing to run)
+        return None
+    say(f"sweep {name!r}: {len(added)} run(s) added to bracket the optima on the edge "
+        "of a band")
+    check_out_dir(out, root, [run.key for run in more.runs], workers)
+    return more
 
 
 def grown(plan: SweepPlan, records: Sequence[Mapping[str, Any]]) -> SweepPlan:
@@ -363,7 +416,9 @@ def outcomes(records: Sequence[Mapping[str, Any]]) -> dict[str, float]:
 def _run_round(plan: SweepPlan, storage_url: str, name: str, out: Path, root: Path,
                workers: int, progress: bool, heartbeat_interval: int, grace_period: int,
                stream: TextIO, adopt_study: str | None, say: Callable[[str], None],
-               code: tuple[tuple[str, ...], tuple[str, ...]]) -> list[dict[str, Any]]:
+               code: tuple[tuple[str, ...], tuple[str, ...]],
+               grow: Callable[[Callable[[str], None]], int] | None = None
+               ) -> list[dict[str, Any]]:
     result = create_sweep(plan, storage_url, name, progress=enqueue_progress(stream),
                           adopt_study=adopt_study)
     counts = sweep_status(storage_url, name)
@@ -385,5 +440,5 @@ def _run_round(plan: SweepPlan, storage_url: str, name: str, out: Path, root: Pa
             raise _resume_hint(exc.signum, "the running trial was handed back") from None
     else:
         _run_processes(storage_url, name, out, root, workers, len(result.runs), counts,
-                       progress, heartbeat_interval, grace_period, stream, code)
+                       progress, heartbeat_interval, grace_period, stream, code, grow)
     return load_records(storage_url, name)

@@ -28,6 +28,14 @@ the middle of a run, and a failure there (no C compiler, a platform torch.compil
 support, an Inductor error) falls back before the run has computed anything: a warning
 once, and the eager step from then on in this process, never a mix of the two within a run.
 
+One compiler at a time per machine: where Inductor's cache has not got the kernels yet (a new
+machine), every worker of a sweep would generate and compile the same C++ (about 25
+CPU-seconds each, ``docs/results/bench_levers.txt``). A process that has something to compile
+therefore takes an exclusive lock on a file in Inductor's cache folder first
+(:func:`compile_lock`): the first worker compiles while the others wait (asleep), then load
+what it wrote (about 2 CPU-seconds). The lock dies with its process; where the file cannot be
+locked (a read-only or unusual file system), each process compiles on its own, as before.
+
 Determinism: the compiled kernels are fixed functions of their inputs (no atomics; a fixed
 reduction order for a given number of threads), so a run repeated in the same process, in a
 fresh process (which loads the same kernels from Inductor's on-disk cache or generates them
@@ -40,6 +48,7 @@ the optimizer's update, outside this function.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import os
@@ -47,7 +56,7 @@ import random
 import time
 import types
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -55,12 +64,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+try:
+    import fcntl
+except ImportError:  # not a POSIX system: no lock, each process compiles on its own
+    fcntl = None  # type: ignore[assignment]
+
 __all__ = [
     "COMPILED_DEVICES",
     "COMPILED_MODELS",
     "ENV_SWITCH",
     "LossFunction",
     "batch_sizes",
+    "compile_lock",
     "compile_unavailable",
     "loss_function",
 ]
@@ -129,6 +144,46 @@ def _structure(model: nn.Module) -> tuple:
             tuple((n, tuple(b.shape), b.dtype, b.device) for n, b in model.named_buffers()))
 
 
+#: the file :func:`compile_lock` locks, in Inductor's cache folder
+_LOCK_NAME = "weightdecay-compile.lock"
+
+
+def _lock_path() -> str:
+    from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+    return os.path.join(cache_dir(), _LOCK_NAME)
+
+
+@contextlib.contextmanager
+def compile_lock(path: str | None = None) -> Iterator[bool]:
+    """Hold an exclusive ``flock`` on ``path`` (default: ``weightdecay-compile.lock`` in
+    Inductor's cache folder) while compiling, so that the processes sharing that cache compile
+    one at a time and the later ones load what the first wrote. Yields whether the lock is
+    held: ``False`` where the file cannot be opened or locked (then nothing waits)."""
+    fd = -1
+    try:
+        if fcntl is None:
+            raise OSError("no fcntl.flock on this platform")
+        path = _lock_path() if path is None else path
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except OSError as exc:
+        _log.info("compiling without the lock (%s)", exc)
+        if fd >= 0:
+            os.close(fd)
+        fd = -1
+    except BaseException:  # interrupted while waiting for the lock
+        if fd >= 0:
+            os.close(fd)
+        raise
+    try:
+        yield fd >= 0
+    finally:
+        if fd >= 0:
+            os.close(fd)  # releases the lock
+
+
 def _new_compiled() -> Callable[..., Tensor]:
     # a code object of its own: TorchDynamo keeps its cache (and its recompile limit) per code
     # object, so each key holds exactly one graph however many keys a process meets
@@ -193,7 +248,11 @@ def loss_function(model: nn.Module, config: Any, sizes: Iterable[int],
 
         if not dynamo.is_dynamo_supported():
             raise RuntimeError("torch.compile is not supported on this platform")
-        by_size = {size: _compile(model, size, shape, dtype, device) for size in sizes}
+        sizes = list(sizes)
+        todo = [size for size in sizes
+                if (_structure(model), size, shape, dtype, device) not in _COMPILED]
+        with compile_lock() if todo else contextlib.nullcontext(False):
+            by_size = {size: _compile(model, size, shape, dtype, device) for size in sizes}
     except Exception as exc:  # any failure to compile: train eagerly, from now on
         reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
         _UNAVAILABLE.append(reason)

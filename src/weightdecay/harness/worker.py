@@ -258,6 +258,7 @@ def run_worker(
     keep_checkpoints: bool = False,
     log: Callable[[str], None] | None = None,
     allow_modules: Sequence[str] = (),
+    linger: Callable[[], bool] | None = None,
 ) -> WorkerResult:
     """Join the sweep ``study_name`` and run WAITING trials until none is left.
 
@@ -283,6 +284,10 @@ def run_worker(
             for a trial's model or data set (``"mylab"`` allows ``"mylab.models:net"``);
             trials naming any other are handed back untouched. The working directory is
             put first on ``sys.path`` when any is allowed.
+        linger: when no trial is left to run, keep polling (every half second at most)
+            while this returns true: more trials may come (the local sweep's parent adds
+            the cells that bracket a band's optimum, :func:`weightdecay.harness.local.grown`,
+            to the workers it has, instead of starting new ones). ``None``: exit.
 
     Returns:
         A :class:`WorkerResult`: the trials this worker ran and how they ended.
@@ -328,7 +333,8 @@ def run_worker(
         try:
             with deferred_signals():  # raised only at safe points: see interrupt.py
                 return _work(study, storage, storage_url, out, ckpt_dir, max_trials, wait, poll,
-                             grace_period, progress, keep_checkpoints, log, held, allow)
+                             grace_period, progress, keep_checkpoints, log, held, allow,
+                             linger)
         except Interrupted as exc:
             if exc.described:
                 raise
@@ -339,8 +345,8 @@ def run_worker(
 
 def _work(study, storage, storage_url: str, out: Path, ckpt_dir: Path, max_trials: int | None,
           wait: bool, poll: float, grace_period: int, progress: bool, keep_checkpoints: bool,
-          log: Callable[[str], None], held: list[ClaimedTrial], allow: tuple[str, ...] = ()
-          ) -> WorkerResult:
+          log: Callable[[str], None], held: list[ClaimedTrial], allow: tuple[str, ...] = (),
+          linger: Callable[[], bool] | None = None) -> WorkerResult:
     """The worker's loop: claim, run, record; a trial held when it stops is handed back."""
     from optuna.storages import fail_stale_trials
     from optuna.trial import TrialState
@@ -359,7 +365,11 @@ def _work(study, storage, storage_url: str, out: Path, ckpt_dir: Path, max_trial
             if claimed is None:
                 running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
                 if not (wait and running):
-                    break
+                    if linger is None or not linger():
+                        break
+                    with interruptible():  # more trials may come: see ``linger``
+                        time.sleep(min(poll, 0.5))
+                    continue
                 if not waiting_said:
                     log(f"no trial is waiting; {len(running)} are running elsewhere: waiting "
                         f"for them (a trial whose worker is gone is retried here once it has "
