@@ -47,6 +47,18 @@ def test_the_committed_cost_table_is_what_the_raw_measurements_render():
     assert f"| {cold['cpu'] / before['cpu']:.2f} |" in committed
 
 
+def test_the_compile_lock_table_gives_medians_and_ratios_to_the_arm_without_it():
+    lock = _module("bench_compile_lock")
+    text = lock.table({False: [(40.0, 30.0), (36.0, 28.0), (38.0, 90.0)],
+                       True: [(30.0, 33.0), (19.0, 31.0), (28.5, 29.0)]}, 2, "a machine")
+    assert "medians of 3 alternating repetitions" in text and "Machine: a machine." in text
+    assert "| each process compiles (no lock) | 38.0 | 30.0 | 1.00 | 1.00 |" in text
+    assert "| one compiles, the others wait and load (the lock) | 28.5 | 31.0 | 0.75 | 1.03 |" \
+        in text
+    committed = (ROOT / "docs" / "results" / "bench_compile_lock.txt").read_text()
+    assert committed.startswith("2 processes preparing the compiled training step")
+
+
 def test_the_step_benchmark_rows_are_recognized():
     compare = _module("bench_optim_compare")
     lines = (ROOT / "docs" / "results" / "bench_optim.txt").read_text().splitlines()
