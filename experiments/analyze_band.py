@@ -3,7 +3,7 @@ row's expected optimum?
 
     python experiments/analyze_band.py --pilot runs/pilot_fig2 \
         --eval runs/pilot_fig2:pilot_fig2 runs/pilot_fig2:pilot_fig2:quick-rows \
-        [--cells 4,5,6,7,5+3] [--out docs/results/band_design.json]
+        [--cells 4,5,6,7,5+3,4+3,3+5] [--out docs/results/band_design.json]
 
 1. The band is chosen on the PILOT seeds (1000, 1001): for each optimizer, the line through
    the pilot's per-row optima, log2 λ*(α) = c + s·log2 α (the slope fit of the full pilot).
