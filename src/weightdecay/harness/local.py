@@ -214,13 +214,14 @@ def _run_processes(storage_url: str, name: str, out: Path, root: Path, workers: 
     instead of exiting (no new processes to start, nothing compiled again)."""
     (out / "logs").mkdir(parents=True, exist_ok=True)
     ctx = multiprocessing.get_context("spawn")
-    more = ctx.Event() if grow is not None else None
-    if more is not None:
+    more = ctx.Event()  # set while ``grow`` may add trials: the workers wait for them
+    if grow is not None:
         more.set()
     procs = [
         ctx.Process(target=_worker_process,
                     args=(storage_url, name, str(out), str(root), i, heartbeat_interval,
-                          grace_period, os.getpid(), *code, more),
+                          grace_period, os.getpid(), *code,
+                          more if grow is not None else None),
                     name=f"weightdecay-worker-{i}")
         for i in range(workers)
     ]
@@ -240,16 +241,16 @@ def _run_processes(storage_url: str, name: str, out: Path, root: Path, workers: 
             with interruptible():  # the only place a signal lands at once (no store use)
                 time.sleep(0.5)
             _hand_back_dead(procs, handed, status_storage, name)
-            if grow is not None and more is not None and more.is_set():
-                counts = status.poll()
-                if not (counts["waiting"] or counts["running"]):
-                    added = grow(_printer(bar, stream))
-                    if not added:
-                        more.clear()  # the workers exit once they find nothing to do
-                    elif bar is not None:
-                        bar.total += added
+            lingering = more.is_set()
+            if lingering or bar is not None:
+                counts = status.poll()  # one read of the store serves both
+            if lingering and grow is not None and not (counts["waiting"] or counts["running"]):
+                added = grow(_printer(bar, stream))
+                if not added:
+                    more.clear()  # the workers exit once they find nothing to do
+                elif bar is not None:
+                    bar.total += added
             if bar is not None:
-                counts = status.poll()
                 bar.n = counts["complete"]
                 bar.set_postfix(running=counts["running"], failed=counts["failed"],
                                 diverged=counts["diverged"], refresh=False)

@@ -468,22 +468,26 @@ def _cells(entry: _Entry, outcomes: Mapping[str, float] | None = None
     rows = itertools.product(g["schedules"], g["epochs"], g["batch_size"], g["lr"])
     done: Mapping[str, float] = outcomes or {}
     extend = entry.band.get("extend", 0) if entry.band is not None and done else 0
+
+    def keys(cs: list[RunConfig]) -> list[str]:
+        return [c.key({"experiment": entry.experiment}) for c in cs]
+
     for *row, lr in rows:
         def configs(decay, row=row, lr=lr):
             return [_cell(entry, dict(zip(names, (*row, lr, decay, seed))))
                     for seed in g["seeds"]]
 
         cells = {d: configs(d) for d in entry.decays(lr)}
+        row_keys = {d: keys(cs) for d, cs in cells.items()} if extend else {}
         for _ in range(extend):
-            keys = {d: [c.key({"experiment": entry.experiment}) for c in cs]
-                    for d, cs in cells.items()}
-            if not all(k in done for ks in keys.values() for k in ks):
+            if not all(k in done for ks in row_keys.values() for k in ks):
                 break  # the row's runs are not all done: nothing to decide yet
-            error = {d: sum(done[k] for k in ks) / len(ks) for d, ks in keys.items()}
+            error = {d: sum(done[k] for k in ks) / len(ks) for d, ks in row_keys.items()}
             nxt = bracket_next(g[entry.decay_key], list(cells), error)
             if nxt is None:
                 break
             cells[nxt] = configs(nxt)
+            row_keys[nxt] = keys(cells[nxt])
         for decay in g[entry.decay_key]:  # grid order
             if decay in cells:
                 yield from cells[decay]

@@ -169,15 +169,13 @@ def compile_lock(path: str | None = None) -> Iterator[bool]:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
         fcntl.flock(fd, fcntl.LOCK_EX)
-    except OSError as exc:
+    except BaseException as exc:  # no lock here, or interrupted while waiting for it
+        if fd >= 0:
+            os.close(fd)
+        if not isinstance(exc, OSError):
+            raise
         _log.info("compiling without the lock (%s)", exc)
-        if fd >= 0:
-            os.close(fd)
         fd = -1
-    except BaseException:  # interrupted while waiting for the lock
-        if fd >= 0:
-            os.close(fd)
-        raise
     try:
         yield fd >= 0
     finally:
@@ -250,8 +248,8 @@ def loss_function(model: nn.Module, config: Any, sizes: Iterable[int],
         if not dynamo.is_dynamo_supported():
             raise RuntimeError("torch.compile is not supported on this platform")
         sizes = list(sizes)
-        todo = [size for size in sizes
-                if (_structure(model), size, shape, dtype, device) not in _COMPILED]
+        structure = _structure(model)
+        todo = any((structure, size, shape, dtype, device) not in _COMPILED for size in sizes)
         with compile_lock() if todo else contextlib.nullcontext(False):
             by_size = {size: _compile(model, size, shape, dtype, device) for size in sizes}
     except Exception as exc:  # any failure to compile: train eagerly, from now on
