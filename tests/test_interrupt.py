@@ -159,6 +159,32 @@ def test_a_swallowed_interruption_is_raised_again_at_the_next_safe_point():
     check_interrupted()  # outside stop_on_signals: nothing to raise
 
 
+def test_an_interruption_swallowed_by_a_finaliser_leaves_no_traceback(monkeypatch):
+    # Python prints an "Exception ignored in ... Traceback" for an exception raised in a
+    # finaliser or a weakref callback (importlib's module-lock `cb` in a worker's log); ours
+    # is raised again at the next safe point, so it is dropped -- and only it.
+    seen = []
+    monkeypatch.setattr(sys, "unraisablehook", seen.append)
+
+    class Signalled:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.01)
+
+    class Broken:
+        def __del__(self):
+            raise ValueError("a library's own bug")
+
+    with stop_on_signals():
+        Signalled()  # collected at once: the signal's exception is swallowed by Python
+        Broken()
+        with pytest.raises(Interrupted) as info:
+            check_interrupted()
+    assert info.value.exit_code == 143
+    assert [type(u.exc_value) for u in seen] == [ValueError]  # passed on, not ours
+    assert sys.unraisablehook == seen.append  # restored
+
+
 def _take_over(url: str, claimed_number: int) -> None:
     """What another worker's fail_stale_trials does to a trial whose worker went silent."""
     study = optuna.load_study(study_name="late", storage=store.open_storage(url))

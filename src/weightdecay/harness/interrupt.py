@@ -17,6 +17,11 @@ loops run :func:`deferred_signals`: a signal is only recorded, and raised at a s
 -- :func:`check_interrupted`, or the end of the block -- and at once only inside
 :func:`interruptible` sections, which touch no store (training a run, sleeping between
 polls). :func:`check_interrupted` also raises again an interruption that was swallowed.
+One that lands in a finaliser or a weak-reference callback (e.g. importlib's module-lock
+clean-up while torch imports lazily) is swallowed by Python itself, which would print an
+"Exception ignored ... Traceback" into the log: the hook for such exceptions drops
+:class:`Interrupted` (and only it) while the handler is installed, since the next safe point
+raises it again.
 
 Outside the main thread (where Python cannot install signal handlers) all of these are
 no-ops, and so are nested :func:`stop_on_signals`: the outermost one applies.
@@ -29,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from types import FrameType
@@ -80,6 +86,17 @@ def _handler(signum: int, frame: FrameType | None) -> None:
         _raise()
 
 
+def _unraisable_hook(previous: object) -> object:
+    """``sys.unraisablehook`` that drops our own swallowed :class:`Interrupted` (the next
+    safe point raises it again) and passes everything else to ``previous``."""
+
+    def hook(unraisable: object) -> None:
+        if not isinstance(getattr(unraisable, "exc_value", None), Interrupted):
+            previous(unraisable)  # type: ignore[operator]
+
+    return hook
+
+
 def _active() -> bool:
     return _STATE.installed and threading.current_thread() is threading.main_thread()
 
@@ -96,12 +113,15 @@ def stop_on_signals() -> Iterator[None]:
     for signum in SIGNALS:
         if signal.getsignal(signum) != signal.SIG_IGN:
             previous[signum] = signal.signal(signum, _handler)
+    unraisable = sys.unraisablehook
+    sys.unraisablehook = _unraisable_hook(unraisable)  # type: ignore[assignment]
     _STATE.installed, _STATE.received, _STATE.raised, _STATE.depth = True, None, False, 0
     try:
         yield
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        sys.unraisablehook = unraisable
         _STATE.installed, _STATE.received, _STATE.raised, _STATE.depth = False, None, False, 0
 
 
