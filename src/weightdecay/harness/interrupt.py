@@ -36,7 +36,7 @@ import contextlib
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import FrameType
 
 __all__ = ["Interrupted", "check_interrupted", "deferred_signals", "interruptible",
@@ -86,13 +86,14 @@ def _handler(signum: int, frame: FrameType | None) -> None:
         _raise()
 
 
-def _unraisable_hook(previous: object) -> object:
+def _unraisable_hook(previous: Callable[[sys.UnraisableHookArgs], object]
+                     ) -> Callable[[sys.UnraisableHookArgs], None]:
     """``sys.unraisablehook`` that drops our own swallowed :class:`Interrupted` (the next
     safe point raises it again) and passes everything else to ``previous``."""
 
-    def hook(unraisable: object) -> None:
-        if not isinstance(getattr(unraisable, "exc_value", None), Interrupted):
-            previous(unraisable)  # type: ignore[operator]
+    def hook(unraisable: sys.UnraisableHookArgs) -> None:
+        if not isinstance(unraisable.exc_value, Interrupted):
+            previous(unraisable)
 
     return hook
 
@@ -114,7 +115,7 @@ def stop_on_signals() -> Iterator[None]:
         if signal.getsignal(signum) != signal.SIG_IGN:
             previous[signum] = signal.signal(signum, _handler)
     unraisable = sys.unraisablehook
-    sys.unraisablehook = _unraisable_hook(unraisable)  # type: ignore[assignment]
+    sys.unraisablehook = _unraisable_hook(unraisable)
     _STATE.installed, _STATE.received, _STATE.raised, _STATE.depth = True, None, False, 0
     try:
         yield

@@ -325,8 +325,7 @@ def run_local(
     check_timing(heartbeat_interval, grace_period)
     stream = sys.stderr if stream is None else stream
 
-    def say(line: str) -> None:
-        print(line, file=stream, flush=True)
+    say = _printer(None, stream)
 
     plan = spec if isinstance(spec, SweepPlan) else plan_sweep(spec, max_runs=max_runs)
     name = study_name or plan.name

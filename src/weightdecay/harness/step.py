@@ -190,11 +190,11 @@ def _new_compiled() -> Callable[..., Tensor]:
     return torch.compile(fn, dynamic=False, fullgraph=True)
 
 
-def _compile(model: nn.Module, size: int, input_shape: tuple[int, ...], dtype: torch.dtype,
-             device: torch.device) -> Callable[..., Tensor]:
-    """The compiled loss function for batches of ``size``: compiled now (forward and
-    backward) on a copy of ``model`` and zeros, leaving every random state as it was."""
-    key = (_structure(model), size, input_shape, dtype, device)
+def _compile(model: nn.Module, key: tuple) -> Callable[..., Tensor]:
+    """The compiled loss function for ``key`` = (``_structure(model)``, batch size, one
+    example's shape, dtype, device): compiled now (forward and backward) on a copy of
+    ``model`` and zeros, leaving every random state as it was."""
+    _, size, input_shape, dtype, device = key
     if key in _COMPILED:
         return _COMPILED[key]
     import torch._inductor.config as inductor_config
@@ -247,11 +247,11 @@ def loss_function(model: nn.Module, config: Any, sizes: Iterable[int],
 
         if not dynamo.is_dynamo_supported():
             raise RuntimeError("torch.compile is not supported on this platform")
-        sizes = list(sizes)
         structure = _structure(model)
-        todo = any((structure, size, shape, dtype, device) not in _COMPILED for size in sizes)
+        keys = {size: (structure, size, shape, dtype, device) for size in sizes}
+        todo = any(key not in _COMPILED for key in keys.values())
         with compile_lock() if todo else contextlib.nullcontext(False):
-            by_size = {size: _compile(model, size, shape, dtype, device) for size in sizes}
+            by_size = {size: _compile(model, key) for size, key in keys.items()}
     except Exception as exc:  # any failure to compile: train eagerly, from now on
         reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
         _UNAVAILABLE.append(reason)
